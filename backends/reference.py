@@ -1,0 +1,134 @@
+"""The reference backend: interprets the IR op by op with torch eager ops.
+
+It is the oracle of every differential test, so it favours exactness over speed. ATen ops
+(`aten.*`, `prims.*`) run through `torch.ops` via `compiler.aten.CallPlan`, so any ATen op is
+executable without declaring it; the project's own ops (`spk.*`) and symbolic-size
+arithmetic (`py.*`) have kernels registered here with `@kernel(name)`. Values are freed after
+their last use to keep peak memory near eager's.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from compiler import aten
+from compiler.errors import SpokeshaveError, UnsupportedError
+from compiler.frontend import _PY_FUNCS
+from compiler.ir import Block, Function, Module, Op, Value
+from compiler.weights import WeightStore
+
+from . import register_backend
+
+Kernel = Callable[[Op, list[Any]], Any]
+KERNELS: dict[str, Kernel] = {}
+
+
+def kernel(name: str):
+    """Register the reference semantics of a non-ATen op."""
+    def deco(fn: Kernel) -> Kernel:
+        KERNELS[name] = fn
+        return fn
+    return deco
+
+
+@kernel("spk.constant")
+def _constant(op: Op, args: list[Any]) -> Any:
+    return op.attributes["value"]
+
+
+@kernel("spk.none")
+def _none(op: Op, args: list[Any]) -> Any:
+    return None
+
+
+@kernel("spk.fused")
+def _fused(op: Op, args: list[Any]) -> Any:
+    outs = _BlockProgram(op.regions[0].block, "spk.yield").run(args)
+    return outs[0] if len(outs) == 1 else outs
+
+
+def _runner(op: Op) -> Callable[[list[Any]], Any]:
+    if op.name in KERNELS:
+        k = KERNELS[op.name]
+        return lambda args: k(op, args)
+    if op.name.startswith("py."):
+        fn = _PY_FUNCS.get(op.name[3:])
+        if fn is None:
+            raise UnsupportedError(f"{op.describe()}: unknown Python function")
+        return lambda args: fn(*args)
+    if aten.is_aten_like(op.name):
+        plan = aten.CallPlan(op)
+        return plan.call
+    raise UnsupportedError(f"the reference backend has no kernel for {op.describe()}; "
+                           f"register one with @backends.reference.kernel")
+
+
+class _BlockProgram:
+    """A block prepared for repeated execution: per-op runners and last-use frees."""
+
+    def __init__(self, block: Block, terminator: str):
+        self.block = block
+        ops = block.ops
+        if not ops or ops[-1].name != terminator:
+            raise SpokeshaveError(f"block does not end with {terminator}")
+        self.body = ops[:-1]
+        self.outputs = ops[-1].operands
+        self.runners = [_runner(op) for op in self.body]
+        last_use: dict[Value, int] = {}
+        for i, op in enumerate(self.body):
+            for v in op.operands:
+                last_use[v] = i
+        keep = set(self.outputs)
+        self.frees: list[list[Value]] = [[] for _ in self.body]
+        for v, i in last_use.items():
+            if v not in keep:
+                self.frees[i].append(v)
+
+    def run(self, args: list[Any]) -> list[Any]:
+        env: dict[Value, Any] = dict(zip(self.block.args, args))
+        for op, run, frees in zip(self.body, self.runners, self.frees):
+            try:
+                out = run([env[v] for v in op.operands])
+            except SpokeshaveError:
+                raise
+            except Exception as e:
+                raise SpokeshaveError(f"reference backend: {op.describe()} failed: "
+                                      f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+            if len(op.results) == 1:
+                env[op.results[0]] = out
+            else:
+                for r, o in zip(op.results, out):
+                    env[r] = o
+            for v in frees:
+                del env[v]
+        return [env[v] for v in self.outputs]
+
+
+class ReferenceExecutable:
+    """Runs `module.entry` with parameters taken from the weight store."""
+
+    def __init__(self, module: Module, weights: WeightStore):
+        self.func: Function = module.entry
+        self.program = _BlockProgram(self.func.body, "func.return")
+        missing = [n for n in self.func.params() if n not in weights]
+        if missing:
+            raise SpokeshaveError(f"the weight store lacks parameters: {', '.join(missing[:5])}"
+                                  f"{' ...' if len(missing) > 5 else ''}")
+        self.params = {a: weights[n] for a in self.func.args
+                       if (n := self.func.param_name(a)) is not None}
+        self.n_inputs = len(self.func.user_inputs())
+
+    def __call__(self, *inputs: Any) -> list[Any]:
+        if len(inputs) != self.n_inputs:
+            raise SpokeshaveError(f"@{self.func.name} takes {self.n_inputs} inputs, got {len(inputs)}")
+        it = iter(inputs)
+        args = [self.params[a] if a in self.params else next(it) for a in self.func.args]
+        with torch.no_grad():
+            return self.program.run(args)
+
+
+@register_backend("reference", device="cpu", features={"any-aten-op", "dynamic-shapes",
+                                                       "exact-quant-emulation"})
+def build(module: Module, weights: WeightStore) -> ReferenceExecutable:
+    return ReferenceExecutable(module, weights)

@@ -1,0 +1,83 @@
+"""The Python entry points: `compile`, `parse`, and the `CompiledModel` they produce.
+
+`compile(model, example_inputs, pipeline=..., backend=..., calibration=...)` exports the
+model, imports it, runs the pipeline (verifying after every pass) and hands the result to a
+backend. The returned object is called like the model (same pytree inputs and outputs) and
+exposes its IR (`.module`), weights (`.weights`) and what the pipeline did (`.stats`,
+`.timings`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .errors import SpokeshaveError
+from .frontend import import_model
+from .ir import Module
+from .parser import parse_module
+from .passmanager import PassContext, PassManager
+from .weights import WeightStore
+
+DEFAULT_PIPELINE = "canonicalize,cse,dce"
+
+
+class CompiledModel:
+    """A compiled model: call it like the original."""
+
+    def __init__(self, module: Module, weights: WeightStore, backend: str, pipeline: str,
+                 ctx: PassContext, in_spec: Any = None, out_spec: Any = None,
+                 timings: list[tuple[str, float]] | None = None):
+        from backends import get_backend
+
+        self.module = module
+        self.weights = weights
+        self.backend = backend
+        self.pipeline = pipeline
+        self.context = ctx
+        self.stats = {k: dict(v) for k, v in ctx.stats.items()}
+        self.timings = timings or []
+        self.in_spec, self.out_spec = in_spec, out_spec
+        self._run = get_backend(backend).build(module, weights)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.in_spec is not None:
+            flat, spec = torch.utils._pytree.tree_flatten((args, kwargs))
+            if spec != self.in_spec:
+                raise SpokeshaveError(f"called with inputs structured as {spec}, but the model was "
+                                      f"compiled for {self.in_spec}")
+        else:
+            flat = list(args)
+        outs = self._run(*flat)
+        if self.out_spec is not None:
+            return torch.utils._pytree.tree_unflatten(outs, self.out_spec)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    @property
+    def ir(self) -> str:
+        return str(self.module)
+
+
+def compile(model: torch.nn.Module, example_inputs: tuple | list | torch.Tensor,
+            pipeline: str = DEFAULT_PIPELINE, backend: str = "reference",
+            calibration: list | None = None, example_kwargs: dict | None = None,
+            dynamic_shapes: Any = None, verify: bool = True,
+            print_ir_after_all: bool = False) -> CompiledModel:
+    """Export, import, optimise and build `model`. `calibration` is a list of input batches
+    (each a tuple of positional inputs) that compression passes measure statistics on."""
+    from backends import get_backend
+
+    get_backend(backend)  # fail on a bad backend name before the slow export
+    pm = PassManager.parse(pipeline, verify=verify, print_ir_after_all=print_ir_after_all)
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    imported = import_model(model, tuple(example_inputs), example_kwargs, dynamic_shapes)
+    ctx = PassContext(weights=imported.weights, calibration=calibration)
+    pm.run(imported.module, ctx)
+    return CompiledModel(imported.module, ctx.weights, backend, pm.pipeline, ctx,
+                         imported.in_spec, imported.out_spec, pm.timings)
+
+
+def parse(text: str, filename: str = "<string>") -> Module:
+    """Parse IR text (MLIR generic syntax) into a `Module`."""
+    return parse_module(text, filename)

@@ -1,0 +1,238 @@
+"""The torch.export frontend: `nn.Module` -> (`Module`, `WeightStore`, calling convention).
+
+We export with `torch.export.export`, then run `run_decompositions` with the default core
+ATen table minus the high-level ops that passes want to see whole (`KEEP_OPS`: linear,
+layer_norm, gelu, sdpa, ...). Every remaining ATen call becomes a generic op through
+`compiler.aten`; parameters, buffers and lifted constants become function arguments tagged
+`{spk.param = "<fqn>"}` whose tensors go into the weight store. Symbolic dims (from
+`dynamic_shapes`) become `?` in the types and `i64` values in the IR.
+"""
+from __future__ import annotations
+
+import inspect
+import operator
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx
+
+from . import aten
+from .errors import ExportError, Location, UnsupportedError
+from .ir import NONE, Function, Module, Op, TensorType, Type, Value, dtype_name
+from .weights import WeightStore
+
+# High-level ops kept whole: passes pattern-match on them (quantize linear, fold norms...).
+KEEP_OPS = (
+    torch.ops.aten.linear.default,
+    torch.ops.aten.layer_norm.default,
+    torch.ops.aten.gelu.default,
+    torch.ops.aten.silu.default,
+    torch.ops.aten.scaled_dot_product_attention.default,
+    torch.ops.aten.matmul.default,
+    torch.ops.aten.softmax.int,
+    torch.ops.aten.embedding.default,
+    torch.ops.aten.rms_norm.default,
+)
+
+# Python-level calls on symbolic sizes that may appear in exported graphs.
+_PY_FUNCS = {f"operator.{n}": getattr(operator, n) for n in
+             ("add", "sub", "mul", "floordiv", "truediv", "mod", "neg", "pow", "eq", "ne", "lt",
+              "le", "gt", "ge", "and_", "or_", "not_")}
+_PY_FUNCS.update({f"torch.{n}": getattr(torch, n) for n in
+                  ("sym_max", "sym_min", "sym_float", "sym_int", "sym_not", "sym_sqrt", "sym_ite")})
+# Runtime assertions about symbolic sizes: checked by torch.export already, not modelled.
+_DROPPED = {torch.ops.aten._assert_scalar.default, torch.ops.aten.sym_constrain_range_for_size.default,
+            torch.ops.aten._assert_tensor_metadata.default}
+
+
+@dataclass
+class Imported:
+    module: Module
+    weights: WeightStore
+    in_spec: Any   # pytree spec of the user inputs, to flatten calls
+    out_spec: Any  # pytree spec of the outputs, to rebuild them
+
+
+def decomposition_table() -> dict:
+    table = torch.export.default_decompositions()
+    for op in KEEP_OPS:
+        table.pop(op, None)
+    return table
+
+
+def model_location(model: torch.nn.Module) -> str:
+    """`BertModel (transformers/models/bert/modeling_bert.py:850)`: where the user's model lives."""
+    cls = type(model)
+    try:
+        file = inspect.getsourcefile(cls.forward) or "?"
+        line = inspect.getsourcelines(cls.forward)[1]
+        return f"{cls.__name__}.forward ({file}:{line})"
+    except (OSError, TypeError):
+        return cls.__name__
+
+
+def export_model(model: torch.nn.Module, example_inputs: tuple, example_kwargs: dict | None = None,
+                 dynamic_shapes: Any = None, decompose: bool = True) -> torch.export.ExportedProgram:
+    """Run torch.export; on failure raise `ExportError` with torch's reason and the model's place."""
+    try:
+        ep = torch.export.export(model, tuple(example_inputs), kwargs=example_kwargs or None,
+                                 dynamic_shapes=dynamic_shapes, strict=False)
+        if decompose:
+            ep = ep.run_decompositions(decomposition_table())
+    except Exception as e:  # torch raises many types here; all mean "could not trace"
+        reason = str(e).strip().splitlines()
+        summary = "\n  ".join(line for line in reason[:12] if line.strip())
+        raise ExportError(f"torch.export could not trace {model_location(model)}:\n  "
+                          f"{type(e).__name__}: {summary}\n"
+                          f"Fix the model so torch.export can trace it (see "
+                          f"https://pytorch.org/docs/stable/export.html), or pass dynamic_shapes "
+                          f"that match how it is called.") from None
+    return ep
+
+
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+
+
+def _node_location(node: torch.fx.Node) -> Location | None:
+    trace = node.meta.get("stack_trace")
+    if trace:
+        frames = _FRAME.findall(trace)
+        if frames:
+            file, line = frames[-1]
+            return Location(os.path.basename(file), int(line), 0)
+    return None
+
+
+def _type_of(val: Any) -> Type:
+    if isinstance(val, torch.Tensor):
+        shape = tuple(d if isinstance(d, int) else None for d in val.shape)
+        return TensorType(shape, dtype_name(val.dtype))
+    if val is None:
+        return NONE
+    return aten.scalar_type_of(val)
+
+
+class _Importer:
+    def __init__(self, ep: torch.export.ExportedProgram):
+        self.ep = ep
+        self.values: dict[torch.fx.Node, Value | list[Value]] = {}
+        self.func: Function | None = None
+
+    def run(self) -> tuple[Module, WeightStore]:
+        ep, sig = self.ep, self.ep.graph_signature
+        placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"]
+        specs = {s.arg.name: s for s in sig.input_specs}
+        user, params = [], []
+        for n in placeholders:
+            spec = specs[n.name]
+            kind = spec.kind.name
+            if kind == "USER_INPUT":
+                user.append(n)
+            elif kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
+                params.append((n, spec.target))
+            else:
+                raise UnsupportedError(f"exported input '{n.name}' of kind {kind} is not supported")
+        for s in sig.output_specs:
+            if s.kind.name != "USER_OUTPUT":
+                raise UnsupportedError(f"the model mutates '{s.target}' ({s.kind.name}) during "
+                                       f"forward; only inference graphs without mutation import")
+        weights = WeightStore()
+        arg_types, arg_names, arg_attrs = [], [], []
+        for n in user:
+            arg_types.append(_type_of(n.meta["val"]))
+            arg_names.append(n.name)
+            arg_attrs.append({})
+        for n, target in params:
+            data = ep.state_dict[target] if target in ep.state_dict else ep.constants[target]
+            if isinstance(data, torch.nn.Parameter):
+                data = data.data
+            weights[target] = data.detach()
+            arg_types.append(_type_of(n.meta["val"]))
+            arg_names.append(target)
+            arg_attrs.append({"spk.param": target})
+        f = Function("forward", arg_types, arg_names, arg_attrs)
+        self.func = f
+        for n, a in zip(user + [p for p, _ in params], f.args):
+            self.values[n] = a
+        for node in ep.graph.nodes:
+            if node.op == "call_function":
+                self.import_call(node)
+            elif node.op == "output":
+                outs = [self.value(x) for x in torch.utils._pytree.tree_leaves(node.args[0])]
+                f.result_types = [v.type for v in outs]
+                f.body.append(Op("func.return", outs))
+            elif node.op != "placeholder":
+                raise UnsupportedError(f"FX node kind '{node.op}' ({node.name}) is not supported")
+        return Module([f]), weights
+
+    def value(self, x: Any) -> Value:
+        if isinstance(x, torch.fx.Node):
+            v = self.values[x]
+            if isinstance(v, list):
+                raise UnsupportedError(f"'{x.name}' has several results; expected one")
+            return v
+        return self.constant(x)
+
+    def constant(self, x: Any) -> Value:
+        if x is None:
+            return self.emit(Op("spk.none", [], [NONE])).result
+        return self.emit(Op("spk.constant", [], [aten.scalar_type_of(x)], {"value": x})).result
+
+    def emit(self, op: Op) -> Op:
+        return self.func.body.append(op)
+
+    def import_call(self, node: torch.fx.Node) -> None:
+        target = node.target
+        if target is operator.getitem:
+            src, idx = node.args
+            self.values[node] = self.values[src][idx]
+            return
+        if target in _DROPPED:
+            return
+        loc = _node_location(node)
+        val = node.meta.get("val")
+        vals = list(val) if isinstance(val, (list, tuple)) else [val]
+        result_types = [_type_of(v) for v in vals]
+        if isinstance(target, torch._ops.OpOverload):
+            enc = aten.encode_call(target, node.args, node.kwargs,
+                                   lambda x: isinstance(x, torch.fx.Node))
+            operands = [self.constant(o[1]) if isinstance(o, tuple) else self.value(o)
+                        for o in enc.operands]
+            op = Op(aten.op_name(target), operands, result_types, enc.attributes, loc=loc)
+        else:
+            qual = f"{getattr(target, '__module__', '')}.{getattr(target, '__name__', '')}"
+            qual = qual.replace("_operator.", "operator.")
+            if qual not in _PY_FUNCS:
+                raise UnsupportedError(f"call to {target} at {loc or node.name} is not supported; "
+                                       f"only ATen ops and symbolic-size arithmetic import")
+            if node.kwargs:
+                raise UnsupportedError(f"keyword arguments to {qual} are not supported")
+            op = Op(f"py.{qual}", [self.value(a) for a in node.args], result_types, loc=loc)
+        self.emit(op)
+        if isinstance(val, (list, tuple)):
+            self.values[node] = list(op.results)
+        else:
+            self.values[node] = op.result
+
+
+def import_program(ep: torch.export.ExportedProgram) -> Imported:
+    """An ExportedProgram as IR + weights + the pytree specs to call it like the model."""
+    module, weights = _Importer(ep).run()
+    return Imported(module, weights, ep.call_spec.in_spec, ep.call_spec.out_spec)
+
+
+def import_model(model: torch.nn.Module, example_inputs: tuple, example_kwargs: dict | None = None,
+                 dynamic_shapes: Any = None, decompose: bool = True) -> Imported:
+    """Export `model` and import it."""
+    if not isinstance(model, torch.nn.Module):
+        raise ExportError(f"compile() takes a torch.nn.Module, got {type(model).__name__}")
+    was_training = model.training
+    model.eval()
+    try:
+        ep = export_model(model, example_inputs, example_kwargs, dynamic_shapes, decompose)
+    finally:
+        model.train(was_training)
+    return import_program(ep)

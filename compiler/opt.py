@@ -1,0 +1,126 @@
+"""`spokeshave-opt`: run a pass pipeline over IR text, like `mlir-opt`.
+
+    spokeshave-opt FILE.mlir --pass-pipeline="canonicalize,cse,dce"
+    spokeshave-opt - < in.mlir           # stdin
+    spokeshave-opt cases.mlir --split-input-file --verify-roundtrip
+
+Parameters take their data from `--weights W.safetensors`; without it each parameter gets
+deterministic synthetic data so structural passes run. Errors print as
+`FILE:LINE:COL: error: ...` and exit 1, never with a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import sys
+
+from .errors import SpokeshaveError
+from .parser import parse_module
+from .passmanager import PassContext, PassManager, registered_passes, describe_options
+from .printer import print_module
+from .verifier import verify
+from .weights import WeightStore, complete_weights
+
+SPLIT_MARKER = re.compile(r"^// -----\s*$", re.M)
+
+
+def _arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spokeshave-opt", description=__doc__.split("\n")[0])
+    p.add_argument("input", nargs="?", default="-", help="IR file, or - for stdin (default)")
+    p.add_argument("--pass-pipeline", "-p", default="", help='e.g. "canonicalize,cse,dce"')
+    p.add_argument("--weights", help="safetensors file with parameter data")
+    p.add_argument("--split-input-file", action="store_true",
+                   help="treat '// -----' separated chunks as independent inputs")
+    p.add_argument("--print-ir-after-all", action="store_true")
+    p.add_argument("--timing", action="store_true", help="per-pass timing and statistics on stderr")
+    p.add_argument("--no-verify", action="store_true", help="do not run the verifier between passes")
+    p.add_argument("--verify-roundtrip", action="store_true",
+                   help="check that printing, parsing and printing again gives the same text")
+    p.add_argument("--print-debuginfo", action="store_true", help="print op locations")
+    p.add_argument("--list-passes", action="store_true")
+    p.add_argument("-o", "--output", default="-")
+    return p
+
+
+def _process(text: str, filename: str, line_offset: int, args, weights: WeightStore | None,
+             out: io.StringIO) -> None:
+    module = parse_module(text, filename, line_offset)
+    store = complete_weights(module, WeightStore(dict(weights.items())) if weights else None)
+    ctx = PassContext(weights=store)
+    pm = PassManager.parse(args.pass_pipeline, verify=not args.no_verify,
+                           print_ir_after_all=args.print_ir_after_all, timing=args.timing,
+                           out=sys.stderr)
+    if args.no_verify is False and not pm.passes:
+        verify(module, store)
+    pm.run(module, ctx)
+    printed = print_module(module, debug_info=args.print_debuginfo)
+    if args.verify_roundtrip:
+        again = print_module(parse_module(printed, f"{filename} (printed)"), debug_info=args.print_debuginfo)
+        if again != printed:
+            import difflib
+
+            diff = "".join(difflib.unified_diff(printed.splitlines(True), again.splitlines(True),
+                                                "printed", "reparsed+printed"))
+            raise SpokeshaveError(f"{filename}: error: the printed IR does not round-trip:\n{diff}")
+    out.write(printed)
+
+
+def _report(e: SpokeshaveError) -> None:
+    msg = str(e)
+    first = msg.split("\n", 1)[0]
+    print(msg if "error:" in first else f"error: {msg}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arg_parser().parse_args(argv)
+    try:
+        if args.list_passes:
+            for name, cls in sorted(registered_passes().items()):
+                print(f"{name}: {describe_options(cls)}")
+            return 0
+        if args.input == "-":
+            text, filename = sys.stdin.read(), "<stdin>"
+        else:
+            try:
+                with open(args.input, encoding="utf-8") as fh:
+                    text = fh.read()
+            except OSError as e:
+                raise SpokeshaveError(f"{args.input}: error: cannot read input: {e.strerror}") from None
+            filename = args.input
+        weights = WeightStore.load(args.weights) if args.weights else None
+        out = io.StringIO()
+        failed = False
+        if args.split_input_file:
+            pos, line = 0, 0
+            chunks = []
+            for m in SPLIT_MARKER.finditer(text):
+                chunks.append((text[pos:m.start()], line))
+                line += text.count("\n", pos, m.end())
+                pos = m.end()
+            chunks.append((text[pos:], line))
+            for i, (chunk, offset) in enumerate(chunks):
+                if i:
+                    out.write("// -----\n")
+                try:
+                    _process(chunk, filename, offset, args, weights, out)
+                except SpokeshaveError as e:  # as mlir-opt: report and go on with the next case
+                    _report(e)
+                    failed = True
+        else:
+            _process(text, filename, 0, args, weights, out)
+        if args.output == "-":
+            sys.stdout.write(out.getvalue())
+        else:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(out.getvalue())
+        return 1 if failed else 0
+    except SpokeshaveError as e:
+        _report(e)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

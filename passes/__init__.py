@@ -1,0 +1,6 @@
+"""The passes: one module per pass (or family), each registering itself by name on import.
+
+`compiler.passmanager.registered_passes()` imports this package, so adding a module here
+and listing it below is all it takes to make a pass reachable from pipelines.
+"""
+from . import canonicalize, cse, dce, fold_constants  # noqa: F401
