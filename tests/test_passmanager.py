@@ -1,0 +1,146 @@
+"""Pass manager: pipeline text, options, analyses, verification between passes, patterns."""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import pytest
+
+from compiler import (Pass, PassContext, PassManager, PipelineError, VerifyError, parse, parse_pipeline,
+                      print_pipeline)
+from compiler.ir import Op
+from compiler.passmanager import register_pass, registered_passes
+from compiler.rewrite import PatternSet, apply_patterns_greedily, pattern
+from compiler.errors import SpokeshaveError
+from compiler.weights import complete_weights
+
+TEXT = """func.func @forward(%x: tensor<4x8xf32>, %w: tensor<16x8xf32> {spk.param = "w"}) -> tensor<4x16xf32> {
+  %0 = "aten.relu"(%x) : (tensor<4x8xf32>) -> tensor<4x8xf32>
+  %1 = "aten.relu"(%x) : (tensor<4x8xf32>) -> tensor<4x8xf32>
+  %2 = "aten.linear"(%0, %w) : (tensor<4x8xf32>, tensor<16x8xf32>) -> tensor<4x16xf32>
+  return %2 : tensor<4x16xf32>
+}
+"""
+
+
+@register_pass
+@dataclass
+class _Probe(Pass):
+    """A test pass with every option kind."""
+
+    name = "test-probe"
+    count: int = 1
+    ratio: float = 0.5
+    flag: bool = False
+    mode: str = field(default="a", metadata={"choices": ("a", "b")})
+    runs = []
+
+    def run(self, module, ctx):
+        _Probe.runs.append(self)
+        ctx.analyses.get(_Counting, module)
+        return False  # changed nothing: analyses survive
+
+
+@register_pass
+@dataclass
+class _Breaker(Pass):
+    """Breaks the IR on purpose, to see the verifier name it."""
+
+    name = "test-break-ir"
+
+    def run(self, module, ctx):
+        f = module.entry
+        ops = f.body.ops
+        ops[0], ops[2] = ops[2], ops[0]
+
+
+class _Counting:
+    made = 0
+
+    def __init__(self, module, ctx):
+        _Counting.made += 1
+
+
+@pytest.mark.parametrize("text", ["canonicalize,cse,dce", "cse", "test-probe{count=3 ratio=0.25 flag=true mode=b}",
+                                  "test-probe{mode=b},dce", "fold-constants{max-new-elements=10}"])
+def test_pipeline_text_round_trips(text):
+    assert print_pipeline(parse_pipeline(text)) == text
+
+
+def test_pipeline_spellings():
+    a = parse_pipeline("builtin.module(test-probe{count=3, flag},cse)")
+    assert a[0].count == 3 and a[0].flag is True and a[1].name == "cse"
+    assert parse_pipeline(" test-probe{ratio=1e-3} ")[0].ratio == 1e-3
+    assert parse_pipeline("test-probe{max_rewrites=1}".replace("test-probe", "canonicalize"))[0].max_rewrites == 1
+    assert parse_pipeline("") == []
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("nope", "unknown pass 'nope'; known passes: canonicalize, cse"),
+    ("cse{x=1}", "pass 'cse' has no option 'x'"),
+    ("test-probe{count=many}", "option 'count' expects int"),
+    ("test-probe{mode=c}", "option 'mode' must be one of a, b"),
+    ("test-probe{flag=maybe}", "expects bool"),
+    ("cse{", "cannot parse pipeline element"),
+])
+def test_pipeline_errors_say_what_is_allowed(text, msg):
+    with pytest.raises(PipelineError) as e:
+        parse_pipeline(text)
+    assert msg in str(e.value)
+
+
+def test_all_registered_passes_have_docstrings_and_names():
+    for name, cls in registered_passes().items():
+        assert cls.name == name
+        assert cls.__module__.startswith(("passes.", __name__)), cls
+
+
+def test_analysis_cache_survives_unchanged_passes_only():
+    _Counting.made = 0
+    m = parse(TEXT)
+    ctx = PassContext(weights=complete_weights(m, None))
+    PassManager.parse("test-probe,test-probe").run(m, ctx)
+    assert _Counting.made == 1  # the second run found it cached
+    PassManager.parse("cse,test-probe").run(m, ctx)  # cse changed the IR: recomputed
+    assert _Counting.made == 2
+
+
+def test_verifier_runs_after_each_pass_and_names_the_breaker():
+    m = parse(TEXT)
+    with pytest.raises(VerifyError) as e:
+        PassManager.parse("cse,test-break-ir,dce").run(m, PassContext(weights=complete_weights(m, None)))
+    assert "after pass 'test-break-ir'" in str(e.value)
+
+
+def test_print_ir_after_all_and_timing():
+    out = io.StringIO()
+    m = parse(TEXT)
+    ctx = PassContext(weights=complete_weights(m, None))
+    PassManager.parse("cse,dce", print_ir_after_all=True, timing=True, out=out).run(m, ctx)
+    text = out.getvalue()
+    assert "// -----// IR Dump After cse //----- //" in text
+    assert "// -----// IR Dump After dce //----- //" in text
+    assert "Pass execution timing report" in text and "cse: 1 ops removed" in text
+
+
+def test_pattern_sets_compose_and_the_driver_detects_ping_pong():
+    @pattern("aten.relu")
+    def to_sigmoid(op, rw):
+        new = rw.insert_before(op, Op("aten.sigmoid", op.operands, [op.result.type]))
+        rw.replace_op(op, [new.result])
+        return True
+
+    @pattern("aten.sigmoid")
+    def to_relu(op, rw):
+        new = rw.insert_before(op, Op("aten.relu", op.operands, [op.result.type]))
+        rw.replace_op(op, [new.result])
+        return True
+
+    one = PatternSet(to_sigmoid)
+    both = one + PatternSet(to_relu)
+    assert len(both) == 2 and list(both)[0] is to_sigmoid
+    m = parse(TEXT)
+    n = apply_patterns_greedily(m, one)
+    assert n > 0 and "aten.sigmoid" in str(m) and "aten.relu" not in str(m)
+    with pytest.raises(SpokeshaveError, match="did not converge"):
+        apply_patterns_greedily(m, both, max_rewrites=50)
