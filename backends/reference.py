@@ -21,6 +21,7 @@ from compiler.weights import WeightStore
 from . import register_backend
 
 Kernel = Callable[[Op, list[Any]], Any]
+Observer = Callable[[Value, Any], None]
 KERNELS: dict[str, Kernel] = {}
 
 
@@ -48,6 +49,24 @@ def _fused(op: Op, args: list[Any]) -> Any:
     return outs[0] if len(outs) == 1 else outs
 
 
+# The IR has value semantics: types carry no strides, so passes may drop a `clone`/`contiguous`
+# or compose permutes. `view` must then not depend on the memory layout its input happens to
+# have: where torch's view would refuse the strides, reshape a contiguous copy (same values).
+_VIEW_OPS = ("aten.view", "aten._unsafe_view")
+
+
+def _layout_free_view(plan: aten.CallPlan) -> Callable[[list[Any]], Any]:
+    def run(args: list[Any]) -> Any:
+        try:
+            return plan.call(args)
+        except RuntimeError:
+            x = args[0]
+            if not isinstance(x, torch.Tensor) or x.is_contiguous():
+                raise
+            return plan.call([x.contiguous(), *args[1:]])
+    return run
+
+
 def _runner(op: Op) -> Callable[[list[Any]], Any]:
     if op.name in KERNELS:
         k = KERNELS[op.name]
@@ -59,6 +78,8 @@ def _runner(op: Op) -> Callable[[list[Any]], Any]:
         return lambda args: fn(*args)
     if aten.is_aten_like(op.name):
         plan = aten.CallPlan(op)
+        if op.name in _VIEW_OPS:
+            return _layout_free_view(plan)
         return plan.call
     raise UnsupportedError(f"the reference backend has no kernel for {op.describe()}; "
                            f"register one with @backends.reference.kernel")
@@ -85,8 +106,13 @@ class _BlockProgram:
             if v not in keep:
                 self.frees[i].append(v)
 
-    def run(self, args: list[Any]) -> list[Any]:
+    def run(self, args: list[Any], observe: Observer | None = None) -> list[Any]:
+        """Run the block. `observe(value, data)`, if given, sees every block argument and
+        every op result as it is produced (calibration statistics are collected this way)."""
         env: dict[Value, Any] = dict(zip(self.block.args, args))
+        if observe is not None:
+            for a, x in zip(self.block.args, args):
+                observe(a, x)
         for op, run, frees in zip(self.body, self.runners, self.frees):
             try:
                 out = run([env[v] for v in op.operands])
@@ -100,6 +126,9 @@ class _BlockProgram:
             else:
                 for r, o in zip(op.results, out):
                     env[r] = o
+            if observe is not None:
+                for r in op.results:
+                    observe(r, env[r])
             for v in frees:
                 del env[v]
         return [env[v] for v in self.outputs]
@@ -119,16 +148,22 @@ class ReferenceExecutable:
                        if (n := self.func.param_name(a)) is not None}
         self.n_inputs = len(self.func.user_inputs())
 
-    def __call__(self, *inputs: Any) -> list[Any]:
+    def __call__(self, *inputs: Any, observe: Observer | None = None) -> list[Any]:
         if len(inputs) != self.n_inputs:
             raise SpokeshaveError(f"@{self.func.name} takes {self.n_inputs} inputs, got {len(inputs)}")
         it = iter(inputs)
         args = [self.params[a] if a in self.params else next(it) for a in self.func.args]
         with torch.no_grad():
-            return self.program.run(args)
+            return self.program.run(args, observe)
 
 
 @register_backend("reference", device="cpu", features={"any-aten-op", "dynamic-shapes",
                                                        "exact-quant-emulation"})
 def build(module: Module, weights: WeightStore) -> ReferenceExecutable:
     return ReferenceExecutable(module, weights)
+
+
+# The quantized linears' kernels live in their own module; importing it registers them.
+from . import reference_quant  # noqa: E402,F401
+from . import reference_sparse  # noqa: E402,F401
+from . import reference_outliers  # noqa: E402,F401

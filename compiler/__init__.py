@@ -8,6 +8,7 @@ from .api import DEFAULT_PIPELINE, CompiledModel, compile, parse
 from .errors import (ExportError, ParseError, PipelineError, SpokeshaveError, UnsupportedError,
                      VerifyError)
 from .ir import Function, Module, Op, TensorType, Value
+from . import report
 from .passmanager import Pass, PassContext, PassManager, parse_pipeline, print_pipeline, register_pass
 from .printer import print_module
 from .verifier import verify

@@ -8,7 +8,7 @@ exposes its IR (`.module`), weights (`.weights`) and what the pipeline did (`.st
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -17,6 +17,7 @@ from .frontend import import_model
 from .ir import Module
 from .parser import parse_module
 from .passmanager import PassContext, PassManager
+from .report import QualityReport
 from .weights import WeightStore
 
 DEFAULT_PIPELINE = "canonicalize,cse,dce"
@@ -39,6 +40,19 @@ class CompiledModel:
         self.timings = timings or []
         self.in_spec, self.out_spec = in_spec, out_spec
         self._run = get_backend(backend).build(module, weights)
+        self._reference: Callable[..., Any] | None = None  # the eager model, for the report
+        self._calibration: list[tuple[tuple, dict]] | None = None
+        self._report: QualityReport | None = None
+
+    @property
+    def report(self) -> QualityReport:
+        """Per-layer compression entries and the end-to-end error on the calibration batches
+        (measured on first access). `print(cm.report)`, `cm.report.save_plot("err.png")`."""
+        if self._report is None:
+            self._report = QualityReport.measure(self.context.report, self._calibration,
+                                                 self._reference, self) if self._reference else \
+                QualityReport(list(self.context.report))
+        return self._report
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.in_spec is not None:
@@ -72,10 +86,46 @@ def compile(model: torch.nn.Module, example_inputs: tuple | list | torch.Tensor,
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     imported = import_model(model, tuple(example_inputs), example_kwargs, dynamic_shapes)
-    ctx = PassContext(weights=imported.weights, calibration=calibration)
+    batches = None if calibration is None else _flatten_calibration(calibration, imported.in_spec)
+    ctx = PassContext(weights=imported.weights, calibration=batches)
     pm.run(imported.module, ctx)
-    return CompiledModel(imported.module, ctx.weights, backend, pm.pipeline, ctx,
-                         imported.in_spec, imported.out_spec, pm.timings)
+    cm = CompiledModel(imported.module, ctx.weights, backend, pm.pipeline, ctx,
+                       imported.in_spec, imported.out_spec, pm.timings)
+    if calibration is not None:
+        cm._reference = model
+        cm._calibration = [_split_batch(b, i) for i, b in enumerate(calibration)]
+    return cm
+
+
+def _split_batch(batch: Any, i: int) -> tuple[tuple, dict]:
+    """A calibration batch as (args, kwargs). A batch is a tensor, a tuple of positional
+    inputs, a dict of keyword inputs, or an `(args, kwargs)` pair."""
+    if isinstance(batch, torch.Tensor):
+        return (batch,), {}
+    if isinstance(batch, dict):
+        return (), batch
+    if (isinstance(batch, (tuple, list)) and len(batch) == 2
+            and isinstance(batch[0], (tuple, list)) and isinstance(batch[1], dict)):
+        return tuple(batch[0]), batch[1]
+    if isinstance(batch, (tuple, list)):
+        return tuple(batch), {}
+    raise SpokeshaveError(f"calibration batch {i} is a {type(batch).__name__}; expected a "
+                          f"tensor, a tuple of positional inputs or a dict of keyword inputs")
+
+
+def _flatten_calibration(calibration: list, in_spec: Any) -> list[list[Any]]:
+    """Calibration batches as the compiled function's flat user inputs."""
+    if isinstance(calibration, torch.Tensor) or not isinstance(calibration, (list, tuple)):
+        raise SpokeshaveError("calibration must be a list of batches (each a tuple of the model's "
+                              f"positional inputs), got {type(calibration).__name__}")
+    out = []
+    for i, batch in enumerate(calibration):
+        flat, spec = torch.utils._pytree.tree_flatten(_split_batch(batch, i))
+        if in_spec is not None and spec != in_spec:
+            raise SpokeshaveError(f"calibration batch {i} is structured as {spec}, but the model "
+                                  f"was compiled for inputs structured as {in_spec}")
+        out.append(flat)
+    return out
 
 
 def parse(text: str, filename: str = "<string>") -> Module:

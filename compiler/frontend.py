@@ -9,10 +9,13 @@ layer_norm, gelu, sdpa, ...). Every remaining ATen call becomes a generic op thr
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 import operator
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,8 +70,9 @@ def model_location(model: torch.nn.Module) -> str:
     """`BertModel (transformers/models/bert/modeling_bert.py:850)`: where the user's model lives."""
     cls = type(model)
     try:
-        file = inspect.getsourcefile(cls.forward) or "?"
-        line = inspect.getsourcelines(cls.forward)[1]
+        forward = inspect.unwrap(cls.forward)  # past decorators (transformers wraps forward)
+        file = inspect.getsourcefile(forward) or "?"
+        line = inspect.getsourcelines(forward)[1]
         return f"{cls.__name__}.forward ({file}:{line})"
     except (OSError, TypeError):
         return cls.__name__
@@ -78,19 +82,59 @@ def export_model(model: torch.nn.Module, example_inputs: tuple, example_kwargs: 
                  dynamic_shapes: Any = None, decompose: bool = True) -> torch.export.ExportedProgram:
     """Run torch.export; on failure raise `ExportError` with torch's reason and the model's place."""
     try:
-        ep = torch.export.export(model, tuple(example_inputs), kwargs=example_kwargs or None,
-                                 dynamic_shapes=dynamic_shapes, strict=False)
-        if decompose:
-            ep = ep.run_decompositions(decomposition_table())
+        with _quiet_torch():
+            ep = torch.export.export(model, tuple(example_inputs), kwargs=example_kwargs or None,
+                                     dynamic_shapes=dynamic_shapes, strict=False)
+            if decompose:
+                ep = ep.run_decompositions(decomposition_table())
     except Exception as e:  # torch raises many types here; all mean "could not trace"
-        reason = str(e).strip().splitlines()
-        summary = "\n  ".join(line for line in reason[:12] if line.strip())
+        summary = "\n  ".join(_export_reason(e))
         raise ExportError(f"torch.export could not trace {model_location(model)}:\n  "
-                          f"{type(e).__name__}: {summary}\n"
+                          f"{summary}\n"
                           f"Fix the model so torch.export can trace it (see "
                           f"https://pytorch.org/docs/stable/export.html), or pass dynamic_shapes "
                           f"that match how it is called.") from None
     return ep
+
+
+@contextlib.contextmanager
+def _quiet_torch():
+    """torch.export logs the graph on failure and warns about its own pytree internals; the
+    error we raise says what matters, so neither reaches the user."""
+    loggers = [logging.getLogger("torch")] + [
+        logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+        if n.startswith("torch.") and logging.getLogger(n).level != logging.NOTSET]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\..*|copyreg")
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            for lg, lv in zip(loggers, levels):
+                lg.setLevel(lv)
+
+
+# Lines of torch's export errors that point at its own logging knobs, not at the model.
+_TORCH_BOILERPLATE = re.compile(r"(For more information|For extended logs|If you suspect|"
+                                r"For more debugging help|For C\+\+ stack trace|"
+                                r"The error above occurred when calling)")
+
+
+def _export_reason(e: Exception, max_lines: int = 10) -> list[str]:
+    """torch's reason, shortened: its first lines without the logging boilerplate, plus the
+    user's line that raised it (torch puts that last, under "The following call raised")."""
+    lines = [ln.rstrip() for ln in str(e).strip().splitlines()
+             if ln.strip() and not _TORCH_BOILERPLATE.match(ln.strip())]
+    keep = lines[:max_lines]
+    for i, ln in enumerate(lines):
+        if ln.strip().startswith("The following call raised this error"):
+            keep = lines[:min(i, max_lines)] + lines[i:i + 3]
+            break
+    if keep:
+        keep[0] = f"{type(e).__name__}: {keep[0]}"
+    return keep
 
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
@@ -229,10 +273,13 @@ def import_model(model: torch.nn.Module, example_inputs: tuple, example_kwargs: 
     """Export `model` and import it."""
     if not isinstance(model, torch.nn.Module):
         raise ExportError(f"compile() takes a torch.nn.Module, got {type(model).__name__}")
-    was_training = model.training
+    # Restore each submodule's own mode: `model.train(True)` would also flip submodules the
+    # user keeps in eval mode (frozen batch norms while fine-tuning).
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         ep = export_model(model, example_inputs, example_kwargs, dynamic_shapes, decompose)
     finally:
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
     return import_program(ep)

@@ -148,3 +148,9 @@ def _yield(op: Op):
 
 def dtype_attr_ok(v) -> bool:
     return isinstance(v, TypeAttr)
+
+
+# The compression ops are declared beside their numerics; importing registers them.
+from . import quant  # noqa: E402,F401
+from . import sparse  # noqa: E402,F401
+from . import outliers  # noqa: E402,F401

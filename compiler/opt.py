@@ -17,7 +17,8 @@ import sys
 
 from .errors import SpokeshaveError
 from .parser import parse_module
-from .passmanager import PassContext, PassManager, registered_passes, describe_options
+from .passmanager import (Pass, PassContext, PassManager, describe_options, parse_pipeline,
+                          registered_passes)
 from .printer import print_module
 from .verifier import verify
 from .weights import WeightStore, complete_weights
@@ -43,17 +44,19 @@ def _arg_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _process(text: str, filename: str, line_offset: int, args, weights: WeightStore | None,
-             out: io.StringIO) -> None:
+def _process(text: str, filename: str, line_offset: int, args, passes: list[Pass],
+             weights: WeightStore | None, out: io.StringIO) -> None:
     module = parse_module(text, filename, line_offset)
     store = complete_weights(module, WeightStore(dict(weights.items())) if weights else None)
     ctx = PassContext(weights=store)
-    pm = PassManager.parse(args.pass_pipeline, verify=not args.no_verify,
-                           print_ir_after_all=args.print_ir_after_all, timing=args.timing,
-                           out=sys.stderr)
+    pm = PassManager(passes, verify=not args.no_verify,
+                     print_ir_after_all=args.print_ir_after_all, timing=args.timing,
+                     out=sys.stderr)
     if args.no_verify is False and not pm.passes:
         verify(module, store)
     pm.run(module, ctx)
+    for remark in ctx.diagnostics:  # what passes chose not to do (skipped layers...), as mlir-opt remarks
+        print(f"{filename}: remark: {remark}", file=sys.stderr)
     printed = print_module(module, debug_info=args.print_debuginfo)
     if args.verify_roundtrip:
         again = print_module(parse_module(printed, f"{filename} (printed)"), debug_info=args.print_debuginfo)
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, cls in sorted(registered_passes().items()):
                 print(f"{name}: {describe_options(cls)}")
             return 0
+        # A bad pipeline is reported once, before any input is read (as mlir-opt does).
+        passes = parse_pipeline(args.pass_pipeline)
         if args.input == "-":
             text, filename = sys.stdin.read(), "<stdin>"
         else:
@@ -103,12 +108,12 @@ def main(argv: list[str] | None = None) -> int:
                 if i:
                     out.write("// -----\n")
                 try:
-                    _process(chunk, filename, offset, args, weights, out)
+                    _process(chunk, filename, offset, args, passes, weights, out)
                 except SpokeshaveError as e:  # as mlir-opt: report and go on with the next case
                     _report(e)
                     failed = True
         else:
-            _process(text, filename, 0, args, weights, out)
+            _process(text, filename, 0, args, passes, weights, out)
         if args.output == "-":
             sys.stdout.write(out.getvalue())
         else:

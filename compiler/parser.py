@@ -104,14 +104,19 @@ class Parser:
                 while not self.accept("}"):
                     if self.at_end():
                         raise self.error("expected '}' to close the module")
-                    module.functions.append(self.parse_function())
+                    self._add_function(module)
                 self.parse_optional_loc()
             else:
-                module.functions.append(self.parse_function())
-        names = [f.name for f in module.functions]
-        if len(set(names)) != len(names):
-            raise self.error(f"duplicate function names in module: {names}", 0)
+                self._add_function(module)
         return module
+
+    def _add_function(self, module: Module) -> None:
+        self.skip_ws()
+        start = self.pos
+        f = self.parse_function()
+        if any(g.name == f.name for g in module.functions):
+            raise self.error(f"redefinition of function @{f.name}", start)
+        module.functions.append(f)
 
     def parse_function(self) -> Function:
         start = self.pos
@@ -202,7 +207,7 @@ class Parser:
             key = name
         v = self.scope.get(key)
         if v is None:
-            if key != name and name in self.scope:
+            if key != name and (name in self.scope or f"{name}#0" in self.scope):
                 raise self.error(f"'%{name}' has no result #{index}", pos)
             raise self.error(f"use of undefined value '%{key}'", pos)
         return v
@@ -455,7 +460,10 @@ class Parser:
             t = self.parse_type()
             if t != ScalarType("f64"):
                 raise self.error("hexadecimal float attributes must be f64", pos)
-            return struct.unpack("<d", struct.pack("<Q", int(m.group(0), 16)))[0]
+            bits = int(m.group(0), 16)
+            if bits >= 1 << 64:
+                raise self.error("hexadecimal float literal has more than 64 bits", pos)
+            return struct.unpack("<d", struct.pack("<Q", bits))[0]
         m = self.match(_NUMBER)
         if m:
             is_float = m.group(1) is not None or m.group(2) is not None
@@ -489,11 +497,15 @@ class Parser:
         if self.peek('"'):
             file = self.parse_string()
             if self.accept(":"):
-                line = int(self.match(_INT).group(0))
+                line = self.match(_INT)
+                if not line:
+                    raise self.error("expected a line number in loc(\"file\":line:col)")
                 self.expect(":")
-                col = int(self.match(_INT).group(0))
+                col = self.match(_INT)
+                if not col:
+                    raise self.error("expected a column number in loc(\"file\":line:col)")
                 self.expect(")")
-                return Location(file, line, col)
+                return Location(file, int(line.group(0)), int(col.group(0)))
             self.expect(")")
             return Location(file, 0, 0)
         depth = 1  # some other location form (unknown, fused, callsite): skip it

@@ -205,6 +205,7 @@ class PassContext:
     target: str = "cpu"
     diagnostics: list[str] = field(default_factory=list)
     stats: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    report: list[dict] = field(default_factory=list)  # per-layer entries of compression passes
     analyses: AnalysisManager = None  # type: ignore[assignment]
 
     def __post_init__(self):

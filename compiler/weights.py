@@ -104,5 +104,10 @@ def complete_weights(module: Module, weights: WeightStore | None) -> WeightStore
     for f in module.functions:
         for name, arg in f.params().items():
             if name not in store:
-                store[name] = synthetic_tensor(name, arg.type)
+                try:
+                    store[name] = synthetic_tensor(name, arg.type)
+                except SpokeshaveError as e:
+                    if f.loc is None:
+                        raise
+                    raise SpokeshaveError(f"{f.loc}: error: {e}") from None
     return store

@@ -3,4 +3,8 @@
 `compiler.passmanager.registered_passes()` imports this package, so adding a module here
 and listing it below is all it takes to make a pass reachable from pipelines.
 """
-from . import canonicalize, cse, dce, fold_constants  # noqa: F401
+from . import canonicalize, cse, dce, fold_constants, quantize  # noqa: F401
+from . import sparsify  # noqa: F401
+from . import fold_norms  # noqa: F401
+from . import slice  # noqa: F401
+from . import smooth, reorder_outliers, outlier_split  # noqa: F401

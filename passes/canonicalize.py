@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from compiler.aten import SEGMENTS
+from compiler.errors import PipelineError
 from compiler.frontend import _PY_FUNCS
 from compiler.ir import Op, ScalarType, TensorType, Value
 from compiler.passmanager import Pass, PassContext, register_pass
@@ -95,6 +96,9 @@ def fold_full_slice(op: Op, rw: Rewriter) -> bool:
     t = op.result.type
     dim = op.attributes.get("dim", 0)
     start, end, step = (op.attributes.get(k, d) for k, d in (("start", 0), ("end", INT64_MAX), ("step", 1)))
+    if not isinstance(t, TensorType) or type(dim) is not int or not all(
+            v is None or type(v) is int for v in (start, end, step)):
+        return False
     size = t.shape[dim] if -t.rank <= dim < t.rank else None
     if start in (0, None) and step == 1 and (end in (None, INT64_MAX) or (size is not None and end >= size)):
         rw.replace_op(op, [op.operands[0]])
@@ -102,18 +106,32 @@ def fold_full_slice(op: Op, rw: Rewriter) -> bool:
     return False
 
 
+def _permutation(op: Op) -> list[int] | None:
+    """A permute's `dims` normalised to non-negative, if it is a valid permutation of the
+    operand's dims (else None: the verifier or the backend reports malformed ops, not us)."""
+    dims = op.attributes.get("dims")
+    t = op.operands[0].type if len(op.operands) == 1 else None
+    if not isinstance(t, TensorType) or not isinstance(dims, list) or len(dims) != t.rank:
+        return None
+    if not all(type(d) is int and -t.rank <= d < t.rank for d in dims):
+        return None
+    dims = [d % t.rank for d in dims] if t.rank else []
+    return dims if sorted(dims) == list(range(t.rank)) else None
+
+
 @pattern("aten.permute")
 def compose_permutes(op: Op, rw: Rewriter) -> bool:
-    dims = op.attributes["dims"]
+    dims = _permutation(op)
+    if dims is None:
+        return False
     rank = len(dims)
-    dims = [d % rank for d in dims]
     if dims == list(range(rank)) and _same_type(op):
         rw.replace_op(op, [op.operands[0]])
         return True
     src = op.operands[0].defining_op
-    if src is None or src.name != "aten.permute":
+    if src is None or src.name != "aten.permute" or _permutation(src) is None:
         return False
-    inner = [d % rank for d in src.attributes["dims"]]
+    inner = _permutation(src)
     composed = [inner[d] for d in dims]
     new = rw.insert_before(op, Op("aten.permute", [src.operands[0]], [op.result.type], {"dims": composed}))
     rw.replace_op(op, [new.result])
@@ -126,6 +144,8 @@ def cancel_transposes(op: Op, rw: Rewriter) -> bool:
     if src is None or src.name != op.name:
         return False
     rank = op.result.type.rank
+    if not all(type(o.attributes.get(k, 0)) is int for o in (op, src) for k in ("dim0", "dim1")):
+        return False
 
     def pair(o):
         return tuple(sorted(d % max(rank, 1) for d in (o.attributes.get("dim0", 0), o.attributes.get("dim1", 1))))
@@ -217,7 +237,14 @@ class Canonicalize(Pass):
     """Greedy application of the canonicalization patterns (and removal of dead pure ops)."""
 
     name = "canonicalize"
-    max_rewrites: int = field(default=0, metadata={"help": "stop after this many rewrites (0: no limit)"})
+    max_rewrites: int = field(default=0, metadata={
+        "help": "fail (pattern ping-pong) beyond this many rewrites (0: a bound from the IR size)"})
+
+    def validate(self) -> None:
+        super().validate()
+        if self.max_rewrites < 0:
+            raise PipelineError(f"pass '{self.name}': option 'max-rewrites' must be >= 0 "
+                                f"(0: a bound from the IR size); got {self.max_rewrites}")
 
     def run(self, module, ctx: PassContext) -> bool:
         n = apply_patterns_greedily(module, CANONICALIZATION_PATTERNS, self.max_rewrites or None)

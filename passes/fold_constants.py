@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from compiler import aten
+from compiler.errors import PipelineError, SpokeshaveError
 from compiler.ir import Function, Module, TensorType, Value
 from compiler.passmanager import Pass, PassContext, register_pass
 from compiler.rewrite import is_pure
@@ -39,6 +40,12 @@ class FoldConstants(Pass):
     name = "fold-constants"
     max_new_elements: int = 1 << 16
 
+    def validate(self) -> None:
+        super().validate()
+        if self.max_new_elements < 0:
+            raise PipelineError(f"pass '{self.name}': option 'max-new-elements' must be >= 0; "
+                                f"got {self.max_new_elements}")
+
     def run(self, module: Module, ctx: PassContext) -> bool:
         changed = False
         for f in module.functions:
@@ -56,9 +63,22 @@ class FoldConstants(Pass):
                 if out_elems > max(in_elems, self.max_new_elements):
                     ctx.stat(self.name, "skipped (too large)")
                     continue
-                with torch.no_grad():
-                    out = aten.CallPlan(op).call([x for _, x in known])
+                try:
+                    with torch.no_grad():
+                        out = aten.CallPlan(op).call([x for _, x in known])
+                except (SpokeshaveError, RuntimeError, TypeError, ValueError, IndexError) as e:
+                    # As in MLIR, a fold that fails is no fold: the op stays for run time.
+                    ctx.stat(self.name, "skipped (cannot evaluate)")
+                    ctx.remark(f"fold-constants: not folding {op.describe()}: {e}")
+                    continue
                 outs = list(out) if isinstance(out, (list, tuple)) else [out]
+                if len(outs) != len(op.results) or not all(
+                        isinstance(t, torch.Tensor) and tuple(t.shape) == r.type.shape
+                        and t.dtype == r.type.torch_dtype for t, r in zip(outs, op.results)):
+                    ctx.stat(self.name, "skipped (result does not match the op's type)")
+                    ctx.remark(f"fold-constants: not folding {op.describe()}: its value does not "
+                               f"have the op's result type")
+                    continue
                 short = op.name.split(".", 1)[1]
                 for r, t in zip(op.results, outs):
                     name = ctx.weights.fresh_name(f"folded.{short}")

@@ -34,6 +34,14 @@ SENTENCES = [
 ]
 
 
+# The pipelines the tests and examples exercise: nothing, the default, and constant folding.
+NONE, DEFAULT, FOLD = "", "canonicalize,cse,dce", "fold-constants,canonicalize,cse,dce"
+PIPELINES = [NONE, DEFAULT, FOLD]
+RANDOM = ["bert", "gpt2", "llama"]   # random weights, built in a second
+REAL = ["minilm", "smollm2"]         # bundled real models, loaded once per test session
+ALL = RANDOM + REAL
+
+
 def _quiet_transformers() -> None:
     try:
         from transformers.utils import logging as hf_logging

@@ -1,0 +1,191 @@
+"""Calibration statistics: an analysis that runs the reference backend over the calibration
+batches and records what compression passes ask about activations.
+
+    stats = ctx.analyses.get(CalibrationStats, module)
+    s = stats.linear_input(linear_op)     # ValueStats of the linear's input
+    s.absmax, s.mean_square, s.hessian, s.token_absmax, s.count
+
+For every float activation value (user inputs and op results of the entry function; not
+parameters) it records, over the last dim as channels and all other dims as tokens:
+per-channel abs-max, per-channel mean-square and the token count. For values that feed a
+linear (`aten.linear` and the `spk.linear_*` ops) it also records the input covariance
+`sum x x^T` over tokens in float64 (the Hessian of the layer-wise least-squares objective,
+as GPTQ/SparseGPT/SliceGPT use it) and every token's abs-max (per-token ranges); so do the
+inputs of normalisations (`aten.rms_norm`, `aten.layer_norm`): the residual stream whose
+covariance SliceGPT's PCA needs.
+
+`ctx.calibration` holds the batches as lists of the compiled function's flat user inputs
+(`compiler.compile` flattens what the user passes). The statistics are computed once per
+module state and cached in the pass context like any analysis; a pass that changes the IR
+invalidates them unless it lists `CalibrationStats` in `preserves`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .errors import PipelineError, SpokeshaveError
+from .ir import Module, Op, TensorType, Value
+
+LINEAR_OPS = ("aten.linear", "spk.linear_w8", "spk.linear_w8a8", "spk.linear_w4g", "spk.linear_fp8")
+# Inputs of normalisations get the second moment too: in a pre-LN transformer they are the
+# residual stream, whose covariance SliceGPT's PCA rotations come from (passes/slice.py).
+NORM_OPS = ("aten.rms_norm", "aten.layer_norm")
+
+
+def require_calibration(ctx: Any, pass_name: str) -> list:
+    """The calibration batches, or a clear error naming the pass that needs them (a
+    `PipelineError`: the pipeline asks for something the call did not provide)."""
+    if not ctx.calibration:
+        raise PipelineError(f"pass '{pass_name}' needs calibration data: pass "
+                              f"calibration=[batches] to compiler.compile (each batch a tuple of "
+                              f"the model's positional inputs)")
+    return ctx.calibration
+
+
+@dataclass
+class ValueStats:
+    """Statistics of one activation value over all calibration tokens."""
+
+    channels: int
+    count: int = 0                                   # tokens seen (rows of the last dim)
+    absmax: torch.Tensor | None = None               # [C] float32, per-channel max |x|
+    sumsq: torch.Tensor | None = None                # [C] float64, per-channel sum x^2
+    hessian_sum: torch.Tensor | None = None          # [C, C] float64, sum x x^T (linear inputs)
+    token_absmax_parts: list[torch.Tensor] = field(default_factory=list)  # linear inputs
+
+    @property
+    def mean_square(self) -> torch.Tensor:
+        """Per-channel mean of x^2 (float64 [C])."""
+        return self.sumsq / max(self.count, 1)
+
+    @property
+    def rms(self) -> torch.Tensor:
+        return self.mean_square.sqrt()
+
+    @property
+    def hessian(self) -> torch.Tensor:
+        """`E[x x^T]` over tokens (float64 [C, C]); only for linear inputs."""
+        if self.hessian_sum is None:
+            raise SpokeshaveError("this value does not feed a linear; no covariance was recorded")
+        return self.hessian_sum / max(self.count, 1)
+
+    @property
+    def token_absmax(self) -> torch.Tensor:
+        """Every calibration token's max |x| over channels (float32 [tokens])."""
+        if not self.token_absmax_parts:
+            return torch.zeros(0)
+        if len(self.token_absmax_parts) > 1:
+            self.token_absmax_parts = [torch.cat(self.token_absmax_parts)]
+        return self.token_absmax_parts[0]
+
+    def update(self, x: torch.Tensor, second_order: bool) -> None:
+        x2 = x.detach().reshape(-1, self.channels)
+        amax = x2.abs().amax(dim=0).float() if x2.shape[0] else torch.zeros(self.channels)
+        self.absmax = amax if self.absmax is None else torch.maximum(self.absmax, amax)
+        xd = x2.to(torch.float64)
+        sq = (xd * xd).sum(dim=0)
+        self.sumsq = sq if self.sumsq is None else self.sumsq + sq
+        self.count += x2.shape[0]
+        if second_order:
+            h = xd.t() @ xd
+            self.hessian_sum = h if self.hessian_sum is None else self.hessian_sum + h
+            self.token_absmax_parts.append(x2.abs().amax(dim=1).float() if x2.shape[0]
+                                           else torch.zeros(0))
+
+
+class _BatchDone(Exception):
+    """Raised by the observer once every requested value of a batch has been seen."""
+
+
+class CalibrationStats:
+    """The analysis (construct through `ctx.analyses.get(CalibrationStats, module)`).
+
+    `CalibrationStats(module, ctx, only={values})` records just those values and stops each
+    batch's run as soon as all of them have been seen (`outputs` then stays empty): for
+    passes that re-measure inputs after every change, as sequential SparseGPT/Wanda do."""
+
+    def __init__(self, module: Module, ctx: Any, only: set[Value] | None = None):
+        from backends.reference import ReferenceExecutable
+
+        batches = require_calibration(ctx, "calibration")
+        func = module.entry
+        self.function = func
+        inputs = func.user_inputs()
+        self.linear_inputs: set[Value] = {op.operands[0] for op in func.walk()
+                                          if op.name in LINEAR_OPS and op.parent is func.body}
+        self.norm_inputs: set[Value] = {op.operands[0] for op in func.walk()
+                                        if op.name in NORM_OPS and op.parent is func.body}
+        self.values: dict[Value, ValueStats] = {}
+        self.outputs: list[list[Any]] = []  # the module's outputs per batch (reference run)
+        self.batches = 0
+        exe = ReferenceExecutable(module, ctx.weights)
+        params = set(func.params().values())
+        for bi, batch in enumerate(batches):
+            flat = check_batch(batch, inputs, bi)
+
+            seen: set[Value] = set()
+
+            def observe(v: Value, x: Any) -> None:
+                if only is not None and v not in only:
+                    return
+                if v in params or not isinstance(x, torch.Tensor) or not x.is_floating_point():
+                    return
+                if x.dim() == 0 or x.shape[-1] == 0:
+                    return
+                s = self.values.get(v)
+                if s is None:
+                    s = self.values[v] = ValueStats(int(x.shape[-1]))
+                elif s.channels != x.shape[-1]:
+                    return  # a dynamic last dim that changed size between batches
+                s.update(x, v in self.linear_inputs or v in self.norm_inputs)
+                if only is not None:
+                    seen.add(v)
+                    if len(seen) == len(only):
+                        raise _BatchDone
+
+            try:
+                out = exe(*flat, observe=observe)
+            except _BatchDone:
+                pass
+            else:
+                self.outputs.append(out)
+            self.batches += 1
+
+    def __getitem__(self, value: Value) -> ValueStats:
+        try:
+            return self.values[value]
+        except KeyError:
+            raise SpokeshaveError(f"no calibration statistics for {value!r}: it is not a float "
+                                  f"activation of @{self.function.name}") from None
+
+    def get(self, value: Value) -> ValueStats | None:
+        return self.values.get(value)
+
+    def linear_input(self, op: Op) -> ValueStats:
+        """Statistics (with covariance) of a linear op's input."""
+        return self[op.operands[0]]
+
+
+def check_batch(batch: Any, inputs: list[Value], index: int) -> list[torch.Tensor]:
+    """A calibration batch as the flat user-input list, checked against the input types."""
+    flat = [batch] if isinstance(batch, torch.Tensor) else list(batch)
+    if len(flat) != len(inputs):
+        raise SpokeshaveError(f"calibration batch {index} has {len(flat)} inputs; the model "
+                              f"takes {len(inputs)}")
+    for i, (x, v) in enumerate(zip(flat, inputs)):
+        t = v.type
+        if not isinstance(t, TensorType):
+            continue
+        if not isinstance(x, torch.Tensor):
+            raise SpokeshaveError(f"calibration batch {index}, input {i}: expected a tensor {t}, "
+                                  f"got {type(x).__name__}")
+        shape_ok = x.dim() == t.rank and all(d is None or d == s for d, s in zip(t.shape, x.shape))
+        if not shape_ok or x.dtype != t.torch_dtype:
+            raise SpokeshaveError(f"calibration batch {index}, input {i} is {tuple(x.shape)} "
+                                  f"{x.dtype}, but the compiled model takes {t}; calibration "
+                                  f"batches must have the example inputs' shapes (except dims "
+                                  f"declared dynamic) and dtypes")
+    return flat

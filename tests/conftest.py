@@ -1,0 +1,175 @@
+"""Shared pytest fixtures and the model-under-test machinery.
+
+The real bundled models (all-MiniLM-L6-v2, SmolLM2-135M) load once per test session, and so
+do their compiled forms: `compiled_cache` memoises compiles by key, so test_models.py and
+test_torch_mlir.py share one export per (model, pipeline, shapes). `case` (indirectly
+parametrized with a name from `models.ALL`) gives a `Case`: model, inputs, compiles, eager
+outputs. The worst compiled-vs-eager error per model is printed at the end of the run.
+Nothing is ever downloaded: the hub is switched off before transformers is imported.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)  # `import models` (tests/models.py) from tests and examples alike
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import compiler  # noqa: E402
+import models  # noqa: E402
+from compiler.passmanager import PassContext, PassManager  # noqa: E402
+from compiler.weights import WeightStore  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """(BertModel all-MiniLM-L6-v2 in eval mode, tokenizer or None)."""
+    try:
+        return models.load_minilm()
+    except RuntimeError as e:  # package missing: a broken install, not a test failure to hide
+        pytest.fail(str(e))
+
+
+@pytest.fixture(scope="session")
+def minilm_inputs(minilm):
+    """(input_ids, attention_mask) of the eight bundled sentences, padded."""
+    _, tokenizer = minilm
+    return models.minilm_inputs(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M as `forward(input_ids) -> logits` (f32, eval mode)."""
+    try:
+        return models.load_smollm2()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+
+
+@pytest.fixture(scope="session")
+def smollm2_inputs(smollm2):
+    """One batch of 2 x 16 token ids (batch 2 so that batch can be marked dynamic)."""
+    return (models.token_ids(2, 16, smollm2.lm.config.vocab_size, seed=0),)
+
+
+class _CompiledCache:
+    """`get(key, build)`: `build()` once per key per session (compiles are the slow part)."""
+
+    def __init__(self):
+        self._items: dict = {}
+
+    def get(self, key, build):
+        if key not in self._items:
+            self._items[key] = build()
+        return self._items[key]
+
+
+@pytest.fixture(scope="session")
+def compiled_cache():
+    return _CompiledCache()
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+# ------------------------------------------------------------------ models under test
+
+
+def with_pipeline(cm: compiler.CompiledModel, pipeline: str) -> compiler.CompiledModel:
+    """`cm` re-optimised by `pipeline` on copies of its module and weights (verifying after
+    every pass), without exporting again: what `compile` does after its export."""
+    module = cm.module.clone()
+    ctx = PassContext(weights=WeightStore(dict(cm.weights.items())))
+    pm = PassManager.parse(pipeline, verify=True)
+    pm.run(module, ctx)
+    return compiler.CompiledModel(module, ctx.weights, cm.backend, pm.pipeline, ctx,
+                                  cm.in_spec, cm.out_spec, pm.timings)
+
+
+class Case:
+    """A model under test (a name in `models.ALL`): the model, its example inputs, inputs of
+    another batch size and length (`other`), and its compiled forms, cached per session."""
+
+    def __init__(self, name: str, request, cache: _CompiledCache):
+        self.name, self.cache = name, cache
+        if name in models.RANDOM:
+            self.model, self.inputs = cache.get(("model", name), lambda: models.RANDOM_MODELS[name]())
+            self.other = models.RANDOM_MODELS[name](batch=3, seq=13, seed=1)[1]
+        elif name == "minilm":
+            self.model, tokenizer = request.getfixturevalue("minilm")
+            self.inputs = request.getfixturevalue("minilm_inputs")
+            # three sentences: a smaller batch, padded to another length
+            self.other = models.minilm_inputs(tokenizer, models.SENTENCES[1:4])
+        elif name == "smollm2":
+            self.model = request.getfixturevalue("smollm2")
+            self.inputs = request.getfixturevalue("smollm2_inputs")
+            self.other = (models.token_ids(3, 11, self.model.lm.config.vocab_size, seed=1),)
+        else:
+            raise KeyError(name)
+        assert [tuple(t.shape) for t in self.other] != [tuple(t.shape) for t in self.inputs]
+
+    def compiled(self, pipeline: str, dynamic: bool = False) -> compiler.CompiledModel:
+        """`compiler.compile(model, inputs, pipeline=...)`, once per session. Dynamic shapes
+        export once per model, with pipeline "" (SmolLM2: the default pipeline; it is exported
+        once only, 30-60 s on two cores); other pipelines run on a copy of that module
+        (`with_pipeline`, which is what `compile` does after its export)."""
+        if self.name == "smollm2":
+            dynamic = True
+            assert pipeline != models.NONE, "SmolLM2 is exported once, with the default pipeline"
+            if pipeline != models.DEFAULT:
+                return self.cache.get((self.name, pipeline, True),
+                                      lambda: with_pipeline(self.compiled(models.DEFAULT), pipeline))
+        elif dynamic and pipeline != models.NONE:
+            # dynamic exports are the slow ones: optimise a copy of the dynamic import
+            return self.cache.get((self.name, pipeline, True),
+                                  lambda: with_pipeline(self.compiled(models.NONE, True), pipeline))
+        dyn = models.dynamic_dims(len(self.inputs), seq_max=128) if dynamic else None
+        return self.cache.get((self.name, pipeline, dynamic),
+                              lambda: compiler.compile(self.model, self.inputs, pipeline=pipeline,
+                                                       dynamic_shapes=dyn))
+
+    def eager(self, inputs: tuple):
+        """The eager model's output on `inputs` (cached by the inputs' contents)."""
+        key = ("eager", self.name,
+               tuple((tuple(t.shape), hash(t.numpy().tobytes())) for t in inputs))
+
+        def run():
+            with torch.no_grad():
+                return self.model(*inputs)
+        return self.cache.get(key, run)
+
+
+@pytest.fixture
+def case(request, compiled_cache) -> Case:
+    """Indirectly parametrized with a model name: `@pytest.mark.parametrize("case", [...], indirect=True)`."""
+    return Case(request.param, request, compiled_cache)
+
+
+# ------------------------------------------------------------------ reporting
+
+_ERRORS: dict[str, float] = {}
+
+
+def record_error(label: str, err: float) -> None:
+    """Remember the worst compiled-vs-eager relative error per label for the summary."""
+    _ERRORS[label] = max(_ERRORS.get(label, 0.0), err)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _ERRORS:
+        terminalreporter.section("compiled vs eager: max |a-b| / max |b|")
+        for label in sorted(_ERRORS):
+            terminalreporter.write_line(f"  {label:<40} {_ERRORS[label]:.2e}")

@@ -1,0 +1,63 @@
+# lit configuration for the FileCheck suite (MLIR style).
+#
+#   python -m pytest tests/test_filecheck.py          # runs this suite through pytest
+#   lit -v tests/filecheck                            # or directly (`lit` console script)
+#
+# Substitutions:
+#   spokeshave-opt  -> "<python>" -m compiler.opt   (no console script on PATH needed)
+#   %roundtrip      -> spokeshave-opt --verify-roundtrip (print, re-parse, re-print; must be a
+#                      fixed point, else it fails with a diff): the ROUNDTRIP check of parser tests
+#   filecheck       -> the `filecheck` PyPI package (a Python FileCheck clone)
+#   not             -> lit's builtin
+# The repository root is put on PYTHONPATH so `compiler` and `passes` import from this checkout.
+import importlib.util
+import os
+import shutil
+import sys
+
+import lit.formats
+
+config.name = "spokeshave"
+config.test_format = lit.formats.ShTest(execute_external=False)
+config.suffixes = [".mlir"]
+config.excludes = ["lit.cfg.py"]
+
+config.test_source_root = os.path.dirname(os.path.abspath(__file__))
+config.test_exec_root = config.test_source_root
+repo_root = os.path.dirname(os.path.dirname(config.test_source_root))
+
+
+def _quote(path: str) -> str:
+    return f'"{path}"'
+
+
+python = _quote(sys.executable)
+opt = f"{python} -m compiler.opt"
+
+# The `filecheck` package run by this interpreter when it has it (robust inside virtual
+# environments), else whatever `filecheck` is on PATH.
+if importlib.util.find_spec("filecheck") is not None:
+    filecheck = f"{python} -m filecheck"
+elif shutil.which("filecheck"):
+    filecheck = _quote(shutil.which("filecheck"))
+else:
+    lit_config.fatal("FileCheck not found: pip install filecheck")
+
+# lit applies config substitutions in this order, before its own (%s, %t...). A tool name
+# is replaced only as a whole word, never inside a path (a python living under a
+# `.../filecheck-env/...` directory stays intact).
+_WORD = r"(?<![\w/.\-]){}(?![\w/.\-])"
+config.substitutions.append(("%roundtrip", f"{opt} --verify-roundtrip"))
+config.substitutions.append((_WORD.format("spokeshave-opt"), opt))
+config.substitutions.append((_WORD.format("filecheck"), filecheck))
+
+# The checkout is importable and hashing is deterministic. lit starts tests from a minimal
+# environment; pass through what torch, triton and the model loaders read.
+config.environment["PYTHONPATH"] = os.pathsep.join(
+    p for p in (repo_root, os.environ.get("PYTHONPATH", "")) if p)
+config.environment["PYTHONHASHSEED"] = "0"
+_PASS_THROUGH = ("HOME", "TMPDIR", "XDG_CACHE_HOME", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
+_PASS_THROUGH_PREFIXES = ("SPOKESHAVE_", "TORCH", "TRITON_", "HF_", "TRANSFORMERS_")
+for var, value in os.environ.items():
+    if var in _PASS_THROUGH or var.startswith(_PASS_THROUGH_PREFIXES):
+        config.environment[var] = value

@@ -1,0 +1,386 @@
+"""`quantize` and what it stands on: the int8/int4/fp8 numerics (`compiler.quant`), the
+calibration statistics analysis, the shared OBS solver (GPTQ), and differential tests of
+compiled random models against the fp32 reference."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import compiler
+from compiler import quant
+from compiler.calibration import CalibrationStats, require_calibration
+from compiler.errors import PipelineError, SpokeshaveError
+from compiler.frontend import import_model
+from compiler.parser import parse_module
+from compiler.passmanager import PassContext
+from compiler.printer import print_module
+from passes.obs_solver import obs_solve
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
+    return float(((y.float() - ref.float()) ** 2).sum() / (ref.float() ** 2).sum())
+
+
+# ------------------------------------------------------------------ models and data
+
+
+class MLP(torch.nn.Module):
+    def __init__(self, k: int = 128, hidden: int = 256, out: int = 64):
+        super().__init__()
+        self.up = torch.nn.Linear(k, hidden)
+        self.down = torch.nn.Linear(hidden, out, bias=False)
+
+    def forward(self, x):
+        return self.down(torch.nn.functional.gelu(self.up(x)))
+
+
+def make_mlp(k: int = 128, hidden: int = 256, out: int = 64, seed: int = 0) -> MLP:
+    torch.manual_seed(seed)
+    return MLP(k, hidden, out).eval()
+
+
+class Correlated:
+    """Inputs with correlated channels of very different scales (as real activations are):
+    the case second-order methods exist for."""
+
+    def __init__(self, k: int, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.mix = torch.randn(k, k, generator=g) / k ** 0.5 + 0.1 * torch.eye(k)
+        self.scale = torch.exp(torch.randn(k, generator=g))
+        self.g = torch.Generator().manual_seed(seed + 1)
+
+    def __call__(self, rows: int) -> torch.Tensor:
+        return (torch.randn(rows, self.mix.shape[0], generator=self.g) @ self.mix) * self.scale
+
+
+def tiny_llama():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
+                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                   max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    model.config.use_cache = False
+
+    class Wrap(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, ids):
+            return self.m(input_ids=ids, use_cache=False).logits
+
+    return Wrap().eval()
+
+
+@pytest.fixture(scope="module")
+def mlp_case():
+    m = make_mlp()
+    data = Correlated(128)
+    x = data(32)
+    cal = [(data(32),) for _ in range(16)]
+    with torch.no_grad():
+        ref = m(x)
+    return m, x, ref, cal
+
+
+# ------------------------------------------------------------------ numerics
+
+
+def test_int4_pack_roundtrip_and_layout():
+    codes = torch.randint(0, 16, (5, 12), dtype=torch.uint8)
+    packed = quant.pack_int4(codes)
+    assert packed.dtype == torch.uint8 and packed.shape == (5, 6)
+    assert torch.equal(quant.unpack_int4(packed), codes)
+    assert int(quant.pack_int4(torch.tensor([[3, 10]], dtype=torch.uint8))[0, 0]) == 3 | (10 << 4)
+    with pytest.raises(ValueError):
+        quant.pack_int4(torch.zeros(2, 3, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_int4_group_rtn_error_bound(symmetric):
+    w = torch.randn(16, 64)
+    p = quant.int4_group_params(w, 32, symmetric)
+    codes = quant.int4_codes(w, p)
+    assert codes.max() <= 15
+    dq = quant.dequantize_int4(codes, p)
+    s, _ = p.expand(64)
+    assert torch.all((dq - w).abs() <= s / 2 + 1e-6)  # round to nearest, nothing clipped
+
+
+def test_w8a8_is_exact_integer_arithmetic():
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 96)
+    w = torch.randn(40, 96)
+    b = torch.randn(40)
+    wq, ws = quant.quantize_int8_per_channel(w)
+    xq, xs = quant.quantize_per_token_int8(x)
+    acc = xq.to(torch.int64) @ wq.to(torch.int64).t()  # exact integer reference
+    assert torch.equal(quant.int8_matmul_exact(xq, wq), acc.to(torch.int32))
+    want = acc.to(torch.float32) * xs * ws + b
+    assert torch.equal(quant.linear_w8a8(x, wq, ws, b), want)
+    assert rel_err(quant.linear_w8a8(x, wq, ws, b), torch.nn.functional.linear(x, w, b)) < 1e-3
+
+
+def test_fp8_per_channel():
+    w = torch.randn(8, 32) * torch.logspace(-3, 2, 8)[:, None]
+    q, s = quant.quantize_fp8_per_channel(w)
+    assert q.dtype == torch.float8_e4m3fn and s.shape == (8,)
+    assert rel_err(quant.dequantize_fp8(q, s), w) < 2e-3
+    # the solver's rounding helper lands on the same grid
+    assert torch.equal(quant.fp8_round(w, s[:, None]), quant.dequantize_fp8(q, s))
+
+
+# ------------------------------------------------------------------ the OBS solver
+
+
+def test_obs_solver_identity_hessian_is_rtn():
+    """With H = I nothing couples the columns, so GPTQ reduces to round-to-nearest."""
+    w = torch.randn(8, 64, dtype=torch.float64)
+    scale = w.abs().amax(1) / 7
+
+    def rnd(j, st):
+        return torch.round(st.w / scale).clamp(-8, 7) * scale
+
+    res = obs_solve(w, torch.eye(64, dtype=torch.float64), rnd, block_size=16, percdamp=1e-9)
+    want = torch.round(w / scale[:, None]).clamp(-8, 7) * scale[:, None]
+    assert torch.allclose(res.Q, want)
+
+
+def test_obs_solver_compensates_and_respects_blocks():
+    torch.manual_seed(0)
+    x = Correlated(64)(2048).double()
+    H = x.t() @ x / x.shape[0]
+    w = torch.randn(16, 64, dtype=torch.float64)
+    scale = w.abs().amax(1) / 7
+    seen = []
+
+    def rnd(j, st):
+        if j % 8 == 0:
+            seen.append(st.block(j, 8).shape)  # an aligned window is always inside the block
+        return torch.round(st.w / scale).clamp(-8, 7) * scale
+
+    res = obs_solve(w, H, rnd, block_size=20, align=8, act_order=True)
+    rtn = torch.round(w / scale[:, None]).clamp(-8, 7) * scale[:, None]
+
+    def out_err(q):
+        d = q - w
+        return float(torch.einsum("nk,kl,nl->", d, H, d))
+    assert len(seen) == 8 and out_err(res.Q) < 0.7 * out_err(rtn)
+
+
+# ------------------------------------------------------------------ calibration
+
+
+def test_calibration_stats_match_direct_computation():
+    m = make_mlp(k=16, hidden=24, out=8)
+    xs = [torch.randn(2, 5, 16) for _ in range(3)]
+    imported = import_model(m, (xs[0],))
+    ctx = PassContext(weights=imported.weights, calibration=[[x] for x in xs])
+    stats = ctx.analyses.get(CalibrationStats, imported.module)
+    lin = [op for op in imported.module.entry.ops if op.name == "aten.linear"]
+    s = stats.linear_input(lin[0])
+    allx = torch.cat([x.reshape(-1, 16) for x in xs]).double()
+    assert s.count == 30
+    assert torch.allclose(s.hessian, allx.t() @ allx / 30)
+    assert torch.allclose(s.absmax, allx.abs().amax(0).float())
+    assert torch.allclose(s.mean_square, (allx ** 2).mean(0))
+    assert torch.allclose(s.token_absmax, allx.abs().amax(1).float())
+    hidden = stats.linear_input(lin[1])  # the gelu output
+    assert hidden.hessian.shape == (24, 24) and hidden.count == 30
+    assert ctx.analyses.get(CalibrationStats, imported.module) is stats  # cached
+    assert len(stats.outputs) == 3 and torch.allclose(stats.outputs[0][0], m(xs[0]), atol=1e-6)
+
+
+def test_calibration_batch_shape_mismatch_is_clear():
+    m = make_mlp(k=16, hidden=24, out=8)
+    with pytest.raises(SpokeshaveError, match=r"calibration batch 1, input 0 is \(3, 16\)"):
+        compiler.compile(m, (torch.randn(4, 16),), pipeline="quantize{method=gptq}",
+                         calibration=[(torch.randn(4, 16),), (torch.randn(3, 16),)])
+
+
+def test_require_calibration_names_the_pass():
+    with pytest.raises(SpokeshaveError, match="pass 'sparsify' needs calibration data: pass "
+                                              r"calibration=\[batches\] to compiler.compile"):
+        require_calibration(PassContext(), "sparsify")
+
+
+def test_gptq_without_calibration_is_clear(mlp_case):
+    m, x, _, _ = mlp_case
+    with pytest.raises(SpokeshaveError, match=r"pass 'quantize\{method=gptq\}' needs calibration data"):
+        compiler.compile(m, (x,), pipeline="quantize{scheme=w4g method=gptq}")
+
+
+# ------------------------------------------------------------------ the pass: options
+
+
+@pytest.mark.parametrize("pipeline, message", [
+    ("quantize{scheme=int3}", "option 'scheme' must be one of w8, w8a8, w4g, fp8; got 'int3'"),
+    ("quantize{scheme=w4g group=100}", "option 'group' must be one of 16, 32, 64, 128, 256, 512, "
+                                       "1024; got 100"),
+    ("quantize{method=awq}", "option 'method' must be one of rtn, gptq; got 'awq'"),
+    ("quantize{percdamp=0}", "option 'percdamp' must be in"),
+    ("quantize{bits=4}", "has no option 'bits'"),
+])
+def test_bad_options(pipeline, message):
+    with pytest.raises(PipelineError, match="pass 'quantize'.*" + message.replace("(", r"\(")
+                       .replace(")", r"\)").replace("[", r"\[")):
+        compiler.parse_pipeline(pipeline)
+
+
+# ------------------------------------------------------------------ the pass: differential
+
+
+@pytest.mark.parametrize("scheme, bound", [("w8", 1e-4), ("w8a8", 1e-3), ("fp8", 5e-3),
+                                           ("w4g", 3e-2)])
+def test_schemes_against_fp32(mlp_case, scheme, bound):
+    m, x, ref, _ = mlp_case
+    cm = compiler.compile(m, (x,), pipeline=f"quantize{{scheme={scheme} group=32}}")
+    ops = [op.name for op in cm.module.entry.ops]
+    assert "aten.linear" not in ops and ops.count(quant_op(scheme)) == 2
+    assert 0 < rel_err(cm(x), ref) < bound
+
+
+def quant_op(scheme: str) -> str:
+    return {"w8": "spk.linear_w8", "w8a8": "spk.linear_w8a8", "w4g": "spk.linear_w4g",
+            "fp8": "spk.linear_fp8"}[scheme]
+
+
+def test_error_is_ordered_by_bits(mlp_case):
+    m, x, ref, _ = mlp_case
+    cms = {p: compiler.compile(m, (x,), pipeline=f"quantize{{{p}}}")
+           for p in ("scheme=w8", "scheme=w8a8", "scheme=fp8", "scheme=w4g group=32",
+                     "scheme=w4g group=128")}
+    err = {p: rel_err(cm(x), ref) for p, cm in cms.items()}
+    assert err["scheme=w8"] < err["scheme=w8a8"] < err["scheme=w4g group=32"]
+    assert err["scheme=w8"] < err["scheme=fp8"] < err["scheme=w4g group=32"]
+
+    def weight_err(p):
+        return sum(e["weight_rel_err"] for e in cms[p].context.report)
+    assert weight_err("scheme=w8") < weight_err("scheme=w4g group=32") < weight_err("scheme=w4g group=128")
+
+
+def test_packed_bytes(mlp_case):
+    m, x, _, _ = mlp_case
+    sym = compiler.compile(m, (x,), pipeline="quantize{scheme=w4g group=32}")
+    q, s = sym.weights["up.qweight"], sym.weights["up.scale"]
+    assert q.dtype == torch.uint8 and q.shape == (256, 64) and q.nbytes == 256 * 128 // 2
+    assert s.dtype == torch.float32 and s.shape == (256, 4)
+    assert "up.weight" not in sym.weights and "up.bias" in sym.weights
+    entry = next(e for e in sym.context.report if e["layer"] == "up")
+    assert entry["bits_per_weight"] == 4 + 32 / 32 and entry["bytes"] == q.nbytes + s.nbytes
+    asym = compiler.compile(m, (x,), pipeline="quantize{scheme=w4g group=32 symmetric=false}")
+    assert asym.weights["up.zeros"].dtype == torch.uint8 and asym.weights["up.zeros"].shape == (256, 4)
+    w8 = compiler.compile(m, (x,), pipeline="quantize{scheme=w8}")
+    assert w8.weights["down.qweight"].dtype == torch.int8 and w8.weights["down.qweight"].nbytes == 64 * 256
+    fp8 = compiler.compile(m, (x,), pipeline="quantize{scheme=fp8}")
+    assert fp8.weights["down.qweight"].dtype == torch.float8_e4m3fn
+
+
+def test_asymmetric_int4_beats_symmetric_on_shifted_weights():
+    m = make_mlp()
+    with torch.no_grad():
+        m.up.weight.add_(0.2)  # all-positive-ish groups waste half a symmetric grid
+    x = torch.randn(16, 128)
+    with torch.no_grad():
+        ref = m(x)
+    sym = rel_err(compiler.compile(m, (x,), pipeline="quantize{scheme=w4g group=32}")(x), ref)
+    asym = rel_err(compiler.compile(m, (x,), pipeline="quantize{scheme=w4g group=32 symmetric=false}")(x), ref)
+    assert asym < sym
+
+
+@pytest.mark.parametrize("options", ["scheme=w4g group=32", "scheme=w4g group=32 symmetric=false",
+                                     "scheme=w4g group=32 act-order", "scheme=w8", "scheme=fp8"])
+def test_gptq_beats_rtn_on_held_out_data(mlp_case, options):
+    m, x, ref, cal = mlp_case
+    rtn = compiler.compile(m, (x,), pipeline=f"quantize{{{options}}}", calibration=cal)
+    gptq = compiler.compile(m, (x,), pipeline=f"quantize{{{options} method=gptq}}", calibration=cal)
+    e_rtn, e_gptq = rel_err(rtn(x), ref), rel_err(gptq(x), ref)
+    assert e_gptq < 0.8 * e_rtn, (e_gptq, e_rtn)
+    # the report's per-layer calibration error says the same
+    for r, g in zip(rtn.context.report, gptq.context.report):
+        assert g["method"] == "gptq" and g["rel_err"] < r["rel_err"]
+
+
+def test_group_not_dividing_skips_and_reports():
+    m = make_mlp(k=96, hidden=128, out=32)  # 96 is not a multiple of 64; 128 is
+    x = torch.randn(4, 96)
+    cm = compiler.compile(m, (x,), pipeline="quantize{scheme=w4g group=64}")
+    names = [op.name for op in cm.module.entry.ops]
+    assert names.count("aten.linear") == 1 and names.count("spk.linear_w4g") == 1
+    skipped = [e for e in cm.context.report if e["status"] == "skipped"]
+    assert skipped == [{"pass": "quantize", "layer": "up", "scheme": "w4g", "status": "skipped",
+                        "reason": "in-features 96 not divisible by group 64", "in_features": 96,
+                        "out_features": 128}]
+    assert cm.stats["quantize"]["linears skipped (group does not divide in-features)"] == 1
+    assert any("skipped layer 'up'" in d for d in cm.context.diagnostics)
+    assert rel_err(cm(x), m(x)) < 3e-2
+
+
+def test_layers_and_skip_globs(mlp_case):
+    m, x, _, _ = mlp_case
+
+    def quantized(pipeline):
+        cm = compiler.compile(m, (x,), pipeline=pipeline)
+        return sorted(e["layer"] for e in cm.context.report if e["status"] == "quantized")
+    assert quantized("quantize{layers=up}") == ["up"]
+    assert quantized("quantize{layers=d*|u*}") == ["down", "up"]
+    assert quantized("quantize{skip=up|nothing}") == ["down"]
+    assert quantized("quantize{layers=* skip=*}") == []
+
+
+def test_quantized_ir_roundtrips_and_runs_from_text(mlp_case):
+    m, x, ref, _ = mlp_case
+    for scheme in ("w8", "w8a8", "w4g symmetric=false", "fp8"):
+        cm = compiler.compile(m, (x,), pipeline=f"quantize{{scheme={scheme} group=32}}")
+        text = print_module(cm.module)
+        again = parse_module(text)
+        assert print_module(again) == text
+        compiler.verify(again, cm.weights)
+        from backends.reference import ReferenceExecutable
+        assert torch.equal(ReferenceExecutable(again, cm.weights)(x)[0], cm(x))
+
+
+def test_verifier_rejects_inconsistent_quantized_op():
+    text = """func.func @f(%x: tensor<4x64xf32>, %q: tensor<8x32xui8> {spk.param = "q"}, %s: tensor<8x1xf32> {spk.param = "s"}) -> tensor<4x8xf32> {
+  %0 = "spk.linear_w4g"(%x, %q, %s) {group = 32, symmetric = true} : (tensor<4x64xf32>, tensor<8x32xui8>, tensor<8x1xf32>) -> tensor<4x8xf32>
+  return %0 : tensor<4x8xf32>
+}
+"""
+    with pytest.raises(SpokeshaveError, match=r"scale must be tensor<8x2xf32>"):
+        compiler.verify(parse_module(text))
+
+
+def test_tiny_llama_all_schemes():
+    """Export once (the slow part), then run each pipeline on a copy of the imported IR;
+    one scheme also goes through compiler.compile end to end."""
+    from backends.reference import ReferenceExecutable
+    from compiler.passmanager import PassManager
+    from compiler.weights import WeightStore
+
+    model = tiny_llama()
+    ids = torch.randint(0, 128, (2, 16))
+    cal = [(torch.randint(0, 128, (2, 16)),) for _ in range(4)]
+    with torch.no_grad():
+        ref = model(ids)
+    imported = import_model(model, (ids,))
+    errs = {}
+    for pipeline in ("quantize{scheme=w8}", "quantize{scheme=w8a8}", "quantize{scheme=fp8}",
+                     "quantize{scheme=w4g group=32}"):
+        module = imported.module.clone()
+        ctx = PassContext(weights=WeightStore(dict(imported.weights.items())),
+                          calibration=[list(b) for b in cal])
+        PassManager.parse(pipeline).run(module, ctx)
+        n_quant = sum(op.name.startswith("spk.linear_") for op in module.entry.ops)
+        assert n_quant == 2 * 7 + 1  # q k v o gate up down per layer, and the lm head
+        errs[pipeline] = rel_err(ReferenceExecutable(module, ctx.weights)(ids)[0], ref)
+    cm = compiler.compile(model, (ids,), pipeline="quantize{scheme=w4g group=32 method=gptq}",
+                          calibration=cal)
+    errs["gptq"] = rel_err(cm(ids), ref)
+    assert errs["quantize{scheme=w8}"] < 1e-4
+    assert errs["quantize{scheme=w8}"] < errs["quantize{scheme=w8a8}"] < errs["quantize{scheme=w4g group=32}"]
+    assert errs["quantize{scheme=w4g group=32}"] < 0.1 and errs["gptq"] < 0.1
