@@ -21,7 +21,7 @@ from compiler.weights import WeightStore
 from . import register_backend
 
 Kernel = Callable[[Op, list[Any]], Any]
-Observer = Callable[[Value, Any], None]
+Observer = Callable[[Value, Any], Any]
 KERNELS: dict[str, Kernel] = {}
 
 
@@ -108,7 +108,10 @@ class _BlockProgram:
 
     def run(self, args: list[Any], observe: Observer | None = None) -> list[Any]:
         """Run the block. `observe(value, data)`, if given, sees every block argument and
-        every op result as it is produced (calibration statistics are collected this way)."""
+        every op result as it is produced (calibration statistics are collected this way).
+        For an op result it may return a replacement that the rest of the block computes with
+        (sequential calibration simulates a rewrite this way, see `compiler.lockstep`); None
+        keeps the value."""
         env: dict[Value, Any] = dict(zip(self.block.args, args))
         if observe is not None:
             for a, x in zip(self.block.args, args):
@@ -128,7 +131,9 @@ class _BlockProgram:
                     env[r] = o
             if observe is not None:
                 for r in op.results:
-                    observe(r, env[r])
+                    new = observe(r, env[r])
+                    if new is not None:
+                        env[r] = new
             for v in frees:
                 del env[v]
         return [env[v] for v in self.outputs]

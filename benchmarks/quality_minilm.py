@@ -136,6 +136,12 @@ DEFAULT_PIPELINES = [
     "quantize{scheme=w4g group=128 symmetric=false method=gptq act-order}",
     "quantize{scheme=w4g group=64}",
     "quantize{scheme=w4g group=64 method=gptq act-order}",
+    # outlier handling (passes/smooth.py, reorder_outliers.py, outlier_split.py)
+    "smooth,quantize{scheme=w8a8}",
+    "reorder-outliers,quantize{scheme=w8a8}",
+    "outlier-split{threshold=6.0}",
+    "reorder-outliers,quantize{scheme=w4g group=128}",
+    "reorder-outliers{metric=weight},quantize{scheme=w4g group=128}",
 ]
 
 

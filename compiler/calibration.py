@@ -10,9 +10,7 @@ parameters) it records, over the last dim as channels and all other dims as toke
 per-channel abs-max, per-channel mean-square and the token count. For values that feed a
 linear (`aten.linear` and the `spk.linear_*` ops) it also records the input covariance
 `sum x x^T` over tokens in float64 (the Hessian of the layer-wise least-squares objective,
-as GPTQ/SparseGPT/SliceGPT use it) and every token's abs-max (per-token ranges); so do the
-inputs of normalisations (`aten.rms_norm`, `aten.layer_norm`): the residual stream whose
-covariance SliceGPT's PCA needs.
+as GPTQ/SparseGPT/SliceGPT use it) and every token's abs-max (per-token ranges).
 
 `ctx.calibration` holds the batches as lists of the compiled function's flat user inputs
 (`compiler.compile` flattens what the user passes). The statistics are computed once per
@@ -30,9 +28,6 @@ from .errors import PipelineError, SpokeshaveError
 from .ir import Module, Op, TensorType, Value
 
 LINEAR_OPS = ("aten.linear", "spk.linear_w8", "spk.linear_w8a8", "spk.linear_w4g", "spk.linear_fp8")
-# Inputs of normalisations get the second moment too: in a pre-LN transformer they are the
-# residual stream, whose covariance SliceGPT's PCA rotations come from (passes/slice.py).
-NORM_OPS = ("aten.rms_norm", "aten.layer_norm")
 
 
 def require_calibration(ctx: Any, pass_name: str) -> list:
@@ -116,8 +111,6 @@ class CalibrationStats:
         inputs = func.user_inputs()
         self.linear_inputs: set[Value] = {op.operands[0] for op in func.walk()
                                           if op.name in LINEAR_OPS and op.parent is func.body}
-        self.norm_inputs: set[Value] = {op.operands[0] for op in func.walk()
-                                        if op.name in NORM_OPS and op.parent is func.body}
         self.values: dict[Value, ValueStats] = {}
         self.outputs: list[list[Any]] = []  # the module's outputs per batch (reference run)
         self.batches = 0
@@ -140,7 +133,7 @@ class CalibrationStats:
                     s = self.values[v] = ValueStats(int(x.shape[-1]))
                 elif s.channels != x.shape[-1]:
                     return  # a dynamic last dim that changed size between batches
-                s.update(x, v in self.linear_inputs or v in self.norm_inputs)
+                s.update(x, v in self.linear_inputs)
                 if only is not None:
                     seen.add(v)
                     if len(seen) == len(only):

@@ -13,10 +13,10 @@ the same function up to float rounding; it is the form `slice` needs (a scale-fr
 commutes with any rotation of the stream).
 
 Steps, all exact:
-1. Normalise the graph: identity copies and reshapes fold away (as in `canonicalize`); GPT-2's Conv1D
-   (`view -> addmm -> view`) becomes `aten.linear` with the transposed weight; the
-   pow/mean/add/rsqrt/mul chain HF's LlamaRMSNorm exports to becomes `aten.rms_norm`
-   (absorbing the following `weight *` multiply).
+1. Normalise the graph: identity copies and reshapes fold away (as in `canonicalize`);
+   GPT-2's Conv1D (`view -> addmm -> view`) becomes `aten.linear` with the transposed
+   weight; the pow/mean/add/rsqrt/mul chain HF's LlamaRMSNorm exports to becomes
+   `aten.rms_norm` (absorbing the following `weight *` multiply).
 2. For every `aten.rms_norm` / `aten.layer_norm` over the last dim whose result is read only
    as the input of `aten.linear`s with parameter weights, fold the scale (and bias) into
    new weight/bias parameters of those linears and drop them from the norm.
@@ -457,7 +457,8 @@ class FoldNorms(Pass):
         if any(p.is_rms for p in parts):
             why = "the residual stream is also read by RMSNorms, which centring would change"
         elif any(p.bias is not None for p in parts):
-            why = "a LayerNorm on the residual stream keeps a bias (its output is not read by linears only)"
+            why = ("a LayerNorm on the residual stream keeps a bias (its output is not read by "
+                   "linears only)")
         elif any(param_tensor(func, ctx.weights, _weight_of(w)) is None
                  for w in stream.sources + stream.writers):
             why = "a write into the residual stream has a weight that is not a parameter"
@@ -473,11 +474,12 @@ class FoldNorms(Pass):
                 new = td - td.mean(dim=1, keepdim=True)
             else:
                 new = td - td.mean(dim=0, keepdim=True)
-            w.set_operand(w.operands.index(wv),
-                          add_param(func, ctx.weights, _base(func, wv, "weight") + ".centred", new.to(t.dtype)))
+            name = _base(func, wv, "weight") + ".centred"
+            w.set_operand(w.operands.index(wv), add_param(func, ctx.weights, name, new.to(t.dtype)))
             if w.name == "aten.linear" and len(w.operands) > 2:
                 c = param_tensor(func, ctx.weights, w.operands[2])
-                w.set_operand(2, add_param(func, ctx.weights, _base(func, w.operands[2], "bias") + ".centred",
+                name = _base(func, w.operands[2], "bias") + ".centred"
+                w.set_operand(2, add_param(func, ctx.weights, name,
                                            (c.double() - c.double().mean()).to(c.dtype)))
         for p in parts:
             new = make_norm("aten.rms_norm", p.input, p.dim, p.eps, p.weight, like=p.op)

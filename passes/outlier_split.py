@@ -29,7 +29,7 @@ import torch
 from compiler import quant
 from compiler.calibration import CalibrationStats, require_calibration
 from compiler.errors import PipelineError
-from compiler.ir import Module, Op, TensorType
+from compiler.ir import Module, Op
 from compiler.passmanager import Pass, PassContext, register_pass
 
 from .fold_norms import add_param, drop_dead_params, param_tensor, unused_params

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 
 from compiler.calibration import CalibrationStats, require_calibration
-from compiler.ir import Module, Op, TensorType
+from compiler.ir import Module, Op
 from compiler.passmanager import Pass, PassContext, register_pass
 
 from .fold_norms import add_param, drop_dead_params, unused_params, param_tensor
@@ -96,7 +96,7 @@ class ReorderOutliers(Pass):
                                input=gather.result)
             for lin in grp.linears:
                 w = param_tensor(func, ctx.weights, lin.operands[1])
-                replace_weight(func, ctx, lin, w[:, perm].clone(), ".permuted")
+                replace_weight(func, ctx, lin, w[:, perm].clone(), ".permuted", module)
                 top = perm[: max(1, perm.numel() // 64)]
                 ctx.report.append({"pass": self.name, "layer": layer_of(func, lin), "status": "reordered",
                                    "metric": self.metric, "norm_duplicated": dup,

@@ -27,13 +27,13 @@ Departures from the paper:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from compiler.calibration import CalibrationStats, require_calibration
 from compiler.errors import PipelineError
-from compiler.ir import Function, Module, Op, TensorType, Value
+from compiler.ir import Function, Module, Op, Value
 from compiler.passmanager import Pass, PassContext, register_pass
 from compiler.rewrite import PatternSet, apply_patterns_greedily
 
@@ -150,7 +150,8 @@ def norm_weight_bias(func: Function, ctx: PassContext, p: NormParts
     return g, (None if b is None else b.double())
 
 
-def replace_weight(func: Function, ctx: PassContext, lin: Op, w: torch.Tensor, suffix: str) -> None:
+def replace_weight(func: Function, ctx: PassContext, lin: Op, w: torch.Tensor, suffix: str,
+                   module: Module | None = None) -> None:
     """Give `lin` the weight `w` (cast to the old weight's dtype), as a new tensor. When
     `lin` is the parameter's only reader, the new tensor takes over the parameter's name
     (same type), so layer names - what `quantize`'s `layers=`/`skip=` globs and its report
@@ -159,7 +160,8 @@ def replace_weight(func: Function, ctx: PassContext, lin: Op, w: torch.Tensor, s
     name = func.param_name(old) or "linear.weight"
     t = param_tensor(func, ctx.weights, old)
     w = w.to(t.dtype).contiguous()
-    if list(dict.fromkeys(old.uses)) == [lin] and old.uses.count(lin) == 1:
+    shared = module is None or any(name in f.params() for f in module.functions if f is not func)
+    if not shared and list(dict.fromkeys(old.uses)) == [lin] and old.uses.count(lin) == 1:
         ctx.weights[name] = w
         return
     lin.set_operand(1, add_param(func, ctx.weights, name + suffix, w))
@@ -221,7 +223,7 @@ class Smooth(Pass):
             g, b = norm_weight_bias(func, ctx, grp.parts)
             dup = rebuild_norm(func, ctx, grp, g / s, None if b is None else b / s, ".smoothed")
             for lin, w in zip(grp.linears, ws):
-                replace_weight(func, ctx, lin, w * s[None, :], ".smoothed")
+                replace_weight(func, ctx, lin, w * s[None, :], ".smoothed", module)
                 ctx.report.append({"pass": self.name, "layer": layer_of(func, lin), "status": "smoothed",
                                    "alpha": self.alpha, "norm_duplicated": dup,
                                    "act_absmax_before": float(xmax.max()),

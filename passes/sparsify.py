@@ -33,8 +33,10 @@ weight shared by several linears is pruned once, with the statistics of all its 
 
 Layers are named by their weight's `spk.param` without the trailing `.weight`; `layers`
 and `skip` are fnmatch globs, `|` separating alternatives. A layer whose in-features are
-not divisible by 4, or whose weight is not a parameter, is skipped and reported (a remark,
-a statistic and a `ctx.report` entry), never crashed on.
+not divisible by 4, whose weight is not a parameter, or whose weight is also read by an op
+other than a linear (an LM head tied to the embedding: the dense table would stay beside
+the compressed copy, and both papers leave embeddings and head dense) is skipped and
+reported (a remark, a statistic and a `ctx.report` entry), never crashed on.
 """
 from __future__ import annotations
 
@@ -205,6 +207,11 @@ class Sparsify(Pass):
             layer = layer_name(param)
             if not glob_match(layer, self.layers) or glob_match(layer, self.skip):
                 ctx.stat(self.name, "layers left dense (not selected)")
+                continue
+            if any(u.name != "aten.linear" for u in op.operands[1].uses):
+                self._skip(ctx, layer, "its weight is also read by a non-linear op (a tied "
+                           "embedding): the dense copy would stay beside the compressed one",
+                           "layers skipped (tied weight)")
                 continue
             k = w.shape[1]
             if k % GROUP:

@@ -186,7 +186,7 @@ def test_outlier_split_lowers_w8a8_error():
     split, c = err(m, x, cal, "outlier-split{threshold=6.0}")
     assert split < plain / 10, (plain, split)
     ops = [op.name for op in c.module.entry.ops]
-    assert ops.count("spk.linear_w8a8_split") == 2 and "aten.linear" not in ops
+    assert ops.count("spk.linear_w8a8_split") >= 2 and "aten.linear" not in ops
     ent = {r["layer"]: r for r in c.context.report if r["pass"] == "outlier-split"}
     assert ent["up"]["outlier_channels"] == len(OUTLIERS)
     # a threshold nothing exceeds gives exactly quantize{scheme=w8a8}

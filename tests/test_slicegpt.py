@@ -135,6 +135,48 @@ def test_residual_stream_found(decoder, sliced):
     assert [len(r) for r in stream.readers] == [1, 1, 1, 1, 1]
 
 
+def test_one_shot_is_invariant_too(decoder):
+    _, model, inputs, want, calib = decoder
+    cm = compiler.compile(model, inputs, pipeline="fold-norms,slice{fraction=0 sequential=false}",
+                          calibration=calib)
+    assert models.max_rel_error(cm(*inputs), want) < 1e-4
+
+
+def test_lockstep_sees_every_batch_and_substitutes():
+    """`run_lockstep` visits each value once with all batches; what `visit` returns is what
+    the rest of the program computes with; execution stops after the last value."""
+    from compiler.lockstep import run_lockstep
+    from compiler.passmanager import PassContext
+
+    module = compiler.parse("""
+func.func @f(%x: tensor<2x3xf32>) -> tensor<2x3xf32> {
+  %0 = "aten.neg"(%x) : (tensor<2x3xf32>) -> tensor<2x3xf32>
+  %1 = "aten.exp"(%0) : (tensor<2x3xf32>) -> tensor<2x3xf32>
+  %2 = "aten.tanh"(%1) : (tensor<2x3xf32>) -> tensor<2x3xf32>
+  return %2 : tensor<2x3xf32>
+}
+""")
+    ops = module.entry.ops
+    batches = [[torch.randn(2, 3)] for _ in range(3)]
+    seen = []
+
+    def visit(v, xs):
+        seen.append((ops.index(v.defining_op), len(xs)))
+        if v is ops[0].result:
+            return [torch.zeros_like(x) for x in xs]   # exp then sees zeros
+        assert all(torch.equal(x, torch.ones(2, 3)) for x in xs)
+        return None
+
+    run_lockstep(module, PassContext(calibration=batches), [ops[0].result, ops[1].result],
+                 visit, pass_name="test")
+    assert seen == [(0, 3), (1, 3)]
+
+    def boom(v, xs):
+        raise SpokeshaveError("visit failed")
+    with pytest.raises(SpokeshaveError, match="visit failed"):
+        run_lockstep(module, PassContext(calibration=batches), [ops[1].result], boom, "test")
+
+
 def test_bert_is_refused():
     model, inputs = models.tiny_bert(batch=2, seq=8)
     calib = [inputs]

@@ -254,6 +254,29 @@ def test_in_features_not_divisible_by_4_is_skipped_and_reported():
     torch.testing.assert_close(cm(x), want, rtol=1e-5, atol=1e-5)
 
 
+class TiedLM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(32, 16)
+        self.proj = torch.nn.Linear(16, 16)
+        self.head = torch.nn.Linear(16, 32, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.proj(self.emb(ids))))
+
+
+def test_tied_head_stays_dense_and_is_reported():
+    torch.manual_seed(0)
+    model = TiedLM().eval()
+    ids = torch.randint(0, 32, (2, 5))
+    cm = compiler.compile(model, (ids,), pipeline="sparsify")
+    names = [op.name for op in cm.module.walk()]
+    assert names.count("spk.linear_sparse24") == 1 and names.count("aten.linear") == 1
+    assert cm.stats["sparsify"]["layers skipped (tied weight)"] == 1
+    assert any("tied" in d for d in cm.context.diagnostics)
+
+
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
 def test_calibrated_methods_without_calibration_name_the_pass(mlp_case, method):
     model, (x,), _ = mlp_case

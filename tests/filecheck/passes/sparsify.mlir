@@ -103,3 +103,25 @@ func.func @computed_weight(%x: tensor<2x8xf32>,
   %2 = "aten.linear"(%1, %h) : (tensor<2x8xf32>, tensor<4x8xf32>) -> tensor<2x4xf32>
   return %2 : tensor<2x4xf32>
 }
+
+// -----
+
+// An LM head tied to the embedding table stays dense: the table is read by the embedding
+// anyway, so a compressed copy would only add bytes (and both papers leave it dense).
+
+// CHECK-LABEL: func.func @tied_head
+// CHECK:         %[[E:.*]] = "aten.embedding"(%table, %ids) :
+// CHECK-NEXT:    %[[P:.*]] = "spk.linear_sparse24"(%[[E]], %{{.*}}, %{{.*}}) :
+// CHECK-NEXT:    %[[H:.*]] = "aten.linear"(%[[P]], %table) :
+// CHECK-NEXT:    return %[[H]]
+
+// SEL-LABEL: func.func @tied_head
+// SEL-NOT:     "spk.linear_sparse24"
+func.func @tied_head(%ids: tensor<2x3xi64>,
+                     %table: tensor<32x8xf32> {spk.param = "embed.weight"},
+                     %wp: tensor<8x8xf32> {spk.param = "proj.weight"}) -> tensor<2x3x32xf32> {
+  %0 = "aten.embedding"(%table, %ids) : (tensor<32x8xf32>, tensor<2x3xi64>) -> tensor<2x3x8xf32>
+  %1 = "aten.linear"(%0, %wp) : (tensor<2x3x8xf32>, tensor<8x8xf32>) -> tensor<2x3x8xf32>
+  %2 = "aten.linear"(%1, %table) : (tensor<2x3x8xf32>, tensor<32x8xf32>) -> tensor<2x3x32xf32>
+  return %2 : tensor<2x3x32xf32>
+}
