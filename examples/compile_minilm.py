@@ -32,16 +32,7 @@ TOLERANCE = 1e-5
 # torch.export's own deprecation noise (torch 2.13), not something the user can act on
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 
-SENTENCES = [
-    "A graph compiler turns a traced model into a sequence of simple operations.",
-    "The cat sat quietly on the warm windowsill all afternoon.",
-    "Quantization stores weights in eight bits instead of thirty-two.",
-    "Where is the nearest train station?",
-    "She plays the violin in a small orchestra on weekends.",
-    "Sparse matrices keep only the values that are not zero.",
-    "It rained.",
-    "The recipe calls for two cups of flour, one egg and a pinch of salt.",
-]
+SENTENCES = models.SENTENCES  # real sentences, shared with the tests
 
 
 def mean_pool(last_hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
