@@ -16,7 +16,7 @@ Methods:
   group-wise int4, and per-channel fp8 e4m3 (Micikevicius et al. 2022).
 * `gptq`: GPTQ (Frantar et al. 2022): second-order error compensation with the input
   covariance from the calibration batches, through the solver shared with SparseGPT
-  (`passes.obs_solver`). Int8/fp8 scales come from the original weight, as GPTQ does for
+  (`passes._obs_solver`). Int8/fp8 scales come from the original weight, as GPTQ does for
   per-channel grids; int4 group scales are computed from the error-compensated weights
   when the group is reached (GPTQ's `groupsize` behaviour), or, with `act-order`, from the
   original weights up front (GPTQ's "static groups", which keeps groups contiguous in the
@@ -40,7 +40,7 @@ from compiler.errors import PipelineError
 from compiler.ir import Function, Module, Op, TensorType, Value
 from compiler.passmanager import Pass, PassContext, register_pass
 
-from .obs_solver import obs_solve
+from ._obs_solver import obs_solve
 
 SCHEMES = ("w8", "w8a8", "w4g", "fp8")
 METHODS = ("rtn", "gptq")

@@ -19,7 +19,7 @@ Methods, and the papers they follow:
   of every group of 4 the mask is chosen by OBS saliency w^2 / [H^-1]_jj^2 on the current,
   error-compensated weights (the paper's N:M "adaptive mask selection"), and every pruned
   weight's error is spread over the later columns with the inverse Hessian. The loop is the
-  shared OBS solver of `passes.obs_solver` (GPTQ uses the same one) with `align=4`.
+  shared OBS solver of `passes._obs_solver` (GPTQ uses the same one) with `align=4`.
 
 Departures: by default the statistics (norms, the Hessian `E[x x^T]`) come from one
 calibration run of the model as it is when the pass starts. Both papers instead feed each
@@ -50,7 +50,7 @@ from compiler.ir import Function, Module, Op, TensorType
 from compiler.passmanager import Pass, PassContext, register_pass
 from compiler.sparse import GROUP, compress_24, mask_topk_24, meta_cols
 
-from .obs_solver import obs_solve
+from ._obs_solver import obs_solve
 from .quantize import glob_match, layer_name
 
 PATTERNS = ("2:4",)

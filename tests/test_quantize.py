@@ -16,7 +16,7 @@ from compiler.frontend import import_model
 from compiler.parser import parse_module
 from compiler.passmanager import PassContext
 from compiler.printer import print_module
-from passes.obs_solver import obs_solve
+from passes._obs_solver import obs_solve
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
