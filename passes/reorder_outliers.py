@@ -37,13 +37,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from compiler.calibration import CalibrationStats, require_calibration
+from compiler.calibration import CalibrationStats
 from compiler.ir import Module, Op
 from compiler.passmanager import Pass, PassContext, register_pass
 
 from .fold_norms import add_param, drop_dead_params, unused_params, param_tensor
-from .smooth import (layer_of, norm_linear_groups, norm_weight_bias, normalise_linears,
-                     rebuild_norm, record_loose, replace_weight)
+from .smooth import (calibrated_norm_groups, layer_of, norm_weight_bias, rebuild_norm, replace_weight)
 
 METRICS = ("absmax", "rms", "weight")
 
@@ -59,15 +58,7 @@ class ReorderOutliers(Pass):
     skip: str = ""
 
     def run(self, module: Module, ctx: PassContext) -> bool:
-        changed = False
-        func = module.entry
-        if any(op.name in ("aten.linear", "aten.addmm") for op in func.ops):
-            require_calibration(ctx, self.name)
-            if normalise_linears(func, ctx):
-                ctx.analyses.invalidate()
-                changed = True
-        groups, loose = norm_linear_groups(func, ctx, self.layers, self.skip)
-        record_loose(ctx, self.name, func, loose)
+        func, groups, changed = calibrated_norm_groups(module, ctx, self.name, self.layers, self.skip)
         if not groups:
             return changed
         stats = ctx.analyses.get(CalibrationStats, module)

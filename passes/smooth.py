@@ -180,6 +180,23 @@ def record_loose(ctx: PassContext, pass_name: str, func: Function, loose: list[O
 # ------------------------------------------------------------------ the pass
 
 
+def calibrated_norm_groups(module: Module, ctx: PassContext, pass_name: str, layers: str,
+                           skip: str) -> tuple[Function, list, bool]:
+    """The entry function, normalised (Conv1D -> linear, RMSNorm chains -> rms_norm), and its
+    norm -> linears groups; linears not fed by a norm are recorded. Shared by `smooth` and
+    `reorder-outliers`. Returns (function, groups, whether normalising changed the IR)."""
+    func = module.entry
+    changed = False
+    if any(op.name in ("aten.linear", "aten.addmm") for op in func.ops):
+        require_calibration(ctx, pass_name)
+        if normalise_linears(func, ctx):
+            ctx.analyses.invalidate()  # statistics must see the normalised graph
+            changed = True
+    groups, loose = norm_linear_groups(func, ctx, layers, skip)
+    record_loose(ctx, pass_name, func, loose)
+    return func, groups, changed
+
+
 @register_pass
 @dataclass
 class Smooth(Pass):
@@ -196,16 +213,7 @@ class Smooth(Pass):
             raise PipelineError(f"pass 'smooth': option 'alpha' must be in [0, 1]; got {self.alpha!r}")
 
     def run(self, module: Module, ctx: PassContext) -> bool:
-        changed = False
-        for func in module.functions:
-            if func is module.entry and any(op.name in ("aten.linear", "aten.addmm") for op in func.ops):
-                require_calibration(ctx, self.name)
-                if normalise_linears(func, ctx):
-                    ctx.analyses.invalidate()  # statistics must see the normalised graph
-                    changed = True
-        func = module.entry
-        groups, loose = norm_linear_groups(func, ctx, self.layers, self.skip)
-        record_loose(ctx, self.name, func, loose)
+        func, groups, changed = calibrated_norm_groups(module, ctx, self.name, self.layers, self.skip)
         if not groups:
             return changed
         stats = ctx.analyses.get(CalibrationStats, module)
