@@ -25,10 +25,11 @@ Observer = Callable[[Value, Any], Any]
 KERNELS: dict[str, Kernel] = {}
 
 
-def kernel(name: str):
-    """Register the reference semantics of a non-ATen op."""
+def kernel(*names: str):
+    """Register the reference semantics of non-ATen ops (one kernel may serve several)."""
     def deco(fn: Kernel) -> Kernel:
-        KERNELS[name] = fn
+        for name in names:
+            KERNELS[name] = fn
         return fn
     return deco
 

@@ -17,37 +17,24 @@ from compiler.ir import Op
 from .reference import kernel
 
 
-def _bias(args: list[Any], n_fixed: int) -> torch.Tensor | None:
-    return args[n_fixed] if len(args) > n_fixed else None
-
-
 def _float_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     y = torch.nn.functional.linear(x.float(), w, None if bias is None else bias.float())
     return y.to(x.dtype)
 
 
-@kernel("spk.linear_w8")
-def _linear_w8(op: Op, args: list[Any]) -> torch.Tensor:
-    x, q, scale = args[:3]
-    return _float_linear(x, quant.dequantize_int8(q, scale), _bias(args, 3))
+def _bias(args: list[Any], op: Op) -> torch.Tensor | None:
+    n_fixed = 1 + quant.n_weight_operands(op)
+    return args[n_fixed] if len(args) > n_fixed else None
+
+
+@kernel("spk.linear_w8", "spk.linear_fp8", "spk.linear_w4g", "spk.linear_w8_split")
+def _linear_weight_only(op: Op, args: list[Any]) -> torch.Tensor:
+    """Weight-only formats: decode the stored weight exactly, then a float32 GEMM."""
+    w = quant.decoder_of(op.name)(op, args[1:1 + quant.n_weight_operands(op)])
+    return _float_linear(args[0], w, _bias(args, op))
 
 
 @kernel("spk.linear_w8a8")
 def _linear_w8a8(op: Op, args: list[Any]) -> torch.Tensor:
     x, q, scale = args[:3]
-    return quant.linear_w8a8(x, q, scale, _bias(args, 3))
-
-
-@kernel("spk.linear_fp8")
-def _linear_fp8(op: Op, args: list[Any]) -> torch.Tensor:
-    x, q, scale = args[:3]
-    return _float_linear(x, quant.dequantize_fp8(q, scale), _bias(args, 3))
-
-
-@kernel("spk.linear_w4g")
-def _linear_w4g(op: Op, args: list[Any]) -> torch.Tensor:
-    symmetric = op.attributes["symmetric"]
-    n_fixed = 3 if symmetric else 4
-    x, packed, scale = args[:3]
-    zero = None if symmetric else args[3]
-    return quant.linear_w4g(x, packed, scale, zero, op.attributes["group"], _bias(args, n_fixed))
+    return quant.linear_w8a8(x, q, scale, _bias(args, op))

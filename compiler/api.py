@@ -89,6 +89,7 @@ def compile(model: torch.nn.Module, example_inputs: tuple | list | torch.Tensor,
     batches = None if calibration is None else _flatten_calibration(calibration, imported.in_spec)
     ctx = PassContext(weights=imported.weights, calibration=batches)
     pm.run(imported.module, ctx)
+    ctx.weights.forget_originals()  # float weights kept for `lorc` are not part of the model
     cm = CompiledModel(imported.module, ctx.weights, backend, pm.pipeline, ctx,
                        imported.in_spec, imported.out_spec, pm.timings)
     if calibration is not None:

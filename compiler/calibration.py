@@ -27,7 +27,8 @@ import torch
 from .errors import PipelineError, SpokeshaveError
 from .ir import Module, Op, TensorType, Value
 
-LINEAR_OPS = ("aten.linear", "spk.linear_w8", "spk.linear_w8a8", "spk.linear_w4g", "spk.linear_fp8")
+LINEAR_OPS = ("aten.linear", "spk.linear_w8", "spk.linear_w8a8", "spk.linear_w4g", "spk.linear_fp8",
+              "spk.linear_sparse24", "spk.linear_w8a8_split", "spk.linear_w8_split")
 
 
 def require_calibration(ctx: Any, pass_name: str) -> list:
@@ -182,3 +183,68 @@ def check_batch(batch: Any, inputs: list[Value], index: int) -> list[torch.Tenso
                                   f"batches must have the example inputs' shapes (except dims "
                                   f"declared dynamic) and dtypes")
     return flat
+
+
+def synthetic_batches(module: Module, n: int, seed: int = 0) -> list[list[torch.Tensor]]:
+    """`n` deterministic calibration batches for the entry function's user inputs, for
+    running calibrated passes on IR text alone (`spokeshave-opt --calibration=synthetic:N`).
+    Float inputs are normal with a per-channel (last dim) scale `exp(N(0, 1))`, so some
+    channels are clear outliers, as in real activations; integer inputs (token ids) are in
+    [0, 8); dynamic dims are 4."""
+    func = module.entry
+    g = torch.Generator().manual_seed(seed)
+    inputs = func.user_inputs()
+    channel_scale = {}
+    batches = []
+    for _ in range(n):
+        batch = []
+        for i, v in enumerate(inputs):
+            t = v.type
+            if not isinstance(t, TensorType):
+                raise SpokeshaveError(f"synthetic calibration: input {i} of @{func.name} is not a "
+                                      f"tensor ({t}); pass real batches instead")
+            shape = tuple(4 if d is None else d for d in t.shape)
+            dtype = t.torch_dtype
+            if dtype.is_floating_point:
+                if i not in channel_scale:
+                    channel_scale[i] = torch.exp(torch.randn(shape[-1] if shape else 1, generator=g))
+                x = torch.randn(shape, generator=g) * (channel_scale[i] if shape else channel_scale[i][0])
+                batch.append(x.to(dtype))
+            elif dtype == torch.bool:
+                batch.append(torch.randint(0, 2, shape, generator=g).bool())
+            else:
+                batch.append(torch.randint(0, 8, shape, generator=g).to(dtype))
+        batches.append(batch)
+    return batches
+
+
+def load_batches(path: str, module: Module) -> list[list[torch.Tensor]]:
+    """Calibration batches from a safetensors file whose tensors are named
+    `<batch>.<input index>` (`0.0`, `0.1`, `1.0`, ...), inputs in the entry function's order."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SpokeshaveError(f"{path}: error: cannot read calibration batches ({e}); expected a "
+                              f"safetensors file with tensors named <batch>.<input index>") from None
+    n_inputs = len(module.entry.user_inputs())
+    batches: dict[int, dict[int, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        parts = key.split(".")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[1]) >= n_inputs:
+            raise SpokeshaveError(f"{path}: error: calibration tensor '{key}' is not named "
+                                  f"<batch>.<input index> with an index below {n_inputs}")
+        batches.setdefault(int(parts[0]), {})[int(parts[1])] = t
+    if not batches:
+        raise SpokeshaveError(f"{path}: error: the calibration file holds no tensors; expected "
+                              f"tensors named <batch>.<input index>")
+    out = []
+    for b in sorted(batches):
+        missing = [i for i in range(n_inputs) if i not in batches[b]]
+        if missing:
+            raise SpokeshaveError(f"{path}: error: calibration batch {b} lacks input(s) {missing}")
+        out.append([batches[b][i] for i in range(n_inputs)])
+    return out
+

@@ -5,7 +5,9 @@
     spokeshave-opt cases.mlir --split-input-file --verify-roundtrip
 
 Parameters take their data from `--weights W.safetensors`; without it each parameter gets
-deterministic synthetic data so structural passes run. Errors print as
+deterministic synthetic data so structural passes run. Passes that measure activations get
+them from `--calibration B.safetensors` (tensors `<batch>.<input index>`) or
+`--calibration=synthetic:N` (deterministic random batches, heavy-tailed channel scales). Errors print as
 `FILE:LINE:COL: error: ...` and exit 1, never with a traceback.
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ import io
 import re
 import sys
 
+from .calibration import load_batches, synthetic_batches
 from .errors import SpokeshaveError
 from .parser import parse_module
 from .passmanager import (Pass, PassContext, PassManager, describe_options, parse_pipeline,
@@ -31,6 +34,10 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("input", nargs="?", default="-", help="IR file, or - for stdin (default)")
     p.add_argument("--pass-pipeline", "-p", default="", help='e.g. "canonicalize,cse,dce"')
     p.add_argument("--weights", help="safetensors file with parameter data")
+    p.add_argument("--calibration", metavar="SOURCE",
+                   help="calibration batches for passes that measure activations: a safetensors "
+                        "file of tensors named <batch>.<input index>, or synthetic:N for N "
+                        "deterministic random batches")
     p.add_argument("--split-input-file", action="store_true",
                    help="treat '// -----' separated chunks as independent inputs")
     p.add_argument("--print-ir-after-all", action="store_true")
@@ -48,7 +55,7 @@ def _process(text: str, filename: str, line_offset: int, args, passes: list[Pass
              weights: WeightStore | None, out: io.StringIO) -> None:
     module = parse_module(text, filename, line_offset)
     store = complete_weights(module, WeightStore(dict(weights.items())) if weights else None)
-    ctx = PassContext(weights=store)
+    ctx = PassContext(weights=store, calibration=_calibration(args.calibration, module))
     pm = PassManager(passes, verify=not args.no_verify,
                      print_ir_after_all=args.print_ir_after_all, timing=args.timing,
                      out=sys.stderr)
@@ -67,6 +74,18 @@ def _process(text: str, filename: str, line_offset: int, args, passes: list[Pass
                                                 "printed", "reparsed+printed"))
             raise SpokeshaveError(f"{filename}: error: the printed IR does not round-trip:\n{diff}")
     out.write(printed)
+
+
+def _calibration(source: str | None, module) -> list | None:
+    if source is None:
+        return None
+    if source.startswith("synthetic:"):
+        n = source[len("synthetic:"):]
+        if not (n.isascii() and n.isdigit()) or int(n) < 1:  # "²".isdigit(), but int("²") fails
+            raise SpokeshaveError(f"--calibration={source}: expected synthetic:N with N a positive "
+                                  f"integer, e.g. synthetic:4")
+        return synthetic_batches(module, int(n))
+    return load_batches(source, module)
 
 
 def _report(e: SpokeshaveError) -> None:

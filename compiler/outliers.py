@@ -1,4 +1,5 @@
-"""`spk.linear_w8a8_split`: LLM.int8()'s mixed-precision decomposition as one op.
+"""`spk.linear_w8a8_split` / `spk.linear_w8_split`: LLM.int8()'s mixed-precision
+decomposition as one op.
 
     "spk.linear_w8a8_split"(x, qweight i8 [N, K], scale f32 [N], oweight [N, M], oindex i64 [M], bias?)
 
@@ -6,13 +7,17 @@ computes `linear_w8a8(x', qweight, scale) + x[..., oindex] @ oweight^T (+ bias)`
 `x` with the M outlier columns `oindex` set to zero (so they neither enter the int8 GEMM nor
 set any token's int8 scale) - the int8 part is exactly `spk.linear_w8a8`'s (`compiler.quant`);
 the outlier part is a float GEMM in `oweight`'s dtype (the model's float type). `qweight`'s
-outlier columns are stored as zeros. Written by `passes/outlier_split.py`.
+outlier columns are stored as zeros. `spk.linear_w8_split` has the same operands and keeps
+the activations in float: it is `linear(x, W)` with `W` the int8 weight dequantized and the
+outlier columns `oweight` put back (the weight decoder below), so the outlier columns no
+longer set the per-row int8 scale of the other weights. Written by `passes/outlier_split.py`.
 """
 from __future__ import annotations
 
 import torch
 
 from . import quant
+from .quant import weight_decoder
 from .ir import Op
 from .opdefs import _dim_eq, declare, expect, tensor
 
@@ -31,8 +36,17 @@ def linear_w8a8_split(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tenso
     return y.to(x.dtype)
 
 
-@declare("spk.linear_w8a8_split")
-def _linear_w8a8_split(op: Op):
+@weight_decoder("spk.linear_w8a8_split", "spk.linear_w8_split")
+def split_weight(op: Op, args: list) -> torch.Tensor:
+    """The float32 [N, K] weight of a split linear: int8 part with the outlier columns put back."""
+    q, scale, ow, oi = args[:4]
+    w = quant.dequantize_int8(q, scale)
+    w[:, oi] = ow.float()
+    return w
+
+
+@declare("spk.linear_w8a8_split", "spk.linear_w8_split")
+def _linear_split(op: Op):
     """(x, qweight i8 [N, K], scale f32 [N], oweight float [N, M], oindex i64 [M], bias?) -> x[..., N]"""
     n_ops = len(op.operands)
     expect(n_ops in (5, 6), f"expects 5 operands (+ an optional bias), got {n_ops}")

@@ -22,6 +22,7 @@ float32. The op declarations below (`spk.linear_w8`, `spk.linear_w8a8`, `spk.lin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -155,14 +156,6 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack([lo, hi], dim=-1).reshape(*packed.shape[:-1], packed.shape[-1] * 2)
 
 
-def linear_w4g(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor,
-               zero: torch.Tensor | None, group: int, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """The reference semantics of `spk.linear_w4g`: unpack, dequantize in float32, GEMM."""
-    w = dequantize_int4(unpack_int4(packed), GroupParams(scale.float(), zero, group))
-    y = torch.nn.functional.linear(x.float(), w, None if bias is None else bias.float())
-    return y.to(x.dtype)
-
-
 # ------------------------------------------------------------------ fp8
 
 
@@ -258,6 +251,52 @@ def _linear_w4g(op: Op):
 
 
 QUANT_OPS = ("spk.linear_w8", "spk.linear_w8a8", "spk.linear_w4g", "spk.linear_fp8")
+
+
+# ------------------------------------------------------------------ weight decoders
+
+# A compressed linear's decoder: (op, its operand values after the input) -> the float32
+# [N, K] weight it multiplies by. One definition serves the reference kernels and the passes
+# that measure compression error (`lorc`), so both see exactly the stored numbers.
+WeightDecoder = Callable[[Op, list], torch.Tensor]
+_DECODERS: dict[str, WeightDecoder] = {}
+
+
+def weight_decoder(*op_names: str) -> Callable[[WeightDecoder], WeightDecoder]:
+    def register(fn: WeightDecoder) -> WeightDecoder:
+        for name in op_names:
+            _DECODERS[name] = fn
+        return fn
+    return register
+
+
+def decoder_of(op_name: str) -> WeightDecoder | None:
+    return _DECODERS.get(op_name)
+
+
+def n_weight_operands(op: Op) -> int:
+    """How many operands after the input hold the weight (the rest is an optional bias)."""
+    if op.name == "spk.linear_w4g":
+        return 2 if op.attributes["symmetric"] else 3
+    if op.name in ("spk.linear_w8_split", "spk.linear_w8a8_split"):
+        return 4  # qweight, scale, oweight, oindex
+    return 2
+
+
+@weight_decoder("spk.linear_w8", "spk.linear_w8a8")
+def _decode_int8(op: Op, args: list) -> torch.Tensor:
+    return dequantize_int8(args[0], args[1])
+
+
+@weight_decoder("spk.linear_fp8")
+def _decode_fp8(op: Op, args: list) -> torch.Tensor:
+    return dequantize_fp8(args[0], args[1])
+
+
+@weight_decoder("spk.linear_w4g")
+def _decode_w4g(op: Op, args: list) -> torch.Tensor:
+    zero = None if op.attributes["symmetric"] else args[2]
+    return dequantize_int4(unpack_int4(args[0]), GroupParams(args[1].float(), zero, op.attributes["group"]))
 
 
 def bits_per_weight(op_name: str, k: int, group: int = 0, symmetric: bool = True) -> float:

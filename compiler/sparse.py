@@ -25,6 +25,7 @@ import torch
 
 from .ir import Op, TensorType
 from .opdefs import arity, declare, expect, tensor
+from .quant import weight_decoder
 
 GROUP = 4   # M of N:M
 KEEP = 2    # N of N:M
@@ -95,6 +96,11 @@ def decompress_24(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
     dense = torch.zeros(n, groups, GROUP, dtype=values.dtype, device=values.device)
     dense.scatter_(-1, idx.to(values.device), values.reshape(n, groups, KEEP))
     return dense.reshape(n, k)
+
+
+@weight_decoder("spk.linear_sparse24")
+def _decode_sparse24(op: Op, args: list) -> torch.Tensor:
+    return decompress_24(args[0], args[1]).float()
 
 
 @declare("spk.linear_sparse24")

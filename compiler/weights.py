@@ -20,6 +20,10 @@ class WeightStore:
 
     def __init__(self, tensors: dict[str, torch.Tensor] | None = None):
         self._tensors: dict[str, torch.Tensor] = dict(tensors or {})
+        # Float weights a compression pass replaced, by the name of the first tensor that
+        # replaced them: later passes of the same compile (LoRC) need the original to measure
+        # the compression error. Not part of the model: never saved, iterated or counted.
+        self._originals: dict[str, torch.Tensor] = {}
 
     def __getitem__(self, name: str) -> torch.Tensor:
         try:
@@ -45,6 +49,18 @@ class WeightStore:
     def items(self):
         return self._tensors.items()
 
+    def retire(self, name: str, successor: str) -> None:
+        """Remove `name` from the model, keeping its tensor readable as `original_of(successor)`
+        until `forget_originals()` (the end of the compile)."""
+        self._originals[successor] = self._tensors.pop(name)
+
+    def original_of(self, successor: str) -> torch.Tensor | None:
+        """The float tensor that the tensor `successor` replaced in this compile, if any."""
+        return self._originals.get(successor)
+
+    def forget_originals(self) -> None:
+        self._originals.clear()
+
     def fresh_name(self, base: str) -> str:
         """A name not yet in the store: `base`, else `base.1`, `base.2`..."""
         if base not in self._tensors:
@@ -67,7 +83,15 @@ class WeightStore:
     def save(self, path: str) -> None:
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in self._tensors.items()}, path)
+        # safetensors refuses tensors that share memory (a tied embedding and LM head, views
+        # of one buffer): each shared buffer is written once per name, as its own copy.
+        out, seen = {}, set()
+        for k, v in self._tensors.items():
+            v = v.contiguous()
+            ptr = v.untyped_storage().data_ptr()
+            out[k] = v.clone() if ptr in seen else v
+            seen.add(ptr)
+        save_file(out, path)
 
     @staticmethod
     def load(path: str) -> "WeightStore":

@@ -8,3 +8,4 @@ from . import sparsify  # noqa: F401
 from . import fold_norms  # noqa: F401
 from . import slice  # noqa: F401
 from . import smooth, reorder_outliers, outlier_split  # noqa: F401
+from . import lorc  # noqa: F401

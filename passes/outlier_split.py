@@ -1,4 +1,4 @@
-"""`outlier-split{threshold=6.0}`: LLM.int8() mixed-precision decomposition.
+"""`outlier-split{threshold=6.0 scheme=w8a8|w8}`: LLM.int8() mixed-precision decomposition.
 
 Follows LLM.int8() (Dettmers et al., "LLM.int8(): 8-bit Matrix Multiplication for
 Transformers at Scale", NeurIPS 2022), section 3.2: the input channels (columns of X) whose
@@ -13,6 +13,13 @@ scales). Every `aten.linear` with a parameter weight (`layers=` / `skip=` globs 
   scales from the rest only);
 * `spk.linear_w8a8` (exactly `quantize{scheme=w8a8}`'s) if none does.
 
+`scheme=w8` is the weight-only variant (`spk.linear_w8_split` / `spk.linear_w8`): activations
+stay float, and taking the outlier columns out of the int8 weight keeps their large weights
+from setting the row's int8 scale. Real models need it: all-MiniLM-L6-v2 writes its massive
+residual channel 99 with two weights of |6.2| and |3.7| in a row of `layer.2.output.dense`
+whose other weights are ~0.03, so plain per-channel int8 rounds that row to a handful of
+levels; those two weights read exactly the activation-outlier channels.
+
 Departures: the outlier columns are chosen once at compile time from the calibration
 abs-max (the paper picks them per batch at run time, and also requires the outlier to be
 present in >= 25% of layers / 6% of tokens); the outlier part stays in the model's float
@@ -22,7 +29,7 @@ and reported. Parameters: `<layer>.qweight`, `<layer>.scale`, `<layer>.oweight`,
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -43,6 +50,7 @@ class OutlierSplit(Pass):
 
     name = "outlier-split"
     threshold: float = 6.0
+    scheme: str = field(default="w8a8", metadata={"choices": ("w8a8", "w8")})
     layers: str = "*"
     skip: str = ""
 
@@ -69,6 +77,7 @@ class OutlierSplit(Pass):
         require_calibration(ctx, self.name)
         stats = ctx.analyses.get(CalibrationStats, module)
         unused = unused_params(func)
+        replaced: dict[str, str] = {}  # float weight -> the param holding its int8 codes
         changed = False
         for op, layer in todo:
             st = stats.get(op.operands[0])
@@ -94,12 +103,13 @@ class OutlierSplit(Pass):
             rest[:, idx] = 0
             q, s = quant.quantize_int8_per_channel(rest)
             tensors = {"qweight": q, "scale": s}
-            opname = "spk.linear_w8a8"
+            opname = f"spk.linear_{self.scheme}"
             if m:
-                opname = "spk.linear_w8a8_split"
+                opname = f"spk.linear_{self.scheme}_split"
                 tensors["oweight"] = w[:, idx].clone()
                 tensors["oindex"] = idx.to(torch.int64)
             args = [add_param(func, ctx.weights, f"{layer}.{suffix}", t) for suffix, t in tensors.items()]
+            replaced[func.param_name(op.operands[1])] = func.param_name(args[0])
             new = Op(opname, [op.operands[0], *args, *op.operands[2:]], [op.result.type], loc=op.loc)
             func.body.insert_before(op, new)
             op.result.replace_all_uses_with(new.result)
@@ -108,12 +118,16 @@ class OutlierSplit(Pass):
             if m:
                 deq[:, idx] = wf[:, idx]
             d = (deq.double() - wf.double())
-            ctx.report.append({"pass": self.name, "layer": layer, "scheme": "w8a8+fp-outliers",
+            ctx.report.append({"pass": self.name, "layer": layer, "scheme": f"{self.scheme}+fp-outliers",
                                "status": "quantized", "op": opname, "in_features": k,
                                "out_features": n, "outlier_channels": m,
                                "bits_per_weight": (8.0 * (k - m) + 32.0 * m) / k + 32.0 / k,
                                "weight_rel_err": float((d * d).sum() / (wf.double() ** 2).sum().clamp_min(1e-30))})
-            ctx.stat(self.name, "linears split" if m else "linears w8a8 (no outliers)")
+            ctx.stat(self.name, "linears split" if m else f"linears {self.scheme} (no outliers)")
             changed = True
+        live = {func.param_name(a) for a in func.args if a.uses}
+        for name, successor in replaced.items():
+            if name not in live and name in ctx.weights:
+                ctx.weights.retire(name, successor)  # `lorc` reads the float weight back
         drop_dead_params(func, ctx.weights, unused)
         return changed

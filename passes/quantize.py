@@ -180,14 +180,14 @@ class Quantize(Pass):
             require_calibration(ctx, "quantize{method=gptq}")
         stats = ctx.analyses.get(CalibrationStats, module) if ctx.calibration else None
         changed = False
-        replaced: set[str] = set()
+        replaced: dict[str, str] = {}  # float weight -> the param holding its quantized codes
         for f in module.functions:
             done: dict[str, tuple[list[Value], Quantized]] = {}
             for op in [o for o in f.body.ops if o.name == "aten.linear"]:
                 wname = f.param_name(op.operands[1])
                 if self._rewrite(f, op, ctx, stats if f is module.entry else None, done):
                     f.body.erase(op)
-                    replaced.add(wname)
+                    replaced.setdefault(wname, f.param_name(done[wname][0][0]))
                     changed = True
         for f in module.functions:  # drop float weights nothing reads any more
             for arg in list(f.args):
@@ -195,9 +195,9 @@ class Quantize(Pass):
                 if name is not None and not arg.uses and name in replaced:
                     f.erase_arg(arg)
         live = {n for f in module.functions for n in f.params()}
-        for name in replaced - live:
-            if name in ctx.weights:
-                del ctx.weights[name]
+        for name, successor in replaced.items():
+            if name not in live and name in ctx.weights:
+                ctx.weights.retire(name, successor)  # `lorc` reads the float weight back
         return changed
 
     def _skip(self, ctx: PassContext, layer: str, key: str, reason: str, **extra) -> bool:

@@ -180,7 +180,7 @@ class Sparsify(Pass):
             keep = {n for g in module.functions for n in g.params()}
             for param in done:
                 if param not in keep:
-                    del ctx.weights[param]
+                    ctx.weights.retire(param, done[param][0])  # `lorc` reads it back
         return changed
 
     # -------------------------------------------------------------- steps

@@ -213,3 +213,40 @@ def max_rel_error(got: Any, want: Any) -> float:
         err = (g.double() - w.double()).abs().max().item()
         worst = max(worst, err / scale if scale > 0 else err)
     return worst
+
+
+# ------------------------------------------------------------------ compression test data
+
+
+def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
+    y, ref = y.detach().float(), ref.detach().float()
+    return float(((y - ref) ** 2).sum() / (ref ** 2).sum())
+
+
+class MLP(torch.nn.Module):
+    def __init__(self, k: int = 128, hidden: int = 256, out: int = 64):
+        super().__init__()
+        self.up = torch.nn.Linear(k, hidden)
+        self.down = torch.nn.Linear(hidden, out, bias=False)
+
+    def forward(self, x):
+        return self.down(torch.nn.functional.gelu(self.up(x)))
+
+
+def make_mlp(k: int = 128, hidden: int = 256, out: int = 64, seed: int = 0) -> MLP:
+    torch.manual_seed(seed)
+    return MLP(k, hidden, out).eval()
+
+
+class Correlated:
+    """Inputs with correlated channels of very different scales (as real activations are):
+    the case second-order methods exist for."""
+
+    def __init__(self, k: int, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.mix = torch.randn(k, k, generator=g) / k ** 0.5 + 0.1 * torch.eye(k)
+        self.scale = torch.exp(torch.randn(k, generator=g))
+        self.g = torch.Generator().manual_seed(seed + 1)
+
+    def __call__(self, rows: int) -> torch.Tensor:
+        return (torch.randn(rows, self.mix.shape[0], generator=self.g) @ self.mix) * self.scale

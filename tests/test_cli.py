@@ -1,7 +1,8 @@
 """`spokeshave-opt` as users run it: `python -m compiler.opt` in a subprocess.
 
 Exit codes, `FILE:LINE:COL: error:` diagnostics without tracebacks, stdin, weights files,
-`--print-ir-after-all`, `--timing`, `-o`; and the textual pipeline round trip in Python.
+calibration sources (`--calibration`), `--print-ir-after-all`, `--timing`, `-o`; and the
+textual pipeline round trip in Python.
 The pass behaviour itself is tested by the FileCheck suite (tests/filecheck).
 """
 from __future__ import annotations
@@ -232,6 +233,105 @@ func.func @forward(%w: tensor<2x3xf32> {spk.param = "w"}) -> tensor<3x2xf32> {
     PassManager.parse("fold-constants,dce").run(m, ctx)
     assert list(ctx.weights) == ["folded.t"]
     torch.testing.assert_close(ctx.weights["folded.t"], w.t())
+
+
+# ----------------------------------------------------------------------------- calibration
+
+# A LayerNorm feeding a linear (what `smooth` rewrites, and refuses to without calibration),
+# with a second input so a batch can lack one.
+SMOOTHABLE = """\
+func.func @forward(%x: tensor<2x4x8xf32>, %r: tensor<2x4x16xf32>,
+                   %g: tensor<8xf32> {spk.param = "ln.weight"},
+                   %w: tensor<16x8xf32> {spk.param = "fc.weight"}) -> tensor<2x4x16xf32> {
+  %0 = "aten.layer_norm"(%x, %g) {normalized_shape = [8]} : (tensor<2x4x8xf32>, tensor<8xf32>) -> tensor<2x4x8xf32>
+  %1 = "aten.linear"(%0, %w) : (tensor<2x4x8xf32>, tensor<16x8xf32>) -> tensor<2x4x16xf32>
+  %2 = "aten.add.Tensor"(%1, %r) : (tensor<2x4x16xf32>, tensor<2x4x16xf32>) -> tensor<2x4x16xf32>
+  return %2 : tensor<2x4x16xf32>
+}
+"""
+
+
+@pytest.fixture
+def smoothable(tmp_path: Path) -> Path:
+    p = tmp_path / "smoothable.mlir"
+    p.write_text(SMOOTHABLE)
+    return p
+
+
+def test_calibration_synthetic(smoothable, capsys):
+    # without calibration `smooth` refuses; with synthetic batches it rewrites the norm
+    assert opt.main([str(smoothable), "-p", "smooth"]) == 1
+    assert "error: pass 'smooth' needs calibration data" in capsys.readouterr().err
+    assert opt.main([str(smoothable), "-p", "smooth", "--calibration=synthetic:2"]) == 0
+    out = capsys.readouterr().out
+    assert '{spk.param = "ln.weight.smoothed"}' in out and '"ln.weight"}' not in out
+
+
+@pytest.mark.parametrize("source", ["synthetic:0", "synthetic:x", "synthetic:", "synthetic:-1",
+                                    "synthetic:\u00b2"])
+def test_calibration_synthetic_bad_count(smoothable, capsys, source):
+    assert opt.main([str(smoothable), "-p", "smooth", f"--calibration={source}"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [f"error: --calibration={source}: expected synthetic:N with N a "
+                                f"positive integer, e.g. synthetic:4"]
+
+
+def test_calibration_synthetic_bad_count_subprocess(smoothable):
+    proc = run_opt(str(smoothable), "-p", "smooth", "--calibration=synthetic:x")
+    assert_clean_error(proc, "error: --calibration=synthetic:x: expected synthetic:N")
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_calibration_file(tmp_path, smoothable):
+    from safetensors.torch import save_file
+
+    good = tmp_path / "calib.safetensors"
+    save_file({f"{b}.{i}": torch.randn(2, 4, 8 if i == 0 else 16) for b in range(3) for i in range(2)},
+              str(good))
+    proc = run_opt(str(smoothable), "-p", "smooth", "--calibration", str(good))
+    assert proc.returncode == 0, proc.stderr
+    assert '{spk.param = "ln.weight.smoothed"}' in proc.stdout
+
+    # the file's tensors are really the batches: one of the wrong shape is refused
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"0.0": torch.randn(3, 8), "0.1": torch.randn(2, 4, 16)}, str(wrong))
+    proc = run_opt(str(smoothable), "-p", "smooth", "--calibration", str(wrong))
+    assert_clean_error(proc, "calibration batch 0, input 0 is (3, 8) torch.float32, but the "
+                             "compiled model takes tensor<2x4x8xf32>")
+
+
+@pytest.mark.parametrize("tensors, message", [
+    ({"0.0": (2, 4, 8), "0.1": (2, 4, 16), "x": (2, 4, 8)},
+     "error: calibration tensor 'x' is not named <batch>.<input index> with an index below 2"),
+    ({"0.0": (2, 4, 8), "0.input": (2, 4, 16)},
+     "error: calibration tensor '0.input' is not named <batch>.<input index>"),
+    ({"0.0": (2, 4, 8), "0.1": (2, 4, 16), "0.2": (2, 4, 8)},
+     "error: calibration tensor '0.2' is not named <batch>.<input index> with an index below 2"),
+    ({"0.0": (2, 4, 8), "0.1": (2, 4, 16), "1.0": (2, 4, 8)},
+     "error: calibration batch 1 lacks input(s) [1]"),
+])
+def test_calibration_file_errors(tmp_path, smoothable, capsys, tensors, message):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "calib.safetensors"
+    save_file({k: torch.randn(shape) for k, shape in tensors.items()}, str(path))
+    assert opt.main([str(smoothable), "-p", "smooth", "--calibration", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    assert err.splitlines()[0].startswith(f"{path}: {message}"), err
+
+
+def test_calibration_file_unreadable(tmp_path, smoothable):
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x07\x00\x00\x00\x00\x00\x00\x00not json, not safetensors")
+    proc = run_opt(str(smoothable), "-p", "smooth", "--calibration", str(corrupt))
+    assert_clean_error(proc, f"{corrupt}: error: cannot read calibration batches",
+                       "expected a safetensors file with tensors named <batch>.<input index>")
+    absent = tmp_path / "absent.safetensors"
+    proc = run_opt(str(smoothable), "-p", "smooth", "--calibration", str(absent))
+    assert_clean_error(proc, f"{absent}: error: cannot read calibration batches")
 
 
 # ----------------------------------------------------------------------------- outputs

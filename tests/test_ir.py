@@ -166,3 +166,20 @@ def test_value_rewiring_keeps_use_lists():
 def test_clone_is_structurally_equal():
     m = parse(FUSED)
     assert print_module(m.clone()) == FUSED
+
+
+def test_weight_store_saves_tied_and_viewed_tensors(tmp_path):
+    """safetensors refuses tensors sharing memory; a tied embedding/LM head (SmolLM2) and
+    views of one buffer must still save, each name with its own data, and load back equal."""
+    import torch
+
+    from compiler import WeightStore
+    emb = torch.randn(10, 4)
+    buf = torch.arange(12.0)
+    store = WeightStore({"embed.weight": emb, "lm_head.weight": emb, "a": buf[:6], "b": buf[6:]})
+    path = str(tmp_path / "w.safetensors")
+    store.save(path)
+    back = WeightStore.load(path)
+    assert sorted(back) == sorted(store)
+    for name, t in store.items():
+        assert torch.equal(back[name], t)

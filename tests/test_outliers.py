@@ -195,6 +195,32 @@ def test_outlier_split_lowers_w8a8_error():
     assert all(torch.equal(a, b) for a, b in zip(c1(x), c2(x)))
 
 
+def test_weight_only_split_keeps_outlier_weights_out_of_the_row_scale():
+    """`scheme=w8`: with large weights in the outlier columns, plain per-channel int8 lets
+    them set every row's scale; the split keeps them in float and quantizes the rest finely.
+    The op's decoded weight is the int8 part with the outlier columns put back, exactly."""
+    from compiler.outliers import split_weight
+
+    m, x, cal = make(outlier_weights=True)
+    plain, _ = err(m, x, cal, "quantize{scheme=w8}")
+    split, c = err(m, x, cal, "outlier-split{scheme=w8}")
+    assert split < plain / 4, (plain, split)
+    f = c.module.entry
+    ops = {op.name for op in f.ops}
+    assert "spk.linear_w8_split" in ops and not ops & {"spk.linear_w8a8_split", "spk.linear_w8a8"}
+    op = next(o for o in f.ops if o.name == "spk.linear_w8_split")
+    args = [c.weights[f.param_name(v)] for v in op.operands[1:5]]
+    w = split_weight(op, args)
+    assert torch.equal(w[:, OUTLIERS], m.up.weight[:, OUTLIERS].detach())
+    assert rel_err(w, m.up.weight) < 1e-4
+    ent = {r["layer"]: r for r in c.context.report if r["pass"] == "outlier-split"}
+    assert ent["up"]["scheme"] == "w8+fp-outliers" and ent["up"]["outlier_channels"] == len(OUTLIERS)
+    # and lorc compensates what is left, reading the float weight the split replaced
+    both, c2 = err(m, x, cal, "outlier-split{scheme=w8},lorc{rank=8 whiten=true}")
+    assert both < split and any(r["pass"] == "lorc" and r["status"] == "compensated"
+                                for r in c2.context.report)
+
+
 # ------------------------------------------------------------------ errors
 
 

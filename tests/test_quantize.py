@@ -18,43 +18,9 @@ from compiler.passmanager import PassContext
 from compiler.printer import print_module
 from passes._obs_solver import obs_solve
 
+from models import Correlated, make_mlp, rel_err
+
 warnings.filterwarnings("ignore", category=FutureWarning)
-
-
-def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
-    return float(((y.float() - ref.float()) ** 2).sum() / (ref.float() ** 2).sum())
-
-
-# ------------------------------------------------------------------ models and data
-
-
-class MLP(torch.nn.Module):
-    def __init__(self, k: int = 128, hidden: int = 256, out: int = 64):
-        super().__init__()
-        self.up = torch.nn.Linear(k, hidden)
-        self.down = torch.nn.Linear(hidden, out, bias=False)
-
-    def forward(self, x):
-        return self.down(torch.nn.functional.gelu(self.up(x)))
-
-
-def make_mlp(k: int = 128, hidden: int = 256, out: int = 64, seed: int = 0) -> MLP:
-    torch.manual_seed(seed)
-    return MLP(k, hidden, out).eval()
-
-
-class Correlated:
-    """Inputs with correlated channels of very different scales (as real activations are):
-    the case second-order methods exist for."""
-
-    def __init__(self, k: int, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        self.mix = torch.randn(k, k, generator=g) / k ** 0.5 + 0.1 * torch.eye(k)
-        self.scale = torch.exp(torch.randn(k, generator=g))
-        self.g = torch.Generator().manual_seed(seed + 1)
-
-    def __call__(self, rows: int) -> torch.Tensor:
-        return (torch.randn(rows, self.mix.shape[0], generator=self.g) @ self.mix) * self.scale
 
 
 def tiny_llama():

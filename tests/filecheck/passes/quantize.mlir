@@ -2,6 +2,8 @@
 // RUN: spokeshave-opt %s --split-input-file --pass-pipeline="quantize{scheme=w8a8}" | filecheck %s --check-prefix=W8A8
 // RUN: spokeshave-opt %s --split-input-file --pass-pipeline="quantize{scheme=w4g group=128 symmetric=false}" | filecheck %s --check-prefix=W4
 // RUN: spokeshave-opt %s --split-input-file --pass-pipeline="quantize{scheme=fp8 skip=mlp.down|lm_head}" | filecheck %s --check-prefix=FP8
+// RUN: spokeshave-opt %s --split-input-file --pass-pipeline="quantize{scheme=w8 method=gptq}" --calibration=synthetic:4 | filecheck %s --check-prefix=GPTQ8
+// RUN: spokeshave-opt %s --split-input-file --pass-pipeline="quantize{scheme=w4g group=128 method=gptq}" --calibration=synthetic:4 2>&1 | filecheck %s --check-prefix=GPTQ4
 // RUN: not spokeshave-opt %s --pass-pipeline="quantize{scheme=w3}" 2>&1 | filecheck %s --check-prefix=BAD-SCHEME
 // RUN: not spokeshave-opt %s --split-input-file --pass-pipeline="quantize{scheme=w4g group=100}" 2>&1 | filecheck %s --check-prefix=BAD-GROUP
 // RUN: not spokeshave-opt %s --split-input-file --pass-pipeline="quantize{scheme=w4g method=gptq}" 2>&1 | filecheck %s --check-prefix=NO-CALIB
@@ -9,6 +11,10 @@
 // BAD-SCHEME: error: pass 'quantize': option 'scheme' must be one of w8, w8a8, w4g, fp8; got 'w3'
 // BAD-GROUP: error: pass 'quantize': option 'group' must be one of 16, 32, 64, 128, 256, 512, 1024; got 100
 // NO-CALIB: error: pass 'quantize{method=gptq}' needs calibration data: pass calibration=[batches] to compiler.compile
+
+// `method=gptq` needs calibration (`--calibration=synthetic:4` here: seeded random batches);
+// it changes which integers are stored, not the IR's shape: the GPTQ8/GPTQ4 checks are the
+// round-to-nearest ones.
 
 // A two-layer MLP. Every linear with a parameter weight becomes a quantized linear reading
 // new parameters `<layer>.qweight` / `<layer>.scale` (`.zeros` for asymmetric int4); the
@@ -43,6 +49,33 @@
 // W4-NEXT:     "spk.linear_w4g"(%x, %[[Q0]], %[[S0]], %[[Z0]], %b0) {group = 128, symmetric = false}
 // W4:          "aten.linear"(%{{.+}}, %[[W1]])
 
+// GPTQ writes the same parameters and ops as round-to-nearest.
+// GPTQ8-LABEL: func.func @mlp(
+// GPTQ8-NEXT:     %x: tensor<4x256xf32>,
+// GPTQ8-NEXT:     %[[B0:[^:]+]]: tensor<64xf32> {spk.param = "mlp.up.bias"},
+// GPTQ8-NEXT:     %[[Q0:[^:]+]]: tensor<64x256xi8> {spk.param = "mlp.up.qweight"},
+// GPTQ8-NEXT:     %[[S0:[^:]+]]: tensor<64xf32> {spk.param = "mlp.up.scale"},
+// GPTQ8-NEXT:     %[[Q1:[^:]+]]: tensor<32x64xi8> {spk.param = "mlp.down.qweight"},
+// GPTQ8-NEXT:     %[[S1:[^:]+]]: tensor<32xf32> {spk.param = "mlp.down.scale"}) -> tensor<4x32xf32> {
+// GPTQ8-NEXT:     %[[H:.+]] = "spk.linear_w8"(%x, %[[Q0]], %[[S0]], %[[B0]]) : (tensor<4x256xf32>, tensor<64x256xi8>, tensor<64xf32>, tensor<64xf32>) -> tensor<4x64xf32>
+// GPTQ8-NEXT:     %[[R:.+]] = "aten.relu"(%[[H]])
+// GPTQ8-NEXT:     %[[Y:.+]] = "spk.linear_w8"(%[[R]], %[[Q1]], %[[S1]]) : (tensor<4x64xf32>, tensor<32x64xi8>, tensor<32xf32>) -> tensor<4x32xf32>
+// GPTQ8-NEXT:     return %[[Y]]
+
+// Symmetric int4 (the default): no zero points. mlp.down (64 in-features) does not fit
+// group 128 and stays float, with a remark.
+// GPTQ4: remark: quantize: skipped layer 'mlp.down': in-features 64 not divisible by group 128
+// GPTQ4-LABEL: func.func @mlp(
+// GPTQ4-NEXT:     %x: tensor<4x256xf32>,
+// GPTQ4-NEXT:     %[[B0:[^:]+]]: tensor<64xf32> {spk.param = "mlp.up.bias"},
+// GPTQ4-NEXT:     %[[W1:[^:]+]]: tensor<32x64xf32> {spk.param = "mlp.down.weight"},
+// GPTQ4-NEXT:     %[[Q0:[^:]+]]: tensor<64x128xui8> {spk.param = "mlp.up.qweight"},
+// GPTQ4-NEXT:     %[[S0:[^:]+]]: tensor<64x2xf32> {spk.param = "mlp.up.scale"}) -> tensor<4x32xf32> {
+// GPTQ4-NEXT:     %[[H:.+]] = "spk.linear_w4g"(%x, %[[Q0]], %[[S0]], %[[B0]]) {group = 128, symmetric = true} : (tensor<4x256xf32>, tensor<64x128xui8>, tensor<64x2xf32>, tensor<64xf32>) -> tensor<4x64xf32>
+// GPTQ4-NEXT:     %[[R:.+]] = "aten.relu"(%[[H]])
+// GPTQ4-NEXT:     %[[Y:.+]] = "aten.linear"(%[[R]], %[[W1]]) : (tensor<4x64xf32>, tensor<32x64xf32>) -> tensor<4x32xf32>
+// GPTQ4-NEXT:     return %[[Y]]
+
 // FP8-LABEL: func.func @mlp(
 // FP8:         %[[W1:[^:]+]]: tensor<32x64xf32> {spk.param = "mlp.down.weight"},
 // FP8-NEXT:    %[[Q0:[^:]+]]: tensor<64x256xf8E4M3FN> {spk.param = "mlp.up.qweight"},
@@ -71,6 +104,18 @@ func.func @mlp(%x: tensor<4x256xf32>, %w0: tensor<64x256xf32> {spk.param = "mlp.
 // W4-LABEL: func.func @tied
 // W4:          "spk.linear_w4g"(%{{.+}}) {group = 128, symmetric = false} : (tensor<?x8x256xf32>, tensor<128x128xui8>, tensor<128x2xf32>, tensor<128x2xui8>) -> tensor<?x8x128xf32>
 
+// GPTQ8-LABEL: func.func @tied(
+// GPTQ8-NEXT:     %ids: tensor<?x8xi64>,
+// GPTQ8-NEXT:     %[[E:[^:]+]]: tensor<128x256xf32> {spk.param = "lm_head.weight"},
+// GPTQ8-NEXT:     %[[Q:[^:]+]]: tensor<128x256xi8> {spk.param = "lm_head.qweight"},
+// GPTQ8-NEXT:     %[[S:[^:]+]]: tensor<128xf32> {spk.param = "lm_head.scale"}) -> tensor<?x8x128xf32> {
+// GPTQ8-NEXT:     %[[H:.+]] = "aten.embedding"(%[[E]], %ids)
+// GPTQ8-NEXT:     "spk.linear_w8"(%[[H]], %[[Q]], %[[S]]) : (tensor<?x8x256xf32>, tensor<128x256xi8>, tensor<128xf32>) -> tensor<?x8x128xf32>
+
+// GPTQ4-LABEL: func.func @tied(
+// GPTQ4:          %[[H:.+]] = "aten.embedding"
+// GPTQ4-NEXT:     "spk.linear_w4g"(%[[H]], %{{.+}}, %{{.+}}) {group = 128, symmetric = true} : (tensor<?x8x256xf32>, tensor<128x128xui8>, tensor<128x2xf32>) -> tensor<?x8x128xf32>
+
 // FP8-LABEL: func.func @tied
 // FP8-NOT:     spk.linear_fp8
 // FP8:         "aten.linear"
@@ -90,6 +135,14 @@ func.func @tied(%ids: tensor<?x8xi64>, %emb: tensor<128x256xf32> {spk.param = "l
 
 // W8A8-LABEL: func.func @computed_weight
 // W8A8-NOT:     spk.linear_w8a8
+
+// GPTQ8-LABEL: func.func @computed_weight
+// GPTQ8-NOT:     spk.linear_w8
+// GPTQ8:         "aten.linear"(%x, %{{.+}}) :
+
+// GPTQ4-LABEL: func.func @computed_weight
+// GPTQ4-NOT:     spk.linear_w4g
+// GPTQ4:         "aten.linear"(%x, %{{.+}}) :
 func.func @computed_weight(%x: tensor<4x16xf32>, %w: tensor<16x8xf32> {spk.param = "w"}) -> tensor<4x8xf32> {
   %0 = "aten.t"(%w) : (tensor<16x8xf32>) -> tensor<8x16xf32>
   %1 = "aten.linear"(%x, %0) : (tensor<4x16xf32>, tensor<8x16xf32>) -> tensor<4x8xf32>

@@ -1,5 +1,10 @@
 // RUN: spokeshave-opt %s --split-input-file --pass-pipeline="sparsify{pattern=2:4}" | filecheck %s
 // RUN: spokeshave-opt %s --split-input-file --pass-pipeline="sparsify{pattern=2:4 layers=enc.* skip=enc.1.*|*.head}" | filecheck %s --check-prefix=SEL
+// RUN: spokeshave-opt %s --split-input-file --pass-pipeline="sparsify{method=wanda}" --calibration=synthetic:4 | filecheck %s --check-prefix=CALIB
+// RUN: spokeshave-opt %s --split-input-file --pass-pipeline="sparsify{method=sparsegpt}" --calibration=synthetic:4 | filecheck %s --check-prefix=CALIB
+// RUN: not spokeshave-opt %s --split-input-file --pass-pipeline="sparsify{method=wanda}" 2>&1 | filecheck %s --check-prefix=NO-CALIB
+
+// NO-CALIB: error: pass 'sparsify': method=wanda needs calibration data: pass calibration=[batches] to compiler.compile {{.*}}, or use method=magnitude
 
 // Every linear becomes spk.linear_sparse24 reading the compressed weight: values
 // [N, K/2] in the weight's dtype and 2-bit positions packed four to a byte [N, K/8]. The
@@ -17,6 +22,21 @@
 // CHECK-NEXT:    %[[D:.*]] = "spk.linear_sparse24"(%[[R]], %[[DV]], %[[DM]]) : (tensor<4x32xf32>, tensor<8x16xf32>, tensor<8x4xui8>) -> tensor<4x8xf32>
 // CHECK-NEXT:    return %[[D]] : tensor<4x8xf32>
 // CHECK-NOT:     "aten.linear"
+
+// The calibrated methods (wanda: |W| * ||X||; sparsegpt: OBS mask and weight update), with
+// `--calibration=synthetic:4` (seeded random batches), choose other weights to keep but
+// write the same IR: the CALIB checks hold for both.
+// CALIB-LABEL: func.func @mlp
+// CALIB-NEXT:    %x: tensor<4x16xf32>,
+// CALIB-NEXT:    %[[B:.*]]: tensor<32xf32> {spk.param = "enc.0.up.bias"},
+// CALIB-NEXT:    %[[UV:.*]]: tensor<32x8xf32> {spk.param = "enc.0.up.sparse_values"},
+// CALIB-NEXT:    %[[UM:.*]]: tensor<32x2xui8> {spk.param = "enc.0.up.sparse_meta"},
+// CALIB-NEXT:    %[[DV:.*]]: tensor<8x16xf32> {spk.param = "enc.0.down.sparse_values"},
+// CALIB-NEXT:    %[[DM:.*]]: tensor<8x4xui8> {spk.param = "enc.0.down.sparse_meta"}) -> tensor<4x8xf32> {
+// CALIB-NEXT:    %[[U:.*]] = "spk.linear_sparse24"(%x, %[[UV]], %[[UM]], %[[B]]) : (tensor<4x16xf32>, tensor<32x8xf32>, tensor<32x2xui8>, tensor<32xf32>) -> tensor<4x32xf32>
+// CALIB-NEXT:    %[[R:.*]] = "aten.relu"(%[[U]])
+// CALIB-NEXT:    %[[D:.*]] = "spk.linear_sparse24"(%[[R]], %[[DV]], %[[DM]]) : (tensor<4x32xf32>, tensor<8x16xf32>, tensor<8x4xui8>) -> tensor<4x8xf32>
+// CALIB-NEXT:    return %[[D]] : tensor<4x8xf32>
 
 // Selection: enc.0.* is pruned, enc.1.* is skipped.
 // SEL-LABEL: func.func @mlp
@@ -47,6 +67,15 @@ func.func @mlp(%x: tensor<4x16xf32>,
 // CHECK-NEXT:    %[[B:.*]] = "spk.linear_sparse24"(%[[A]], %[[V]], %[[M]]) : (tensor<?x12xf32>, tensor<4x6xf32>, tensor<4x2xui8>) -> tensor<?x4xf32>
 // CHECK-NEXT:    return %[[B]]
 
+// CALIB-LABEL: func.func @indivisible_in_features
+// CALIB-NEXT:    %x: tensor<?x6xf32>,
+// CALIB-NEXT:    %[[W0:.*]]: tensor<12x6xf32> {spk.param = "enc.1.a.weight"},
+// CALIB-NEXT:    %[[V:.*]]: tensor<4x6xf32> {spk.param = "enc.1.b.sparse_values"},
+// CALIB-NEXT:    %[[M:.*]]: tensor<4x2xui8> {spk.param = "enc.1.b.sparse_meta"}) -> tensor<?x4xf32> {
+// CALIB-NEXT:    %[[A:.*]] = "aten.linear"(%x, %[[W0]]) :
+// CALIB-NEXT:    %[[B:.*]] = "spk.linear_sparse24"(%[[A]], %[[V]], %[[M]]) : (tensor<?x12xf32>, tensor<4x6xf32>, tensor<4x2xui8>) -> tensor<?x4xf32>
+// CALIB-NEXT:    return %[[B]]
+
 // enc.1.* is skipped by the SEL pipeline: nothing changes.
 // SEL-LABEL: func.func @indivisible_in_features
 // SEL-NOT:     "spk.linear_sparse24"
@@ -71,6 +100,15 @@ func.func @indivisible_in_features(%x: tensor<?x6xf32>,
 // CHECK-NEXT:    %[[B:.*]] = "spk.linear_sparse24"(%[[A]], %[[V]], %[[M]]) :
 // CHECK-NEXT:    return %[[B]]
 
+// A weight shared by two linears is pruned once, with the statistics of both uses.
+// CALIB-LABEL: func.func @shared_bf16
+// CALIB-NEXT:    %x: tensor<2x8xbf16>,
+// CALIB-NEXT:    %[[V:.*]]: tensor<8x4xbf16> {spk.param = "enc.2.proj.sparse_values"},
+// CALIB-NEXT:    %[[M:.*]]: tensor<8x1xui8> {spk.param = "enc.2.proj.sparse_meta"}) -> tensor<2x8xbf16> {
+// CALIB-NEXT:    %[[A:.*]] = "spk.linear_sparse24"(%x, %[[V]], %[[M]]) : (tensor<2x8xbf16>, tensor<8x4xbf16>, tensor<8x1xui8>) -> tensor<2x8xbf16>
+// CALIB-NEXT:    %[[B:.*]] = "spk.linear_sparse24"(%[[A]], %[[V]], %[[M]]) :
+// CALIB-NEXT:    return %[[B]]
+
 // enc.2.* is selected by the SEL pipeline.
 // SEL-LABEL: func.func @shared_bf16
 // SEL:         "spk.linear_sparse24"
@@ -93,6 +131,12 @@ func.func @shared_bf16(%x: tensor<2x8xbf16>,
 // CHECK-NEXT:    %[[B:.*]] = "spk.linear_sparse24"(%[[A]], %{{.*}}, %{{.*}}) :
 // CHECK-NEXT:    return %[[B]]
 
+// CALIB-LABEL: func.func @computed_weight
+// CALIB:         %[[T:.*]] = "aten.t"(%w)
+// CALIB-NEXT:    %[[A:.*]] = "aten.linear"(%x, %[[T]]) :
+// CALIB-NEXT:    %[[B:.*]] = "spk.linear_sparse24"(%[[A]], %{{.*}}, %{{.*}}) :
+// CALIB-NEXT:    return %[[B]]
+
 // SEL-LABEL: func.func @computed_weight
 // SEL-NOT:     "spk.linear_sparse24"
 func.func @computed_weight(%x: tensor<2x8xf32>,
@@ -114,6 +158,12 @@ func.func @computed_weight(%x: tensor<2x8xf32>,
 // CHECK-NEXT:    %[[P:.*]] = "spk.linear_sparse24"(%[[E]], %{{.*}}, %{{.*}}) :
 // CHECK-NEXT:    %[[H:.*]] = "aten.linear"(%[[P]], %table) :
 // CHECK-NEXT:    return %[[H]]
+
+// CALIB-LABEL: func.func @tied_head
+// CALIB:         %[[E:.*]] = "aten.embedding"(%table, %ids) :
+// CALIB-NEXT:    %[[P:.*]] = "spk.linear_sparse24"(%[[E]], %{{.*}}, %{{.*}}) :
+// CALIB-NEXT:    %[[H:.*]] = "aten.linear"(%[[P]], %table) :
+// CALIB-NEXT:    return %[[H]]
 
 // SEL-LABEL: func.func @tied_head
 // SEL-NOT:     "spk.linear_sparse24"

@@ -1,0 +1,172 @@
+"""`lorc{rank=8 whiten=false layers=<glob> skip=<glob> percdamp=0.01}`: low-rank compensation
+of compressed linears.
+
+Follows LoRC from ZeroQuant-V2 (Yao et al. 2023, "ZeroQuant-V2: Exploring Post-training
+Quantization in LLMs from Comprehensive Study to Low Rank Compensation"): the compression
+error `E = W - decode(W_compressed)` of each layer is approximated by its best rank-r
+factorisation `E ~ A B` (`A = U_r S_r^1/2` [N, r], `B = S_r^1/2 V_r^T` [r, K]) and added back
+at run time:
+
+    y = linear_compressed(x) + linear(linear(x, B), A)
+
+The correction is two plain `aten.linear`s and an `aten.add`, so every backend runs it and
+fusion may later fold it into the compressed GEMM's epilogue. It applies to any compressed
+linear whose stored weight has a decoder (`compiler.quant.weight_decoder`): int8, fp8, int4
+group-wise and 2:4 sparse. It must run in the same compile as the pass that compressed the
+layer, because that pass hands over the float weight (`WeightStore.original_of`); a layer
+without one (IR read back from text) is skipped and reported.
+
+Departures from the paper:
+* `whiten=true` minimises the layer's output error on the calibration tokens,
+  `||(E - A B) X||`, instead of the weight error `||E - A B||`: with the Cholesky factor
+  `H = C C^T` of the input covariance, the best rank-r approximation of `E C` is taken and
+  mapped back by `C^-1` (the data whitening of SVD-LLM, Wang et al. 2024). Outlier input
+  channels then get the rank they deserve. The covariance is damped by `percdamp` times its
+  mean diagonal, as GPTQ does.
+* The factors are kept in the layer's float dtype; the paper also tries int8 factors.
+A layer whose correction would hold as many numbers as its dense weight
+(`rank * (N + K) >= N * K`) is skipped and reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from compiler import quant
+from compiler.calibration import CalibrationStats, require_calibration
+from compiler.errors import PipelineError
+from compiler.ir import Function, Module, Op, TensorType
+from compiler.passmanager import Pass, PassContext, register_pass
+
+from .quantize import _rel_err, glob_match, layer_name
+
+
+def low_rank_factors(error: torch.Tensor, rank: int, hessian: torch.Tensor | None = None,
+                     percdamp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A [N, r], B [r, K]) float64 with `A @ B` the best rank-r approximation of `error`
+    [N, K]: in the Frobenius norm, or, given the input covariance `hessian` [K, K], in the
+    output norm `tr((E - AB) H (E - AB)^T)`."""
+    e = error.double()
+    if hessian is None:
+        u, s, vh = torch.linalg.svd(e, full_matrices=False)
+        root = s[:rank].sqrt()
+        return u[:, :rank] * root, root[:, None] * vh[:rank]
+    h = hessian.double()
+    damp = percdamp * h.diagonal().mean().clamp_min(1e-12)
+    c = torch.linalg.cholesky(h + damp * torch.eye(h.shape[0], dtype=h.dtype))
+    u, s, vh = torch.linalg.svd(e @ c, full_matrices=False)
+    root = s[:rank].sqrt()
+    # B = S^1/2 V^T C^-1, solved as C^T B^T = V S^1/2 (C lower triangular).
+    b = torch.linalg.solve_triangular(c.T, (root[:, None] * vh[:rank]).T, upper=True).T
+    return u[:, :rank] * root, b
+
+
+@register_pass
+@dataclass
+class Lorc(Pass):
+    """Add a rank-`rank` correction of the compression error to compressed linears."""
+
+    name = "lorc"
+    rank: int = 8
+    whiten: bool = False
+    layers: str = "*"
+    skip: str = ""
+    percdamp: float = 0.01
+
+    def validate(self) -> None:
+        super().validate()
+        if self.rank < 1:
+            raise PipelineError(f"pass 'lorc': option 'rank' must be a positive integer; got {self.rank}")
+        if not 0.0 < self.percdamp <= 1.0:
+            raise PipelineError(f"pass 'lorc': option 'percdamp' must be in (0, 1]; got {self.percdamp!r}")
+
+    def run(self, module: Module, ctx: PassContext) -> bool:
+        if self.whiten:
+            require_calibration(ctx, "lorc{whiten=true}")
+        stats = ctx.analyses.get(CalibrationStats, module) if ctx.calibration else None
+        changed = False
+        for f in module.functions:
+            done: dict[str, tuple | None] = {}  # weight param -> its factor params (None: skipped)
+            for op in [o for o in f.body.ops if quant.decoder_of(o.name) is not None]:
+                s = stats if f is module.entry else None
+                changed |= self._compensate(f, op, ctx, s, done)
+        return changed
+
+    def _skip(self, ctx: PassContext, layer: str, reason: str, key: str) -> None:
+        ctx.remark(f"lorc: skipped layer '{layer}': {reason}")
+        ctx.stat(self.name, f"layers skipped ({key})")
+        ctx.report.append({"pass": self.name, "layer": layer, "scheme": f"rank {self.rank}",
+                           "status": "skipped", "reason": reason})
+
+    def _compensate(self, f: Function, op: Op, ctx: PassContext, stats, done: dict) -> bool:
+        n_w = quant.n_weight_operands(op)
+        qname = f.param_name(op.operands[1])
+        if qname is None:
+            return False
+        if qname not in done:
+            done[qname] = self._factors(f, op, ctx, stats, qname, n_w)
+        if done[qname] is None:
+            return False
+        a, b = done[qname]
+        x, y = op.operands[0], op.result
+        t_type = x.type.with_shape(x.type.shape[:-1] + (b.type.shape[0],))
+        low = Op("aten.linear", [x, b], [t_type], loc=op.loc)
+        corr = Op("aten.linear", [low.result, a], [y.type], loc=op.loc)
+        total = Op("aten.add.Tensor", [y, corr.result], [y.type], loc=op.loc)
+        block = op.parent
+        after = block.ops[block.ops.index(op) + 1]  # a compressed linear is never the terminator
+        for new in (low, corr, total):
+            block.insert_before(after, new)
+        y.replace_all_uses_with(total.result)
+        total.set_operand(0, y)  # the one use of y that stays
+        ctx.stat(self.name, "linears compensated")
+        return True
+
+    def _factors(self, f: Function, op: Op, ctx: PassContext, stats, qname: str,
+                 n_w: int) -> tuple | None:
+        """Compute and store the factors of one compressed weight: their params, or None."""
+        layer = layer_name(qname.rsplit(".", 1)[0] + ".weight")
+        if not glob_match(layer, self.layers) or glob_match(layer, self.skip):
+            return None
+        original = ctx.weights.original_of(qname)
+        if original is None:
+            return self._skip(ctx, layer, "no float weight to compare with (lorc must run in the "
+                              "same compile as the pass that compressed the layer)", "no original")
+        tensors = [ctx.weights[f.param_name(v)] for v in op.operands[1:1 + n_w]]
+        w = original.double()
+        n, k = w.shape
+        if self.rank * (n + k) >= n * k:
+            return self._skip(ctx, layer, f"rank {self.rank} correction of a {n}x{k} weight is as "
+                              f"large as the weight", "rank too large")
+        H = None
+        if stats is not None:  # a shared weight serves all its readers: their inputs pooled
+            readers = [u for u in f.ops if quant.decoder_of(u.name) is not None
+                       and u.operands[1] is op.operands[1]]
+            inputs = [stats.get(u.operands[0]) for u in readers]
+            if all(s is not None and s.hessian_sum is not None for s in inputs):
+                H = sum(s.hessian_sum for s in inputs) / max(sum(s.count for s in inputs), 1)
+        if self.whiten and H is None:
+            return self._skip(ctx, layer, "no calibration statistics for its input",
+                              "no calibration statistics")
+        dq = quant.decoder_of(op.name)(op, tensors).double()
+        a, b = low_rank_factors(w - dq, self.rank, H if self.whiten else None, self.percdamp)
+        params = []
+        for suffix, t in (("lorc_a", a), ("lorc_b", b)):
+            pname = ctx.weights.fresh_name(f"{layer}.{suffix}")
+            ctx.weights[pname] = t.to(original.dtype).contiguous()
+            params.append(f.add_param(pname, TensorType.of(ctx.weights[pname])))
+        corrected = dq + a.to(original.dtype).double() @ b.to(original.dtype).double()
+        extra_bits = self.rank * (n + k) * original.element_size() * 8 / (n * k)
+        base = next((e.get("bits_per_weight") for e in reversed(ctx.report)
+                     if e.get("layer") == layer and e.get("bits_per_weight") is not None), None)
+        entry = {"pass": self.name, "layer": layer, "scheme": f"rank {self.rank}",
+                 "status": "compensated", "rank": self.rank, "extra_bits_per_weight": extra_bits,
+                 "weight_rel_err": _rel_err(w, corrected, None)}
+        if base is not None:
+            entry["bits_per_weight"] = base + extra_bits
+        if H is not None:
+            entry["rel_err"] = _rel_err(w, corrected, H)
+            entry["rel_err_before"] = _rel_err(w, dq, H)
+        ctx.report.append(entry)
+        return params[0], params[1]
