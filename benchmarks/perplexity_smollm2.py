@@ -129,6 +129,7 @@ DEFAULT_PIPELINES = [
     "smooth{alpha=0.5},quantize{scheme=w8a8}",
     "reorder-outliers,quantize{scheme=w8a8}",
     "quantize{scheme=w4g group=64 method=gptq}",
+    "quantize{scheme=w4g group=64 method=gptq act-order=true}",
     "sparsify{pattern=2:4 method=sparsegpt}",
     "fold-norms,slice{fraction=0.2}",
     "quantize{scheme=w4g group=128}",
@@ -138,7 +139,7 @@ DEFAULT_PIPELINES = [
     "sparsify{pattern=2:4 method=wanda}",
     "quantize{scheme=w8}",
     "quantize{scheme=w8a8}",
-    "outlier-split",
+    "outlier-split{scheme=w8a8}",
 ]
 
 

@@ -32,6 +32,19 @@ from compiler.weights import WeightStore  # noqa: E402
 
 
 @pytest.fixture(scope="session")
+def mlp_case():
+    """(two-layer MLP, input, fp32 output, 16 calibration batches) with correlated,
+    wide-ranging input channels: the compression tests' small model."""
+    m = models.make_mlp()
+    data = models.Correlated(128)
+    x = data(32)
+    cal = [(data(32),) for _ in range(16)]
+    with torch.no_grad():
+        ref = m(x)
+    return m, x, ref, cal
+
+
+@pytest.fixture(scope="session")
 def minilm():
     """(BertModel all-MiniLM-L6-v2 in eval mode, tokenizer or None)."""
     try:

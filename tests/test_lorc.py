@@ -10,19 +10,8 @@ import compiler
 import models
 from compiler import PipelineError
 from compiler.weights import WeightStore
-from models import Correlated, make_mlp, rel_err
+from models import Correlated, rel_err
 from passes.lorc import low_rank_factors
-
-
-@pytest.fixture(scope="module")
-def mlp_case():
-    m = make_mlp()
-    data = Correlated(128)
-    x = data(32)
-    cal = [(data(32),) for _ in range(16)]
-    with torch.no_grad():
-        ref = m(x)
-    return m, x, ref, cal
 
 
 def _compile(case, pipeline: str) -> compiler.CompiledModel:

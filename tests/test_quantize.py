@@ -43,17 +43,6 @@ def tiny_llama():
     return Wrap().eval()
 
 
-@pytest.fixture(scope="module")
-def mlp_case():
-    m = make_mlp()
-    data = Correlated(128)
-    x = data(32)
-    cal = [(data(32),) for _ in range(16)]
-    with torch.no_grad():
-        ref = m(x)
-    return m, x, ref, cal
-
-
 # ------------------------------------------------------------------ numerics
 
 
