@@ -23,7 +23,7 @@ class WeightStore:
         # Float weights a compression pass replaced, by the name of the first tensor that
         # replaced them: later passes of the same compile (LoRC) need the original to measure
         # the compression error. Not part of the model: never saved, iterated or counted.
-        self._originals: dict[str, torch.Tensor] = {}
+        self._originals: dict[str, tuple[str, torch.Tensor]] = {}  # successor -> (name, tensor)
 
     def __getitem__(self, name: str) -> torch.Tensor:
         try:
@@ -52,10 +52,10 @@ class WeightStore:
     def retire(self, name: str, successor: str) -> None:
         """Remove `name` from the model, keeping its tensor readable as `original_of(successor)`
         until `forget_originals()` (the end of the compile)."""
-        self._originals[successor] = self._tensors.pop(name)
+        self._originals[successor] = (name, self._tensors.pop(name))
 
-    def original_of(self, successor: str) -> torch.Tensor | None:
-        """The float tensor that the tensor `successor` replaced in this compile, if any."""
+    def original_of(self, successor: str) -> tuple[str, torch.Tensor] | None:
+        """(name, tensor) of the float tensor that `successor` replaced in this compile, if any."""
         return self._originals.get(successor)
 
     def forget_originals(self) -> None:

@@ -126,13 +126,14 @@ class Lorc(Pass):
     def _factors(self, f: Function, op: Op, ctx: PassContext, stats, qname: str,
                  n_w: int) -> tuple | None:
         """Compute and store the factors of one compressed weight: their params, or None."""
-        layer = layer_name(qname.rsplit(".", 1)[0] + ".weight")
+        found = ctx.weights.original_of(qname)
+        layer = layer_name(found[0]) if found else qname.rsplit(".", 1)[0]
         if not glob_match(layer, self.layers) or glob_match(layer, self.skip):
             return None
-        original = ctx.weights.original_of(qname)
-        if original is None:
+        if found is None:
             return self._skip(ctx, layer, "no float weight to compare with (lorc must run in the "
                               "same compile as the pass that compressed the layer)", "no original")
+        original = found[1]
         tensors = [ctx.weights[f.param_name(v)] for v in op.operands[1:1 + n_w]]
         w = original.double()
         n, k = w.shape

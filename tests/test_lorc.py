@@ -96,6 +96,15 @@ def test_high_rank_whitened_correction_restores_fp32(mlp_case):
 def test_originals_are_dropped_after_compile_and_never_saved(mlp_case, tmp_path):
     cm = _compile(mlp_case, "quantize{scheme=w8},lorc{rank=4}")
     assert "up.weight" not in cm.weights and cm.weights.original_of("up.qweight") is None
+    # during the compile it was there, under its own name:
+    from compiler.passmanager import PassContext, run_pipeline
+
+    m, x, _, _ = mlp_case
+    imported = compiler.compile(m, (x,), pipeline="")
+    ctx = PassContext(weights=WeightStore(dict(imported.weights.items())))
+    run_pipeline(imported.module, "quantize{scheme=w8}", ctx)
+    name, t = ctx.weights.original_of("up.qweight")
+    assert name == "up.weight" and torch.equal(t, m.up.weight.detach())
     path = str(tmp_path / "w.safetensors")
     cm.weights.save(path)
     assert sorted(WeightStore.load(path)) == sorted(cm.weights)
