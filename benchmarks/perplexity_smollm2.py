@@ -6,20 +6,20 @@
 Held-out text and calibration text are both built from Python standard-library docstrings
 (different modules for each, so no calibration token is evaluated). Perplexity is
 exp(mean next-token cross-entropy) over `--eval` windows of `--seq` tokens, computed for the
-eager fp32 model and for each compiled pipeline (reference backend). The model is exported
-once; each pipeline (pipeline texts separated by `;`) runs on a copy of the imported IR and
-weights with the `--calib` calibration windows (what `compiler.compile` does after its
-export).
+eager fp32 model (the GGUF's weights dequantized to fp32) and for each compiled pipeline
+(reference backend). The model is exported once; each pipeline (`--pipelines`, texts
+separated by `;`) runs on a copy of the imported IR and weights with the `--calib`
+calibration windows, which is what `compiler.compile` does after its export.
 
-Each row: the pipeline, its perplexity, the ratio to fp32, the issue-3 target that applies to
-it (see TARGETS) and whether it is met, the compile time (passes, calibration included), and
-how many layers the compiled model's report lists as skipped (per pass below the table).
-The default pipelines are issue 3's target rows and reference rows: smooth/reorder-outliers
-+ w8a8 <= 1.01x, GPTQ w4g64 <= 1.15x (rtn beside it), SparseGPT 2:4 <= 2.0x (magnitude and
-wanda beside it), `fold-norms,slice{fraction=0.2}` <= 1.5x, `w4g{group=128}` must skip (and
-report) exactly the linears whose in-features 128 does not divide, and w8 / w8a8 /
-outlier-split for reference. A pipeline that raises is reported as an error row; the
-others still run. `--threads` (default 1) is torch's intra-op thread count.
+Each row: the pipeline, its perplexity, the ratio to fp32, the issue-3 target that applies
+(`target_of`) and whether it is met, the compile time (passes and their calibration runs),
+and how many layers the compiled model's report lists as skipped (by pass and reason below
+the table). Default rows: the targets - smooth/reorder-outliers + w8a8 <= 1.01x, GPTQ w4g64
+<= 1.15x (also with act-order), SparseGPT 2:4 <= 2.0x, `fold-norms,slice{fraction=0.2}`
+<= 1.5x, and `w4g{group=128}` must skip (and report) exactly the linears whose in-features
+128 does not divide - then reference rows: round-to-nearest w4g64, magnitude and wanda 2:4,
+w8, w8a8, outlier-split. A pipeline that raises prints an error row; the others still run.
+`--threads` (default 1) is torch's intra-op thread count.
 """
 from __future__ import annotations
 
