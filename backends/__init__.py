@@ -5,13 +5,16 @@ so the compile entry point can pick one and say clearly why another does not fit
 Backends read `compiler.ir` and never import `passes`.
 """
 from __future__ import annotations
+if __name__ != "spokeshave.backends":  # its folder is on sys.path: refuse a second copy
+    raise ImportError(f"import spokeshave.backends, not {__name__}: one package, one name")
+
 
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from compiler.errors import SpokeshaveError
-from compiler.ir import Module
-from compiler.weights import WeightStore
+from spokeshave.compiler.errors import SpokeshaveError
+from spokeshave.compiler.ir import Module
+from spokeshave.compiler.weights import WeightStore
 
 
 class Executable(Protocol):

@@ -12,11 +12,11 @@ from typing import Any, Callable
 
 import torch
 
-from compiler import aten
-from compiler.errors import SpokeshaveError, UnsupportedError
-from compiler.frontend import _PY_FUNCS
-from compiler.ir import Block, Function, Module, Op, Value
-from compiler.weights import WeightStore
+from spokeshave.compiler import aten
+from spokeshave.compiler.errors import SpokeshaveError, UnsupportedError
+from spokeshave.compiler.frontend import _PY_FUNCS
+from spokeshave.compiler.ir import Block, Function, Module, Op, Value
+from spokeshave.compiler.weights import WeightStore
 
 from . import register_backend
 

@@ -5,8 +5,8 @@ from typing import Any
 
 import torch
 
-from compiler import outliers
-from compiler.ir import Op
+from spokeshave.compiler import outliers
+from spokeshave.compiler.ir import Op
 
 from .reference import kernel
 

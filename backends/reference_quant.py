@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from compiler import quant
-from compiler.ir import Op
+from spokeshave.compiler import quant
+from spokeshave.compiler.ir import Op
 
 from .reference import kernel
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from compiler.ir import Op
-from compiler.sparse import decompress_24
+from spokeshave.compiler.ir import Op
+from spokeshave.compiler.sparse import decompress_24
 
 from .reference import kernel
 

@@ -11,7 +11,7 @@ residual channel (dim 99). Rows therefore also show the second-lowest sentence.
 Calibration: 128 other sentences (`CALIBRATION`) and 16 short queries (`SHORT_CALIBRATION`),
 none in the evaluation set, sorted by length and batched by 8 (little padding; the model is exported with dynamic batch and
 sequence dims). The model is exported once; each pipeline runs on a copy of the imported
-IR and weights (what `compiler.compile` does after its export) on the reference backend.
+IR and weights (what `spokeshave.compile` does after its export) on the reference backend.
 """
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from compiler.api import CompiledModel  # noqa: E402
-from compiler.frontend import import_model  # noqa: E402
-from compiler.passmanager import PassContext, PassManager  # noqa: E402
-from compiler.weights import WeightStore  # noqa: E402
+from spokeshave.compiler.api import CompiledModel  # noqa: E402
+from spokeshave.compiler.frontend import import_model  # noqa: E402
+from spokeshave.compiler.passmanager import PassContext, PassManager  # noqa: E402
+from spokeshave.compiler.weights import WeightStore  # noqa: E402
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

@@ -9,7 +9,7 @@ exp(mean next-token cross-entropy) over `--eval` windows of `--seq` tokens, comp
 eager fp32 model (the GGUF's weights dequantized to fp32) and for each compiled pipeline
 (reference backend). The model is exported once; each pipeline (`--pipelines`, texts
 separated by `;`) runs on a copy of the imported IR and weights with the `--calib`
-calibration windows, which is what `compiler.compile` does after its export.
+calibration windows, which is what `spokeshave.compile` does after its export.
 
 Each row: the pipeline, its perplexity, the ratio to fp32, the issue-3 target that applies
 (`target_of`) and whether it is met, the compile time (passes and their calibration runs),
@@ -47,10 +47,10 @@ print = functools.partial(print, flush=True)  # progress shows when piped
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from compiler.api import CompiledModel  # noqa: E402
-from compiler.frontend import import_model  # noqa: E402
-from compiler.passmanager import PassContext, PassManager, parse_pipeline  # noqa: E402
-from compiler.weights import WeightStore  # noqa: E402
+from spokeshave.compiler.api import CompiledModel  # noqa: E402
+from spokeshave.compiler.frontend import import_model  # noqa: E402
+from spokeshave.compiler.passmanager import PassContext, PassManager, parse_pipeline  # noqa: E402
+from spokeshave.compiler.weights import WeightStore  # noqa: E402
 
 EVAL_MODULES = ["os", "json", "collections", "functools", "itertools", "re", "pathlib",
                 "argparse", "subprocess", "threading", "logging", "datetime", "random",
@@ -181,7 +181,7 @@ def target_of(passes, in_features: list[int]):
 
 
 def compile_copy(imported, pipeline: str, calibration: list) -> CompiledModel:
-    """Run `pipeline` on a copy of the imported IR and weights (what `compiler.compile`
+    """Run `pipeline` on a copy of the imported IR and weights (what `spokeshave.compile`
     does after its export) and build it on the reference backend."""
     module = imported.module.clone()
     ctx = PassContext(weights=WeightStore(dict(imported.weights.items())),

@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from _minilm import SENTENCES, Bench
-from compiler.api import CompiledModel
+from spokeshave.compiler.api import CompiledModel
 
 DEFAULT_PIPELINES = [
     "canonicalize,cse,dce",

@@ -13,7 +13,7 @@ linear (`aten.linear` and the `spk.linear_*` ops) it also records the input cova
 as GPTQ/SparseGPT/SliceGPT use it) and every token's abs-max (per-token ranges).
 
 `ctx.calibration` holds the batches as lists of the compiled function's flat user inputs
-(`compiler.compile` flattens what the user passes). The statistics are computed once per
+(`spokeshave.compile` flattens what the user passes). The statistics are computed once per
 module state and cached in the pass context like any analysis; a pass that changes the IR
 invalidates them unless it lists `CalibrationStats` in `preserves`.
 """
@@ -36,7 +36,7 @@ def require_calibration(ctx: Any, pass_name: str) -> list:
     `PipelineError`: the pipeline asks for something the call did not provide)."""
     if not ctx.calibration:
         raise PipelineError(f"pass '{pass_name}' needs calibration data: pass "
-                              f"calibration=[batches] to compiler.compile (each batch a tuple of "
+                              f"calibration=[batches] to spokeshave.compile (each batch a tuple of "
                               f"the model's positional inputs)")
     return ctx.calibration
 
@@ -104,7 +104,7 @@ class CalibrationStats:
     passes that re-measure inputs after every change, as sequential SparseGPT/Wanda do."""
 
     def __init__(self, module: Module, ctx: Any, only: set[Value] | None = None):
-        from backends.reference import ReferenceExecutable
+        from spokeshave.backends.reference import ReferenceExecutable
 
         batches = require_calibration(ctx, "calibration")
         func = module.entry

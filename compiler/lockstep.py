@@ -39,7 +39,7 @@ class _Stop(Exception):
 def run_lockstep(module: Module, ctx, values: list[Value], visit: Visit, pass_name: str) -> None:
     """Run every calibration batch up to the last of `values`, calling `visit` once per value
     with that value in all batches (and continuing with what it returns, if anything)."""
-    from backends.reference import ReferenceExecutable
+    from spokeshave.backends.reference import ReferenceExecutable
 
     batches = require_calibration(ctx, pass_name)
     func = module.entry

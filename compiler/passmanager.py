@@ -60,7 +60,7 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
 
 
 def registered_passes() -> dict[str, type[Pass]]:
-    importlib.import_module("passes")  # the passes package registers everything it holds
+    importlib.import_module("spokeshave.passes")  # the passes package registers everything it holds
     return dict(_PASSES)
 
 

@@ -30,8 +30,8 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "benchmark
 
 import torch  # noqa: E402
 
-import compiler  # noqa: E402
-import models  # noqa: E402  (tests/models.py: loaders shared with the tests)
+import spokeshave  # noqa: E402
+import spokeshave_models as models  # noqa: E402  (tests/models.py: loaders shared with the tests)
 
 TOLERANCE = 1e-5
 COMPRESSED_MIN_COSINE = 0.999
@@ -80,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     # Batch and sequence length stay symbolic (`?` in the IR), so one compile serves all shapes.
     dynamic = models.dynamic_dims(2, batch_max=256, seq_max=512)
     t0 = time.perf_counter()
-    compiled = compiler.compile(model, (ids, mask), pipeline=args.pipeline, dynamic_shapes=dynamic)
+    compiled = spokeshave.compile(model, (ids, mask), pipeline=args.pipeline, dynamic_shapes=dynamic)
     t_compile = time.perf_counter() - t0
     # the same model with no passes, to show what the pipeline did
-    imported = compiler.compile(model, (ids, mask), pipeline="", dynamic_shapes=dynamic)
+    imported = spokeshave.compile(model, (ids, mask), pipeline="", dynamic_shapes=dynamic)
 
     before, after = imported.module.entry, compiled.module.entry
     kinds = Counter(op.name for op in after.ops if op.name != "func.return")
@@ -139,7 +139,7 @@ def compress(model, tokenizer, pipeline: str, dynamic, inputs, want) -> bool:
     texts = sorted(_minilm.CALIBRATION[:64] + _minilm.SHORT_CALIBRATION, key=len)
     calibration = [models.minilm_inputs(tokenizer, texts[i:i + 8]) for i in range(0, len(texts), 8)]
     t0 = time.perf_counter()
-    cm = compiler.compile(model, inputs, pipeline=pipeline, dynamic_shapes=dynamic,
+    cm = spokeshave.compile(model, inputs, pipeline=pipeline, dynamic_shapes=dynamic,
                           calibration=calibration)
     print(f"\ncompressed: {cm.pipeline} ({len(calibration)} calibration batches, "
           f"{time.perf_counter() - t0:.1f} s)")

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compiler.aten import SEGMENTS
-from compiler.errors import PipelineError
-from compiler.frontend import _PY_FUNCS
-from compiler.ir import Op, ScalarType, TensorType, Value
-from compiler.passmanager import Pass, PassContext, register_pass
-from compiler.rewrite import PatternSet, Rewriter, apply_patterns_greedily, pattern
+from spokeshave.compiler.aten import SEGMENTS
+from spokeshave.compiler.errors import PipelineError
+from spokeshave.compiler.frontend import _PY_FUNCS
+from spokeshave.compiler.ir import Op, ScalarType, TensorType, Value
+from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.rewrite import PatternSet, Rewriter, apply_patterns_greedily, pattern
 
 INT64_MAX = 2**63 - 1
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compiler.ir import Block, Module
-from compiler.passmanager import Pass, PassContext, register_pass
-from compiler.printer import format_attr_dict
-from compiler.rewrite import is_pure
+from spokeshave.compiler.ir import Block, Module
+from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.printer import format_attr_dict
+from spokeshave.compiler.rewrite import is_pure
 
 
 def _cse_block(block: Block) -> int:

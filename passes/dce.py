@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compiler.ir import Block, Module
-from compiler.passmanager import Pass, PassContext, register_pass
-from compiler.rewrite import is_pure
+from spokeshave.compiler.ir import Block, Module
+from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.rewrite import is_pure
 
 
 def _dce_block(block: Block) -> int:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from compiler import aten
-from compiler.errors import PipelineError, SpokeshaveError
-from compiler.ir import Function, Module, TensorType, Value
-from compiler.passmanager import Pass, PassContext, register_pass
-from compiler.rewrite import is_pure
+from spokeshave.compiler import aten
+from spokeshave.compiler.errors import PipelineError, SpokeshaveError
+from spokeshave.compiler.ir import Function, Module, TensorType, Value
+from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.rewrite import is_pure
 
 
 def _known_value(f: Function, v: Value, ctx: PassContext, folded: dict):

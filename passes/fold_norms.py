@@ -34,11 +34,11 @@ from dataclasses import dataclass
 
 import torch
 
-from compiler.errors import SpokeshaveError
-from compiler.ir import Function, Module, Op, TensorType, Value
-from compiler.passmanager import Pass, PassContext, register_pass
-from compiler.rewrite import PatternSet, RewritePattern, Rewriter, apply_patterns_greedily
-from compiler.weights import WeightStore
+from spokeshave.compiler.errors import SpokeshaveError
+from spokeshave.compiler.ir import Function, Module, Op, TensorType, Value
+from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.rewrite import PatternSet, RewritePattern, Rewriter, apply_patterns_greedily
+from spokeshave.compiler.weights import WeightStore
 
 from .canonicalize import fold_identity_copy, fold_identity_reshape
 

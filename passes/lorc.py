@@ -33,11 +33,11 @@ from dataclasses import dataclass
 
 import torch
 
-from compiler import quant
-from compiler.calibration import CalibrationStats, require_calibration
-from compiler.errors import PipelineError
-from compiler.ir import Function, Module, Op, TensorType
-from compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler import quant
+from spokeshave.compiler.calibration import CalibrationStats, require_calibration
+from spokeshave.compiler.errors import PipelineError
+from spokeshave.compiler.ir import Function, Module, Op, TensorType
+from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
 
 from .quantize import _rel_err, glob_match, layer_name
 

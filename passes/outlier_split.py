@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from compiler import quant
-from compiler.calibration import CalibrationStats, require_calibration
-from compiler.errors import PipelineError
-from compiler.ir import Module, Op
-from compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler import quant
+from spokeshave.compiler.calibration import CalibrationStats, require_calibration
+from spokeshave.compiler.errors import PipelineError
+from spokeshave.compiler.ir import Module, Op
+from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
 
 from .fold_norms import add_param, drop_dead_params, param_tensor, unused_params
 from .quantize import glob_match, layer_name

@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from compiler import quant
-from compiler.calibration import CalibrationStats, require_calibration
-from compiler.errors import PipelineError
-from compiler.ir import Function, Module, Op, TensorType, Value
-from compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler import quant
+from spokeshave.compiler.calibration import CalibrationStats, require_calibration
+from spokeshave.compiler.errors import PipelineError
+from spokeshave.compiler.ir import Function, Module, Op, TensorType, Value
+from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
 
 from ._obs_solver import obs_solve
 

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from compiler.calibration import CalibrationStats
-from compiler.ir import Module, Op
-from compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.calibration import CalibrationStats
+from spokeshave.compiler.ir import Module, Op
+from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
 
 from .fold_norms import add_param, drop_dead_params, unused_params, param_tensor
 from .smooth import (calibrated_norm_groups, layer_of, norm_weight_bias, rebuild_norm, replace_weight)

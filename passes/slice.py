@@ -47,10 +47,10 @@ from dataclasses import dataclass
 
 import torch
 
-from compiler.errors import PipelineError, SpokeshaveError
-from compiler.ir import Function, Module, Op, Value
-from compiler.lockstep import run_lockstep
-from compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.errors import PipelineError, SpokeshaveError
+from spokeshave.compiler.ir import Function, Module, Op, Value
+from spokeshave.compiler.lockstep import run_lockstep
+from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
 
 from .fold_norms import (ResidualStream, StreamError, add_param, drop_dead_params, make_norm,
                          norm_parts, param_tensor, unused_params)

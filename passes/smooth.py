@@ -31,11 +31,11 @@ from dataclasses import dataclass
 
 import torch
 
-from compiler.calibration import CalibrationStats, require_calibration
-from compiler.errors import PipelineError
-from compiler.ir import Function, Module, Op, Value
-from compiler.passmanager import Pass, PassContext, register_pass
-from compiler.rewrite import PatternSet, apply_patterns_greedily
+from spokeshave.compiler.calibration import CalibrationStats, require_calibration
+from spokeshave.compiler.errors import PipelineError
+from spokeshave.compiler.ir import Function, Module, Op, Value
+from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.rewrite import PatternSet, apply_patterns_greedily
 
 from .canonicalize import fold_identity_copy, fold_identity_reshape
 from .fold_norms import (AddmmToLinear, MatchRMSNorm, NormParts, add_param, drop_dead_params,

@@ -44,11 +44,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from compiler.calibration import CalibrationStats
-from compiler.errors import PipelineError, SpokeshaveError
-from compiler.ir import Function, Module, Op, TensorType
-from compiler.passmanager import Pass, PassContext, register_pass
-from compiler.sparse import GROUP, compress_24, mask_topk_24, meta_cols
+from spokeshave.compiler.calibration import CalibrationStats
+from spokeshave.compiler.errors import PipelineError, SpokeshaveError
+from spokeshave.compiler.ir import Function, Module, Op, TensorType
+from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.sparse import GROUP, compress_24, mask_topk_24, meta_cols
 
 from ._obs_solver import obs_solve
 from .quantize import glob_match, layer_name
@@ -152,7 +152,7 @@ class Sparsify(Pass):
     def run(self, module: Module, ctx: PassContext) -> bool:
         if self.method != "magnitude" and not ctx.calibration:
             raise SpokeshaveError(f"method={self.method} needs calibration data: pass "
-                                  f"calibration=[batches] to compiler.compile (each batch a tuple "
+                                  f"calibration=[batches] to spokeshave.compile (each batch a tuple "
                                   f"of the model's positional inputs), or use method=magnitude")
         stats = ctx.analyses.get(CalibrationStats, module) if ctx.calibration else None
         sequential = self.sequential and self.method != "magnitude"

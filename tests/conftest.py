@@ -25,10 +25,10 @@ if _HERE not in sys.path:
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import compiler  # noqa: E402
-import models  # noqa: E402
-from compiler.passmanager import PassContext, PassManager  # noqa: E402
-from compiler.weights import WeightStore  # noqa: E402
+import spokeshave  # noqa: E402
+import spokeshave_models as models  # noqa: E402
+from spokeshave.compiler.passmanager import PassContext, PassManager  # noqa: E402
+from spokeshave.compiler.weights import WeightStore  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -101,14 +101,14 @@ def _deterministic():
 # ------------------------------------------------------------------ models under test
 
 
-def with_pipeline(cm: compiler.CompiledModel, pipeline: str) -> compiler.CompiledModel:
+def with_pipeline(cm: spokeshave.CompiledModel, pipeline: str) -> spokeshave.CompiledModel:
     """`cm` re-optimised by `pipeline` on copies of its module and weights (verifying after
     every pass), without exporting again: what `compile` does after its export."""
     module = cm.module.clone()
     ctx = PassContext(weights=WeightStore(dict(cm.weights.items())))
     pm = PassManager.parse(pipeline, verify=True)
     pm.run(module, ctx)
-    return compiler.CompiledModel(module, ctx.weights, cm.backend, pm.pipeline, ctx,
+    return spokeshave.CompiledModel(module, ctx.weights, cm.backend, pm.pipeline, ctx,
                                   cm.in_spec, cm.out_spec, pm.timings)
 
 
@@ -134,8 +134,8 @@ class Case:
             raise KeyError(name)
         assert [tuple(t.shape) for t in self.other] != [tuple(t.shape) for t in self.inputs]
 
-    def compiled(self, pipeline: str, dynamic: bool = False) -> compiler.CompiledModel:
-        """`compiler.compile(model, inputs, pipeline=...)`, once per session. Dynamic shapes
+    def compiled(self, pipeline: str, dynamic: bool = False) -> spokeshave.CompiledModel:
+        """`spokeshave.compile(model, inputs, pipeline=...)`, once per session. Dynamic shapes
         export once per model, with pipeline "" (SmolLM2: the default pipeline; it is exported
         once only, 30-60 s on two cores); other pipelines run on a copy of that module
         (`with_pipeline`, which is what `compile` does after its export)."""
@@ -151,7 +151,7 @@ class Case:
                                   lambda: with_pipeline(self.compiled(models.NONE, True), pipeline))
         dyn = models.dynamic_dims(len(self.inputs), seq_max=128) if dynamic else None
         return self.cache.get((self.name, pipeline, dynamic),
-                              lambda: compiler.compile(self.model, self.inputs, pipeline=pipeline,
+                              lambda: spokeshave.compile(self.model, self.inputs, pipeline=pipeline,
                                                        dynamic_shapes=dyn))
 
     def eager(self, inputs: tuple):

@@ -1,4 +1,4 @@
-"""`spokeshave-opt` as users run it: `python -m compiler.opt` in a subprocess.
+"""`spokeshave-opt` as users run it: `python -m spokeshave.opt` in a subprocess.
 
 Exit codes, `FILE:LINE:COL: error:` diagnostics without tracebacks, stdin, weights files,
 calibration sources (`--calibration`), `--print-ir-after-all`, `--timing`, `-o`; and the
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from compiler import opt
-from compiler.passmanager import parse_pipeline, print_pipeline
+from spokeshave import opt
+from spokeshave.compiler.passmanager import parse_pipeline, print_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
 def run_opt(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    return subprocess.run([sys.executable, "-m", "compiler.opt", *args], input=stdin,
+    return subprocess.run([sys.executable, "-m", "spokeshave.opt", *args], input=stdin,
                           capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 
 
@@ -104,7 +104,7 @@ def test_unknown_pass_lists_known_passes(good_file):
 def test_bad_pipeline_options(good_file, pipeline, message):
     """Bad option values and names are PipelineErrors; checked in-process (fast), then one
     of them through the real CLI below."""
-    from compiler.errors import PipelineError
+    from spokeshave.compiler.errors import PipelineError
 
     with pytest.raises(PipelineError) as e:
         parse_pipeline(pipeline)
@@ -150,7 +150,7 @@ def test_verify_roundtrip_detects_a_printer_that_is_not_a_fixed_point(good_file,
     calls = []
 
     def unstable_print(module, debug_info=False):
-        from compiler.printer import print_module
+        from spokeshave.compiler.printer import print_module
 
         calls.append(1)
         text = print_module(module, debug_info)
@@ -215,9 +215,9 @@ def test_weights_used_by_fold_constants(tmp_path, capsys):
     """In-process: fold-constants computes from the file's data, not synthetic data."""
     from safetensors.torch import save_file
 
-    from compiler.parser import parse_module
-    from compiler.passmanager import PassContext, PassManager
-    from compiler.weights import WeightStore
+    from spokeshave.compiler.parser import parse_module
+    from spokeshave.compiler.passmanager import PassContext, PassManager
+    from spokeshave.compiler.weights import WeightStore
 
     w = torch.arange(6, dtype=torch.float32).reshape(2, 3)
     path = tmp_path / "w.safetensors"

@@ -8,12 +8,13 @@ import re
 import pytest
 import torch
 
-import compiler
-import models
-from compiler.printer import print_module
+import spokeshave
+import spokeshave_models as models
+from spokeshave.compiler.ir import NONE
+from spokeshave.compiler.printer import print_module
 
 
-def check_exact(cm: compiler.CompiledModel, model: torch.nn.Module, inputs: tuple) -> None:
+def check_exact(cm: spokeshave.CompiledModel, model: torch.nn.Module, inputs: tuple) -> None:
     with torch.no_grad():
         want = models.flat_outputs(model(*inputs))
     got = models.flat_outputs(cm(*inputs))
@@ -23,9 +24,9 @@ def check_exact(cm: compiler.CompiledModel, model: torch.nn.Module, inputs: tupl
         assert torch.equal(g, w), f"output {i} differs by {(g.double() - w.double()).abs().max()}"
 
 
-def round_trips(module: compiler.Module) -> str:
+def round_trips(module: spokeshave.Module) -> str:
     text = print_module(module)
-    assert print_module(compiler.parse(text)) == text
+    assert print_module(spokeshave.parse(text)) == text
     return text
 
 
@@ -46,8 +47,8 @@ def _line_of(cls, needle: str) -> int:
 
 def test_untraceable_model_raises_export_error():
     model = DataDependentBranch()
-    with pytest.raises(compiler.ExportError) as info:
-        compiler.compile(model, (torch.randn(4),))
+    with pytest.raises(spokeshave.ExportError) as info:
+        spokeshave.compile(model, (torch.randn(4),))
     msg = str(info.value)
     # where the model lives: class and the file/line of its forward
     assert f"DataDependentBranch.forward ({os.path.abspath(__file__)}:" in msg
@@ -60,7 +61,7 @@ def test_untraceable_model_raises_export_error():
     assert len(msg.splitlines()) <= 20 and len(msg) < 2000, msg
     assert "TORCHDYNAMO_EXTENDED_DEBUG" not in msg  # torch's logging knobs are not the point
     assert info.value.__cause__ is None and info.value.__suppress_context__
-    assert isinstance(info.value, compiler.SpokeshaveError)
+    assert isinstance(info.value, spokeshave.SpokeshaveError)
 
 
 class BadReshape(torch.nn.Module):
@@ -69,8 +70,8 @@ class BadReshape(torch.nn.Module):
 
 
 def test_export_failure_from_shapes_names_the_model():
-    with pytest.raises(compiler.ExportError) as info:
-        compiler.compile(BadReshape(), (torch.randn(4, 5),))
+    with pytest.raises(spokeshave.ExportError) as info:
+        spokeshave.compile(BadReshape(), (torch.randn(4, 5),))
     msg = str(info.value)
     assert "BadReshape.forward" in msg and "Traceback" not in msg
     assert len(msg.splitlines()) <= 20, msg
@@ -80,16 +81,16 @@ def test_dynamic_dim_that_the_model_specializes():
     """A batch marked dynamic but fixed by the example (size 1): torch's reason shows, and the
     location is the model's own forward, not the decorator transformers wraps it in."""
     model, inputs = models.tiny_bert(batch=1, seq=8)
-    with pytest.raises(compiler.ExportError) as info:
-        compiler.compile(model, inputs, dynamic_shapes=models.dynamic_dims(2))
+    with pytest.raises(spokeshave.ExportError) as info:
+        spokeshave.compile(model, inputs, dynamic_shapes=models.dynamic_dims(2))
     msg = str(info.value)
     assert re.search(r"BertModel\.forward \(.*modeling_bert\.py:\d+\)", msg), msg
     assert "batch" in msg and "Traceback" not in msg
 
 
 def test_not_a_module():
-    with pytest.raises(compiler.ExportError, match="nn.Module"):
-        compiler.compile(lambda x: x + 1, (torch.randn(2),))
+    with pytest.raises(spokeshave.ExportError, match="nn.Module"):
+        spokeshave.compile(lambda x: x + 1, (torch.randn(2),))
 
 
 # ------------------------------------------------------------------ (b) unusual ATen ops
@@ -120,8 +121,8 @@ def unusual_inputs():
 
 def test_unusual_aten_ops_import_and_run():
     model, inputs = UnusualOps(), unusual_inputs()
-    cm = compiler.compile(model, inputs, pipeline="")
-    compiler.verify(cm.module, cm.weights)
+    cm = spokeshave.compile(model, inputs, pipeline="")
+    spokeshave.verify(cm.module, cm.weights)
     text = round_trips(cm.module)
     names = {op.name for op in cm.module.entry.ops}
     for want in ("aten.cumsum", "aten.flip", "aten.topk", "aten.cat", "aten.index.Tensor",
@@ -131,11 +132,11 @@ def test_unusual_aten_ops_import_and_run():
     assert re.search(r'%\d+:2 = "aten.topk"', text)
     assert re.search(r'%\d+:3 = "aten.split', text)
     index = next(op for op in cm.module.entry.ops if op.name == "aten.index.Tensor")
-    assert [v.type for v in index.operands][1] == compiler.ir.NONE  # x[:, idx] -> [None, idx]
+    assert [v.type for v in index.operands][1] == NONE  # x[:, idx] -> [None, idx]
     check_exact(cm, model, inputs)
     # the parsed text runs the same
-    from backends import get_backend
-    parsed = compiler.parse(text)
+    from spokeshave.backends import get_backend
+    parsed = spokeshave.parse(text)
     outs = get_backend("reference").build(parsed, cm.weights)(*inputs)
     for g, w in zip(outs, models.flat_outputs(cm(*inputs))):
         assert torch.equal(g, w)
@@ -144,7 +145,7 @@ def test_unusual_aten_ops_import_and_run():
 @pytest.mark.parametrize("pipeline", ["canonicalize,cse,dce", "fold-constants,canonicalize,cse,dce"])
 def test_unusual_ops_through_pipelines(pipeline):
     model, inputs = UnusualOps(), unusual_inputs()
-    cm = compiler.compile(model, inputs, pipeline=pipeline)
+    cm = spokeshave.compile(model, inputs, pipeline=pipeline)
     round_trips(cm.module)
     check_exact(cm, model, inputs)
 
@@ -162,7 +163,7 @@ def test_symbolic_sizes_import_and_run():
     model = SymbolicSizes()
     x = torch.randn(2, 6, 3)
     dims = ({0: torch.export.Dim("b", min=2, max=16), 1: torch.export.Dim("t", min=3, max=64)},)
-    cm = compiler.compile(model, (x,), pipeline="", dynamic_shapes=dims)
+    cm = spokeshave.compile(model, (x,), pipeline="", dynamic_shapes=dims)
     text = round_trips(cm.module)
     assert "tensor<?x?x3xf32>" in text
     assert "aten.sym_size.int" in text
@@ -189,7 +190,7 @@ class WithParams(torch.nn.Module):
 def test_parameters_are_tagged_arguments_with_weights():
     model = WithParams().eval()
     x = torch.randn(2, 8)
-    cm = compiler.compile(model, (x,), pipeline="")
+    cm = spokeshave.compile(model, (x,), pipeline="")
     f = cm.module.entry
     assert [v.name_hint for v in f.user_inputs()] == ["x"]
     params = f.params()
@@ -214,7 +215,7 @@ def test_parameters_are_tagged_arguments_with_weights():
 
 def test_parameters_of_a_transformer_with_tied_weights():
     model, inputs = models.tiny_gpt2()
-    cm = compiler.compile(model, inputs)
+    cm = spokeshave.compile(model, inputs)
     state = model.state_dict()
     params = cm.module.entry.params()
     assert len(params) > 10
@@ -259,7 +260,7 @@ def test_mode_is_restored_and_graph_is_inference(mode):
     before = _modes(model)
     bn_state = {k: v.clone() for k, v in model.bn.state_dict().items()}
     x = torch.randn(4, 8)
-    cm = compiler.compile(model, (x,))
+    cm = spokeshave.compile(model, (x,))
     assert _modes(model) == before
     # compiled for inference: no dropout, batch norm on running statistics, state untouched
     assert not any("dropout" in op.name for op in cm.module.entry.ops)
@@ -273,8 +274,8 @@ def test_mode_is_restored_and_graph_is_inference(mode):
 
 def test_mode_is_restored_when_export_fails():
     model = DataDependentBranch().train()
-    with pytest.raises(compiler.ExportError):
-        compiler.compile(model, (torch.randn(4),))
+    with pytest.raises(spokeshave.ExportError):
+        spokeshave.compile(model, (torch.randn(4),))
     assert model.training
 
 
@@ -291,7 +292,7 @@ def test_view_after_a_dropped_contiguous_runs():
     """The IR has value semantics (types carry no strides): the reference backend must run a
     view whatever layout its operand happens to have (Llama's attention hits this)."""
     model, x = TransposeContiguousView(), torch.randn(2, 3, 4)
-    cm = compiler.compile(model, (x,), pipeline="canonicalize,cse,dce")
+    cm = spokeshave.compile(model, (x,), pipeline="canonicalize,cse,dce")
     names = [op.name for op in cm.module.entry.ops]
     assert "aten.clone" not in names and "aten.view" in names, names
     check_exact(cm, model, (x,))

@@ -5,9 +5,10 @@ import math
 
 import pytest
 
-from compiler import ParseError, VerifyError, parse, print_module, verify
-from compiler.ir import UNIT, Function, Module, Op, TensorType, TypeAttr
-from compiler.printer import format_float
+from spokeshave import ParseError, VerifyError, parse, verify
+from spokeshave.compiler.printer import print_module
+from spokeshave.compiler.ir import UNIT, Function, Module, Op, TensorType, TypeAttr
+from spokeshave.compiler.printer import format_float
 
 FUSED = """func.func @forward(%x: tensor<8x?x384xf32>, %w: tensor<16x384xf32> {spk.param = "l0.w"}) -> (tensor<8x?x16xf32>, i64) {
   %0 = "aten.linear"(%x, %w) : (tensor<8x?x384xf32>, tensor<16x384xf32>) -> tensor<8x?x16xf32>
@@ -131,7 +132,7 @@ def test_verifier_checks_dominance_and_use_lists():
 def test_verifier_checks_weights_against_the_store():
     import torch
 
-    from compiler import WeightStore
+    from spokeshave.compiler import WeightStore
     m = _linear_module()
     with pytest.raises(VerifyError, match="no tensor in the weight store"):
         verify(m, WeightStore())
@@ -173,7 +174,7 @@ def test_weight_store_saves_tied_and_viewed_tensors(tmp_path):
     views of one buffer must still save, each name with its own data, and load back equal."""
     import torch
 
-    from compiler import WeightStore
+    from spokeshave.compiler import WeightStore
     emb = torch.randn(10, 4)
     buf = torch.arange(12.0)
     store = WeightStore({"embed.weight": emb, "lm_head.weight": emb, "a": buf[:6], "b": buf[6:]})

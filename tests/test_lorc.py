@@ -6,17 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-import compiler
-import models
-from compiler import PipelineError
-from compiler.weights import WeightStore
-from models import Correlated, rel_err
-from passes.lorc import low_rank_factors
+import spokeshave
+import spokeshave_models as models
+from spokeshave.compiler import PipelineError
+from spokeshave.compiler.weights import WeightStore
+from spokeshave_models import Correlated, rel_err
+from spokeshave.passes.lorc import low_rank_factors
 
 
-def _compile(case, pipeline: str) -> compiler.CompiledModel:
+def _compile(case, pipeline: str) -> spokeshave.CompiledModel:
     m, x, _, cal = case
-    return compiler.compile(m, (x,), pipeline=pipeline, calibration=cal)
+    return spokeshave.compile(m, (x,), pipeline=pipeline, calibration=cal)
 
 
 # ------------------------------------------------------------------ the factorisation
@@ -97,10 +97,10 @@ def test_originals_are_dropped_after_compile_and_never_saved(mlp_case, tmp_path)
     cm = _compile(mlp_case, "quantize{scheme=w8},lorc{rank=4}")
     assert "up.weight" not in cm.weights and cm.weights.original_of("up.qweight") is None
     # during the compile it was there, under its own name:
-    from compiler.passmanager import PassContext, run_pipeline
+    from spokeshave.compiler.passmanager import PassContext, run_pipeline
 
     m, x, _, _ = mlp_case
-    imported = compiler.compile(m, (x,), pipeline="")
+    imported = spokeshave.compile(m, (x,), pipeline="")
     ctx = PassContext(weights=WeightStore(dict(imported.weights.items())))
     run_pipeline(imported.module, "quantize{scheme=w8}", ctx)
     name, t = ctx.weights.original_of("up.qweight")
@@ -113,10 +113,10 @@ def test_originals_are_dropped_after_compile_and_never_saved(mlp_case, tmp_path)
 def test_without_the_float_original_the_layer_is_skipped_and_reported(mlp_case):
     """IR compressed in another compile (here: printed and parsed back) has no float weight
     to measure the error against: lorc says so instead of guessing."""
-    from compiler.passmanager import PassContext, run_pipeline
+    from spokeshave.compiler.passmanager import PassContext, run_pipeline
 
     cm = _compile(mlp_case, "quantize{scheme=w8}")
-    module = compiler.parse(cm.ir)
+    module = spokeshave.parse(cm.ir)
     ctx = PassContext(weights=WeightStore(dict(cm.weights.items())))
     run_pipeline(module, "lorc{rank=4}", ctx)
     assert not any(op.name == "aten.add.Tensor" for op in module.entry.ops)
@@ -140,7 +140,7 @@ def test_bad_options(mlp_case, pipeline, message):
 def test_whiten_needs_calibration(mlp_case):
     m, x, _, _ = mlp_case
     with pytest.raises(PipelineError, match=r"pass 'lorc\{whiten=true\}' needs calibration data"):
-        compiler.compile(m, (x,), pipeline="quantize,lorc{whiten=true}")
+        spokeshave.compile(m, (x,), pipeline="quantize,lorc{whiten=true}")
 
 
 def test_tiny_llama_int4_with_lorc():
@@ -152,6 +152,6 @@ def test_tiny_llama_int4_with_lorc():
         ref = model(ids)
     errs = []
     for p in ("quantize{scheme=w4g group=16}", "quantize{scheme=w4g group=16},lorc{rank=4 whiten=true}"):
-        cm = compiler.compile(model, (ids,), pipeline=p, calibration=cal)
+        cm = spokeshave.compile(model, (ids,), pipeline=p, calibration=cal)
         errs.append(rel_err(cm(ids), ref))
     assert errs[1] < errs[0], errs

@@ -1,7 +1,7 @@
 """The frontend on real and random models: import, text round trip, verify, run = eager.
 
 Models: small random-weight BERT, GPT-2 and Llama; the real all-MiniLM-L6-v2 and SmolLM2-135M
-(slow: loaded once per session). For each, `compiler.compile` with the pipelines "", the
+(slow: loaded once per session). For each, `spokeshave.compile` with the pipelines "", the
 default "canonicalize,cse,dce" and "fold-constants,canonicalize,cse,dce" must give a module
 whose text round-trips exactly, that verifies, and whose reference-backend output equals
 eager's to 1e-5 relative (max|a-b| / max|b|). With dynamic batch/seq dims the types say `?`
@@ -17,12 +17,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import compiler
-import models
-from backends import get_backend
-from compiler.printer import print_module
+import spokeshave
+import spokeshave_models as models
+from spokeshave.backends import get_backend
+from spokeshave.compiler.printer import print_module
 from conftest import Case, record_error
-from models import ALL, DEFAULT, FOLD, NONE, PIPELINES, REAL
+from spokeshave_models import ALL, DEFAULT, FOLD, NONE, PIPELINES, REAL
 
 RTOL = 1e-5
 PIPELINE_IDS = {NONE: "none", DEFAULT: "default", FOLD: "fold"}
@@ -43,16 +43,16 @@ def dynamic_cases() -> list:
                   + [("smollm2", DEFAULT), ("smollm2", FOLD)])
 
 
-def check_round_trip(module: compiler.Module) -> str:
+def check_round_trip(module: spokeshave.Module) -> str:
     text = print_module(module)
-    parsed = compiler.parse(text)
+    parsed = spokeshave.parse(text)
     assert print_module(parsed) == text, "print(parse(t)) != t"
     with_locs = print_module(module, debug_info=True)  # Python source locations as loc(...)
-    assert print_module(compiler.parse(with_locs)) == text, "locations change the module"
+    assert print_module(spokeshave.parse(with_locs)) == text, "locations change the module"
     return text
 
 
-def check_matches_eager(case: Case, cm: compiler.CompiledModel, inputs: tuple,
+def check_matches_eager(case: Case, cm: spokeshave.CompiledModel, inputs: tuple,
                         label: str = "") -> float:
     err = models.max_rel_error(cm(*inputs), case.eager(inputs))
     record_error(f"{case.name} {label}".strip(), err)
@@ -69,10 +69,10 @@ def test_compile_round_trip_verify_and_match_eager(case, pipeline):
     f = cm.module.entry
     assert len(f.user_inputs()) == len(case.inputs)
     assert any(op.name == "aten.linear" for op in f.ops), "linear layers should import whole"
-    compiler.verify(cm.module, cm.weights)
+    spokeshave.verify(cm.module, cm.weights)
     check_round_trip(cm.module)
     check_matches_eager(case, cm, case.inputs, f"{PIPELINE_IDS[pipeline]}")
-    names = [p.name for p in compiler.parse_pipeline(pipeline)] if pipeline else []
+    names = [p.name for p in spokeshave.parse_pipeline(pipeline)] if pipeline else []
     assert [n for n, _ in cm.timings] == names
 
 
@@ -81,7 +81,7 @@ def test_compile_round_trip_verify_and_match_eager(case, pipeline):
 def test_parsed_text_runs_like_the_module(case):
     """The text is the whole program: the parsed module gives bit-identical results."""
     cm = case.compiled(DEFAULT)
-    parsed = compiler.parse(print_module(cm.module))
+    parsed = spokeshave.parse(print_module(cm.module))
     flat = torch.utils._pytree.tree_leaves(case.inputs)
     want = cm._run(*flat)
     got = get_backend("reference").build(parsed, cm.weights)(*flat)
@@ -100,7 +100,7 @@ def test_dynamic_batch_and_sequence(case, pipeline):
     assert "tensor<?x?xi64>" in text
     first_out = f.result_types[0]
     assert first_out.shape[:2] == (None, None), f"output should stay dynamic, got {first_out}"
-    compiler.verify(cm.module, cm.weights)
+    spokeshave.verify(cm.module, cm.weights)
     for v in f.params().values():
         assert v.type.is_static
     label = f"{PIPELINE_IDS[pipeline]} dynamic"
@@ -111,5 +111,5 @@ def test_dynamic_batch_and_sequence(case, pipeline):
 @pytest.mark.parametrize("case", ["bert"], indirect=True)
 def test_compiled_call_checks_input_structure(case):
     cm = case.compiled(DEFAULT)
-    with pytest.raises(compiler.SpokeshaveError, match="structured"):
+    with pytest.raises(spokeshave.SpokeshaveError, match="structured"):
         cm(case.inputs[0])

@@ -10,12 +10,12 @@ import warnings
 import pytest
 import torch
 
-import compiler
-from compiler.errors import PipelineError
-from compiler.outliers import linear_w8a8_split
-from compiler import quant
+import spokeshave
+from spokeshave.compiler.errors import PipelineError
+from spokeshave.compiler.outliers import linear_w8a8_split
+from spokeshave.compiler import quant
 
-from models import tiny_bert, tiny_gpt2
+from spokeshave_models import tiny_bert, tiny_gpt2
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -58,7 +58,7 @@ def make(outlier_weights: bool = False, seed: int = 0):
 
 
 def err(m, x, cal, pipeline):
-    c = compiler.compile(m, (x,), pipeline=pipeline, calibration=cal)
+    c = spokeshave.compile(m, (x,), pipeline=pipeline, calibration=cal)
     with torch.no_grad():
         ref = m(x)
     got = c(x)
@@ -100,14 +100,14 @@ def test_smooth_on_gpt2_and_post_ln_bert_is_exact():
         for blk in model.lm.transformer.h:
             blk.ln_1.weight[[3, 17]] *= 20
         ref = model(*inputs)
-    c = compiler.compile(model, inputs, pipeline="smooth", calibration=[inputs])
+    c = spokeshave.compile(model, inputs, pipeline="smooth", calibration=[inputs])
     assert rel_err(c(*inputs), ref) < 1e-10
     assert c.stats["smooth"]["norms smoothed"] >= 4  # ln_1, ln_2 per block (+ ln_f)
 
     model, inputs = tiny_bert()
     with torch.no_grad():
         ref = model(*inputs).last_hidden_state
-    c = compiler.compile(model, inputs, pipeline="smooth", calibration=[inputs])
+    c = spokeshave.compile(model, inputs, pipeline="smooth", calibration=[inputs])
     assert rel_err(c(*inputs).last_hidden_state, ref) < 1e-10
     # post-LN: the norm output is the residual too, so the linears get their own norm
     assert c.stats["smooth"]["norms duplicated (output also read by non-linears)"] >= 2
@@ -154,7 +154,7 @@ def test_reorder_on_gpt2_is_exact():
     model, inputs = tiny_gpt2()
     with torch.no_grad():
         ref = model(*inputs)
-    c = compiler.compile(model, inputs, pipeline="reorder-outliers", calibration=[inputs])
+    c = spokeshave.compile(model, inputs, pipeline="reorder-outliers", calibration=[inputs])
     assert rel_err(c(*inputs), ref) < 1e-10
     assert c.stats["reorder-outliers"]["norms reordered"] >= 4
 
@@ -199,7 +199,7 @@ def test_weight_only_split_keeps_outlier_weights_out_of_the_row_scale():
     """`scheme=w8`: with large weights in the outlier columns, plain per-channel int8 lets
     them set every row's scale; the split keeps them in float and quantizes the rest finely.
     The op's decoded weight is the int8 part with the outlier columns put back, exactly."""
-    from compiler.outliers import split_weight
+    from spokeshave.compiler.outliers import split_weight
 
     m, x, cal = make(outlier_weights=True)
     plain, _ = err(m, x, cal, "quantize{scheme=w8}")
@@ -232,11 +232,11 @@ def test_weight_only_split_keeps_outlier_weights_out_of_the_row_scale():
 def test_bad_options(pipeline, message):
     m, x, cal = make()
     with pytest.raises(PipelineError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        compiler.compile(m, (x,), pipeline=pipeline, calibration=cal)
+        spokeshave.compile(m, (x,), pipeline=pipeline, calibration=cal)
 
 
 @pytest.mark.parametrize("name", ["smooth", "reorder-outliers", "outlier-split"])
 def test_missing_calibration_names_the_pass(name):
     m, x, _ = make()
     with pytest.raises(PipelineError, match=f"pass '{name}' needs calibration data"):
-        compiler.compile(m, (x,), pipeline=name)
+        spokeshave.compile(m, (x,), pipeline=name)

@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from compiler import (Pass, PassContext, PassManager, PipelineError, VerifyError, parse, parse_pipeline,
+from spokeshave import parse
+from spokeshave.compiler import (Pass, PassContext, PassManager, PipelineError, VerifyError, parse_pipeline,
                       print_pipeline)
-from compiler.ir import Op
-from compiler.passmanager import register_pass, registered_passes
-from compiler.rewrite import PatternSet, apply_patterns_greedily, pattern
-from compiler.errors import SpokeshaveError
-from compiler.weights import complete_weights
+from spokeshave.compiler.ir import Op
+from spokeshave.compiler.passmanager import register_pass, registered_passes
+from spokeshave.compiler.rewrite import PatternSet, apply_patterns_greedily, pattern
+from spokeshave.compiler.errors import SpokeshaveError
+from spokeshave.compiler.weights import complete_weights
 
 TEXT = """func.func @forward(%x: tensor<4x8xf32>, %w: tensor<16x8xf32> {spk.param = "w"}) -> tensor<4x16xf32> {
   %0 = "aten.relu"(%x) : (tensor<4x8xf32>) -> tensor<4x8xf32>
@@ -92,7 +93,7 @@ def test_pipeline_errors_say_what_is_allowed(text, msg):
 def test_all_registered_passes_have_docstrings_and_names():
     for name, cls in registered_passes().items():
         assert cls.name == name
-        assert cls.__module__.startswith(("passes.", __name__)), cls
+        assert cls.__module__.startswith(("spokeshave.passes.", __name__)), cls
 
 
 def test_analysis_cache_survives_unchanged_passes_only():

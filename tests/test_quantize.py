@@ -8,17 +8,17 @@ import warnings
 import pytest
 import torch
 
-import compiler
-from compiler import quant
-from compiler.calibration import CalibrationStats, require_calibration
-from compiler.errors import PipelineError, SpokeshaveError
-from compiler.frontend import import_model
-from compiler.parser import parse_module
-from compiler.passmanager import PassContext
-from compiler.printer import print_module
-from passes._obs_solver import obs_solve
+import spokeshave
+from spokeshave.compiler import quant
+from spokeshave.compiler.calibration import CalibrationStats, require_calibration
+from spokeshave.compiler.errors import PipelineError, SpokeshaveError
+from spokeshave.compiler.frontend import import_model
+from spokeshave.compiler.parser import parse_module
+from spokeshave.compiler.passmanager import PassContext
+from spokeshave.compiler.printer import print_module
+from spokeshave.passes._obs_solver import obs_solve
 
-from models import Correlated, make_mlp, rel_err
+from spokeshave_models import Correlated, make_mlp, rel_err
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -154,20 +154,20 @@ def test_calibration_stats_match_direct_computation():
 def test_calibration_batch_shape_mismatch_is_clear():
     m = make_mlp(k=16, hidden=24, out=8)
     with pytest.raises(SpokeshaveError, match=r"calibration batch 1, input 0 is \(3, 16\)"):
-        compiler.compile(m, (torch.randn(4, 16),), pipeline="quantize{method=gptq}",
+        spokeshave.compile(m, (torch.randn(4, 16),), pipeline="quantize{method=gptq}",
                          calibration=[(torch.randn(4, 16),), (torch.randn(3, 16),)])
 
 
 def test_require_calibration_names_the_pass():
     with pytest.raises(SpokeshaveError, match="pass 'sparsify' needs calibration data: pass "
-                                              r"calibration=\[batches\] to compiler.compile"):
+                                              r"calibration=\[batches\] to spokeshave.compile"):
         require_calibration(PassContext(), "sparsify")
 
 
 def test_gptq_without_calibration_is_clear(mlp_case):
     m, x, _, _ = mlp_case
     with pytest.raises(SpokeshaveError, match=r"pass 'quantize\{method=gptq\}' needs calibration data"):
-        compiler.compile(m, (x,), pipeline="quantize{scheme=w4g method=gptq}")
+        spokeshave.compile(m, (x,), pipeline="quantize{scheme=w4g method=gptq}")
 
 
 # ------------------------------------------------------------------ the pass: options
@@ -184,7 +184,7 @@ def test_gptq_without_calibration_is_clear(mlp_case):
 def test_bad_options(pipeline, message):
     with pytest.raises(PipelineError, match="pass 'quantize'.*" + message.replace("(", r"\(")
                        .replace(")", r"\)").replace("[", r"\[")):
-        compiler.parse_pipeline(pipeline)
+        spokeshave.parse_pipeline(pipeline)
 
 
 # ------------------------------------------------------------------ the pass: differential
@@ -194,7 +194,7 @@ def test_bad_options(pipeline, message):
                                            ("w4g", 3e-2)])
 def test_schemes_against_fp32(mlp_case, scheme, bound):
     m, x, ref, _ = mlp_case
-    cm = compiler.compile(m, (x,), pipeline=f"quantize{{scheme={scheme} group=32}}")
+    cm = spokeshave.compile(m, (x,), pipeline=f"quantize{{scheme={scheme} group=32}}")
     ops = [op.name for op in cm.module.entry.ops]
     assert "aten.linear" not in ops and ops.count(quant_op(scheme)) == 2
     assert 0 < rel_err(cm(x), ref) < bound
@@ -207,7 +207,7 @@ def quant_op(scheme: str) -> str:
 
 def test_error_is_ordered_by_bits(mlp_case):
     m, x, ref, _ = mlp_case
-    cms = {p: compiler.compile(m, (x,), pipeline=f"quantize{{{p}}}")
+    cms = {p: spokeshave.compile(m, (x,), pipeline=f"quantize{{{p}}}")
            for p in ("scheme=w8", "scheme=w8a8", "scheme=fp8", "scheme=w4g group=32",
                      "scheme=w4g group=128")}
     err = {p: rel_err(cm(x), ref) for p, cm in cms.items()}
@@ -221,18 +221,18 @@ def test_error_is_ordered_by_bits(mlp_case):
 
 def test_packed_bytes(mlp_case):
     m, x, _, _ = mlp_case
-    sym = compiler.compile(m, (x,), pipeline="quantize{scheme=w4g group=32}")
+    sym = spokeshave.compile(m, (x,), pipeline="quantize{scheme=w4g group=32}")
     q, s = sym.weights["up.qweight"], sym.weights["up.scale"]
     assert q.dtype == torch.uint8 and q.shape == (256, 64) and q.nbytes == 256 * 128 // 2
     assert s.dtype == torch.float32 and s.shape == (256, 4)
     assert "up.weight" not in sym.weights and "up.bias" in sym.weights
     entry = next(e for e in sym.context.report if e["layer"] == "up")
     assert entry["bits_per_weight"] == 4 + 32 / 32 and entry["bytes"] == q.nbytes + s.nbytes
-    asym = compiler.compile(m, (x,), pipeline="quantize{scheme=w4g group=32 symmetric=false}")
+    asym = spokeshave.compile(m, (x,), pipeline="quantize{scheme=w4g group=32 symmetric=false}")
     assert asym.weights["up.zeros"].dtype == torch.uint8 and asym.weights["up.zeros"].shape == (256, 4)
-    w8 = compiler.compile(m, (x,), pipeline="quantize{scheme=w8}")
+    w8 = spokeshave.compile(m, (x,), pipeline="quantize{scheme=w8}")
     assert w8.weights["down.qweight"].dtype == torch.int8 and w8.weights["down.qweight"].nbytes == 64 * 256
-    fp8 = compiler.compile(m, (x,), pipeline="quantize{scheme=fp8}")
+    fp8 = spokeshave.compile(m, (x,), pipeline="quantize{scheme=fp8}")
     assert fp8.weights["down.qweight"].dtype == torch.float8_e4m3fn
 
 
@@ -243,8 +243,8 @@ def test_asymmetric_int4_beats_symmetric_on_shifted_weights():
     x = torch.randn(16, 128)
     with torch.no_grad():
         ref = m(x)
-    sym = rel_err(compiler.compile(m, (x,), pipeline="quantize{scheme=w4g group=32}")(x), ref)
-    asym = rel_err(compiler.compile(m, (x,), pipeline="quantize{scheme=w4g group=32 symmetric=false}")(x), ref)
+    sym = rel_err(spokeshave.compile(m, (x,), pipeline="quantize{scheme=w4g group=32}")(x), ref)
+    asym = rel_err(spokeshave.compile(m, (x,), pipeline="quantize{scheme=w4g group=32 symmetric=false}")(x), ref)
     assert asym < sym
 
 
@@ -252,8 +252,8 @@ def test_asymmetric_int4_beats_symmetric_on_shifted_weights():
                                      "scheme=w4g group=32 act-order", "scheme=w8", "scheme=fp8"])
 def test_gptq_beats_rtn_on_held_out_data(mlp_case, options):
     m, x, ref, cal = mlp_case
-    rtn = compiler.compile(m, (x,), pipeline=f"quantize{{{options}}}", calibration=cal)
-    gptq = compiler.compile(m, (x,), pipeline=f"quantize{{{options} method=gptq}}", calibration=cal)
+    rtn = spokeshave.compile(m, (x,), pipeline=f"quantize{{{options}}}", calibration=cal)
+    gptq = spokeshave.compile(m, (x,), pipeline=f"quantize{{{options} method=gptq}}", calibration=cal)
     e_rtn, e_gptq = rel_err(rtn(x), ref), rel_err(gptq(x), ref)
     assert e_gptq < 0.8 * e_rtn, (e_gptq, e_rtn)
     # the report's per-layer calibration error says the same
@@ -264,7 +264,7 @@ def test_gptq_beats_rtn_on_held_out_data(mlp_case, options):
 def test_group_not_dividing_skips_and_reports():
     m = make_mlp(k=96, hidden=128, out=32)  # 96 is not a multiple of 64; 128 is
     x = torch.randn(4, 96)
-    cm = compiler.compile(m, (x,), pipeline="quantize{scheme=w4g group=64}")
+    cm = spokeshave.compile(m, (x,), pipeline="quantize{scheme=w4g group=64}")
     names = [op.name for op in cm.module.entry.ops]
     assert names.count("aten.linear") == 1 and names.count("spk.linear_w4g") == 1
     skipped = [e for e in cm.context.report if e["status"] == "skipped"]
@@ -280,7 +280,7 @@ def test_layers_and_skip_globs(mlp_case):
     m, x, _, _ = mlp_case
 
     def quantized(pipeline):
-        cm = compiler.compile(m, (x,), pipeline=pipeline)
+        cm = spokeshave.compile(m, (x,), pipeline=pipeline)
         return sorted(e["layer"] for e in cm.context.report if e["status"] == "quantized")
     assert quantized("quantize{layers=up}") == ["up"]
     assert quantized("quantize{layers=d*|u*}") == ["down", "up"]
@@ -291,12 +291,12 @@ def test_layers_and_skip_globs(mlp_case):
 def test_quantized_ir_roundtrips_and_runs_from_text(mlp_case):
     m, x, ref, _ = mlp_case
     for scheme in ("w8", "w8a8", "w4g symmetric=false", "fp8"):
-        cm = compiler.compile(m, (x,), pipeline=f"quantize{{scheme={scheme} group=32}}")
+        cm = spokeshave.compile(m, (x,), pipeline=f"quantize{{scheme={scheme} group=32}}")
         text = print_module(cm.module)
         again = parse_module(text)
         assert print_module(again) == text
-        compiler.verify(again, cm.weights)
-        from backends.reference import ReferenceExecutable
+        spokeshave.verify(again, cm.weights)
+        from spokeshave.backends.reference import ReferenceExecutable
         assert torch.equal(ReferenceExecutable(again, cm.weights)(x)[0], cm(x))
 
 
@@ -307,15 +307,15 @@ def test_verifier_rejects_inconsistent_quantized_op():
 }
 """
     with pytest.raises(SpokeshaveError, match=r"scale must be tensor<8x2xf32>"):
-        compiler.verify(parse_module(text))
+        spokeshave.verify(parse_module(text))
 
 
 def test_tiny_llama_all_schemes():
     """Export once (the slow part), then run each pipeline on a copy of the imported IR;
-    one scheme also goes through compiler.compile end to end."""
-    from backends.reference import ReferenceExecutable
-    from compiler.passmanager import PassManager
-    from compiler.weights import WeightStore
+    one scheme also goes through spokeshave.compile end to end."""
+    from spokeshave.backends.reference import ReferenceExecutable
+    from spokeshave.compiler.passmanager import PassManager
+    from spokeshave.compiler.weights import WeightStore
 
     model = tiny_llama()
     ids = torch.randint(0, 128, (2, 16))
@@ -333,7 +333,7 @@ def test_tiny_llama_all_schemes():
         n_quant = sum(op.name.startswith("spk.linear_") for op in module.entry.ops)
         assert n_quant == 2 * 7 + 1  # q k v o gate up down per layer, and the lm head
         errs[pipeline] = rel_err(ReferenceExecutable(module, ctx.weights)(ids)[0], ref)
-    cm = compiler.compile(model, (ids,), pipeline="quantize{scheme=w4g group=32 method=gptq}",
+    cm = spokeshave.compile(model, (ids,), pipeline="quantize{scheme=w4g group=32 method=gptq}",
                           calibration=cal)
     errs["gptq"] = rel_err(cm(ids), ref)
     assert errs["quantize{scheme=w8}"] < 1e-4

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-import compiler
+import spokeshave
+from spokeshave.compiler.report import output_error
 
 
 def _mlp():
@@ -15,7 +16,7 @@ def _mlp():
 def test_report_lists_layers_skips_and_end_to_end_error(tmp_path):
     m = _mlp()
     cal = [(torch.randn(4, 64),) for _ in range(3)]
-    cm = compiler.compile(m, (torch.randn(4, 64),), pipeline="quantize{scheme=w4g group=64}", calibration=cal)
+    cm = spokeshave.compile(m, (torch.randn(4, 64),), pipeline="quantize{scheme=w4g group=64}", calibration=cal)
     rep = cm.report
     rows = {e["layer"]: e for e in rep.rows()}
     assert rows["0"]["status"] == "quantized" and rows["0"]["bits_per_weight"] > 4
@@ -25,7 +26,7 @@ def test_report_lists_layers_skips_and_end_to_end_error(tmp_path):
     assert e2e["batches"] == 3 and 0 < e2e["rel_mse"] < 0.05 and 0.9 < e2e["min_cosine"] < 1
     # The end-to-end error is what the compiled model really does on those batches.
     with torch.no_grad():
-        errs = [compiler.report.output_error(m(*b), cm(*b))[0] for b in cal]
+        errs = [output_error(m(*b), cm(*b))[0] for b in cal]
     assert abs(e2e["rel_mse"] - sum(errs) / len(errs)) <= 1e-12 and e2e["max_rel_mse"] == max(errs)
     text = str(rep)
     assert "skipped (in-features 60 not divisible by group 64)" in text and "end to end over 3" in text
@@ -35,7 +36,7 @@ def test_report_lists_layers_skips_and_end_to_end_error(tmp_path):
 
 
 def test_report_without_calibration_says_so():
-    cm = compiler.compile(_mlp(), (torch.randn(4, 64),), pipeline="quantize{scheme=w8}")
+    cm = spokeshave.compile(_mlp(), (torch.randn(4, 64),), pipeline="quantize{scheme=w8}")
     assert cm.report.end_to_end is None
     assert "not measured" in str(cm.report)
     assert all(e["status"] == "quantized" for e in cm.report.rows())
@@ -44,6 +45,6 @@ def test_report_without_calibration_says_so():
 def test_uncompressed_pipeline_has_an_exact_report():
     m = _mlp()
     cal = [(torch.randn(2, 64),)]
-    cm = compiler.compile(m, (torch.randn(2, 64),), pipeline="canonicalize,cse,dce", calibration=cal)
+    cm = spokeshave.compile(m, (torch.randn(2, 64),), pipeline="canonicalize,cse,dce", calibration=cal)
     assert cm.report.rows() == []
     assert cm.report.end_to_end["rel_mse"] == 0.0

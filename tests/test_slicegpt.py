@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import compiler
-import models
-from compiler.errors import PipelineError, SpokeshaveError
-from passes.fold_norms import ResidualStream
+import spokeshave
+import spokeshave_models as models
+from spokeshave.compiler.errors import PipelineError, SpokeshaveError
+from spokeshave.passes.fold_norms import ResidualStream
 
 SEQ = 16
 
@@ -48,7 +48,7 @@ def sliced(decoder):
     def get(fraction):
         if fraction not in cache:
             pipeline = "fold-norms" if fraction is None else f"fold-norms,slice{{fraction={fraction}}}"
-            cache[fraction] = compiler.compile(model, inputs, pipeline=pipeline, calibration=calib)
+            cache[fraction] = spokeshave.compile(model, inputs, pipeline=pipeline, calibration=calib)
         return cache[fraction]
     return get
 
@@ -137,7 +137,7 @@ def test_residual_stream_found(decoder, sliced):
 
 def test_one_shot_is_invariant_too(decoder):
     _, model, inputs, want, calib = decoder
-    cm = compiler.compile(model, inputs, pipeline="fold-norms,slice{fraction=0 sequential=false}",
+    cm = spokeshave.compile(model, inputs, pipeline="fold-norms,slice{fraction=0 sequential=false}",
                           calibration=calib)
     assert models.max_rel_error(cm(*inputs), want) < 1e-4
 
@@ -145,10 +145,10 @@ def test_one_shot_is_invariant_too(decoder):
 def test_lockstep_sees_every_batch_and_substitutes():
     """`run_lockstep` visits each value once with all batches; what `visit` returns is what
     the rest of the program computes with; execution stops after the last value."""
-    from compiler.lockstep import run_lockstep
-    from compiler.passmanager import PassContext
+    from spokeshave.compiler.lockstep import run_lockstep
+    from spokeshave.compiler.passmanager import PassContext
 
-    module = compiler.parse("""
+    module = spokeshave.parse("""
 func.func @f(%x: tensor<2x3xf32>) -> tensor<2x3xf32> {
   %0 = "aten.neg"(%x) : (tensor<2x3xf32>) -> tensor<2x3xf32>
   %1 = "aten.exp"(%0) : (tensor<2x3xf32>) -> tensor<2x3xf32>
@@ -181,12 +181,12 @@ def test_bert_is_refused():
     model, inputs = models.tiny_bert(batch=2, seq=8)
     calib = [inputs]
     with pytest.raises(SpokeshaveError, match=r"post-LN.*SliceGPT's invariance needs a pre-LN"):
-        compiler.compile(model, inputs, pipeline="fold-norms,slice", calibration=calib)
+        spokeshave.compile(model, inputs, pipeline="fold-norms,slice", calibration=calib)
 
 
 def test_bert_fold_norms_changes_nothing_numerically():
     model, inputs = _perturbed(models.tiny_bert)
-    cm = compiler.compile(model, inputs, pipeline="fold-norms")
+    cm = spokeshave.compile(model, inputs, pipeline="fold-norms")
     assert models.max_rel_error(cm(*inputs), model(*inputs)) < 1e-5
     assert cm.stats["fold-norms"].get("norms folded", 0) == 0
     assert any("post-LN" in d for d in cm.context.diagnostics)
@@ -195,17 +195,17 @@ def test_bert_fold_norms_changes_nothing_numerically():
 @pytest.mark.parametrize("fraction", ["1", "1.5", "-0.1", "nan"])
 def test_fraction_out_of_range(fraction):
     with pytest.raises(PipelineError, match=r"option 'fraction' must be in \[0, 1\)"):
-        compiler.compile(torch.nn.Linear(4, 4), torch.randn(2, 4),
+        spokeshave.compile(torch.nn.Linear(4, 4), torch.randn(2, 4),
                          pipeline=f"slice{{fraction={fraction}}}")
 
 
 def test_slice_needs_calibration(decoder):
     _, model, inputs, _, _ = decoder
     with pytest.raises(SpokeshaveError, match="pass 'slice' needs calibration data"):
-        compiler.compile(model, inputs, pipeline="fold-norms,slice")
+        spokeshave.compile(model, inputs, pipeline="fold-norms,slice")
 
 
 def test_slice_without_fold_norms_is_refused():
     model, inputs = _perturbed(models.tiny_gpt2)
     with pytest.raises(SpokeshaveError, match="run fold-norms first"):
-        compiler.compile(model, inputs, pipeline="slice", calibration=[inputs])
+        spokeshave.compile(model, inputs, pipeline="slice", calibration=[inputs])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import compiler
-import models
-from compiler import PipelineError, SpokeshaveError, VerifyError
-from compiler.sparse import compress_24, decompress_24, is_24_sparse, mask_topk_24, meta_cols
+import spokeshave
+import spokeshave_models as models
+from spokeshave.compiler import PipelineError, SpokeshaveError, VerifyError
+from spokeshave.compiler.sparse import compress_24, decompress_24, is_24_sparse, mask_topk_24, meta_cols
 
 # ------------------------------------------------------------------ the compressed format
 
@@ -69,8 +69,8 @@ def test_verifier_checks_the_op():
 }
 """
     with pytest.raises(VerifyError, match=r"meta must be tensor<4x1xui8>"):
-        compiler.verify(compiler.parse(text))
-    compiler.verify(compiler.parse(text.replace("4x2xui8", "4x1xui8")))
+        spokeshave.verify(spokeshave.parse(text))
+    spokeshave.verify(spokeshave.parse(text.replace("4x2xui8", "4x1xui8")))
 
 
 # ------------------------------------------------------------------ models
@@ -109,7 +109,7 @@ def _rel_mse(got: torch.Tensor, want: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def mlp_compiled(mlp_case):
     model, (x,), calib = mlp_case
-    return {m: compiler.compile(model, (x,), pipeline=f"sparsify{{pattern=2:4 method={m}}}",
+    return {m: spokeshave.compile(model, (x,), pipeline=f"sparsify{{pattern=2:4 method={m}}}",
                                 calibration=calib)
             for m in ("magnitude", "wanda", "sparsegpt")}
 
@@ -166,7 +166,7 @@ def test_mlp_sequential_remeasures_inputs_after_pruning(mlp_case, mlp_compiled):
     """sequential=true: the second layer's input is measured on the model with the first
     layer already pruned (one extra calibration run, stopped at that input)."""
     model, (x,), calib = mlp_case
-    cm = compiler.compile(model, (x,), pipeline="sparsify{method=sparsegpt sequential=true}",
+    cm = spokeshave.compile(model, (x,), pipeline="sparsify{method=sparsegpt sequential=true}",
                           calibration=calib)
     assert cm.stats["sparsify"]["calibration re-runs (sequential)"] == 1
     assert torch.equal(cm.weights["up.sparse_values"],
@@ -196,7 +196,7 @@ def llama_case():
 @pytest.fixture(scope="module")
 def llama_compiled(llama_case):
     model, ids, calib, _ = llama_case
-    return {m: compiler.compile(model, (ids,), pipeline=f"sparsify{{method={m}}}", calibration=calib)
+    return {m: spokeshave.compile(model, (ids,), pipeline=f"sparsify{{method={m}}}", calibration=calib)
             for m in ("magnitude", "wanda", "sparsegpt")}
 
 
@@ -224,7 +224,7 @@ def test_llama_beats_magnitude(llama_case, llama_compiled, method):
 
 def test_layers_and_skip_globs(mlp_case):
     model, (x,), _ = mlp_case
-    cm = compiler.compile(model, (x,), pipeline='sparsify{layers="up|down" skip=d*}')
+    cm = spokeshave.compile(model, (x,), pipeline='sparsify{layers="up|down" skip=d*}')
     assert "up.sparse_values" in cm.weights and "down.weight" in cm.weights
     assert "down.sparse_values" not in cm.weights
     assert [op.name for op in cm.module.walk()].count("aten.linear") == 1
@@ -232,16 +232,16 @@ def test_layers_and_skip_globs(mlp_case):
 
 def test_bad_pattern_is_a_clear_error():
     with pytest.raises(PipelineError, match=r"option 'pattern' must be one of 2:4.*got '4:8'"):
-        compiler.parse_pipeline("sparsify{pattern=4:8}")
+        spokeshave.parse_pipeline("sparsify{pattern=4:8}")
     with pytest.raises(PipelineError, match=r"'method' must be one of magnitude, wanda, sparsegpt"):
-        compiler.parse_pipeline("sparsify{method=obs}")
+        spokeshave.parse_pipeline("sparsify{method=obs}")
 
 
 def test_in_features_not_divisible_by_4_is_skipped_and_reported():
     torch.manual_seed(0)
     model = MLP(k_in=6).eval()
     x = torch.randn(4, 6)
-    cm = compiler.compile(model, (x,), pipeline="sparsify")
+    cm = spokeshave.compile(model, (x,), pipeline="sparsify")
     assert "up.weight" in cm.weights and "down.sparse_values" in cm.weights
     assert any("'up'" in d and "in-features 6 not divisible by 4" in d
                for d in cm.context.diagnostics)
@@ -270,7 +270,7 @@ def test_tied_head_stays_dense_and_is_reported():
     torch.manual_seed(0)
     model = TiedLM().eval()
     ids = torch.randint(0, 32, (2, 5))
-    cm = compiler.compile(model, (ids,), pipeline="sparsify")
+    cm = spokeshave.compile(model, (ids,), pipeline="sparsify")
     names = [op.name for op in cm.module.walk()]
     assert names.count("spk.linear_sparse24") == 1 and names.count("aten.linear") == 1
     assert cm.stats["sparsify"]["layers skipped (tied weight)"] == 1
@@ -282,4 +282,4 @@ def test_calibrated_methods_without_calibration_name_the_pass(mlp_case, method):
     model, (x,), _ = mlp_case
     with pytest.raises(SpokeshaveError, match=rf"pass 'sparsify': method={method} needs "
                                               rf"calibration data"):
-        compiler.compile(model, (x,), pipeline=f"sparsify{{method={method}}}")
+        spokeshave.compile(model, (x,), pipeline=f"sparsify{{method={method}}}")

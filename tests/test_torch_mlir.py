@@ -11,9 +11,9 @@ import re
 
 import pytest
 
-import compiler
-from compiler.printer import print_module
-from models import ALL, DEFAULT, FOLD, NONE, REAL
+import spokeshave
+from spokeshave.compiler.printer import print_module
+from spokeshave_models import ALL, DEFAULT, FOLD, NONE, REAL
 
 ir = pytest.importorskip("torch_mlir.ir", reason="torch-mlir is a declared dependency; install it")
 
@@ -32,7 +32,7 @@ def mlir_parse(text: str):
     return generic, n_ops
 
 
-def check_with_mlir(module: compiler.Module) -> None:
+def check_with_mlir(module: spokeshave.Module) -> None:
     text = print_module(module)
     generic, n_ops = mlir_parse(text)
     f = module.entry
@@ -65,7 +65,7 @@ def test_unusual_ops_parse_with_mlir():
     """Multi-result ops (`%0:2 = ...`), `none` operands, list attributes, symbolic sizes."""
     from test_frontend import UnusualOps, unusual_inputs
 
-    cm = compiler.compile(UnusualOps(), unusual_inputs(), pipeline="")
+    cm = spokeshave.compile(UnusualOps(), unusual_inputs(), pipeline="")
     text = print_module(cm.module)
     assert re.search(r"%\d+:2 = \"aten.topk\"", text)
     check_with_mlir(cm.module)

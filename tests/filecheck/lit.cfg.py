@@ -4,12 +4,12 @@
 #   lit -v tests/filecheck                            # or directly (`lit` console script)
 #
 # Substitutions:
-#   spokeshave-opt  -> "<python>" -m compiler.opt   (no console script on PATH needed)
+#   spokeshave-opt  -> "<python>" -m spokeshave.opt   (no console script on PATH needed)
 #   %roundtrip      -> spokeshave-opt --verify-roundtrip (print, re-parse, re-print; must be a
 #                      fixed point, else it fails with a diff): the ROUNDTRIP check of parser tests
 #   filecheck       -> the `filecheck` PyPI package (a Python FileCheck clone)
 #   not             -> lit's builtin
-# The repository root is put on PYTHONPATH so `compiler` and `passes` import from this checkout.
+# `spokeshave` must be installed (`pip install -e .`): its folders map to one import name.
 import importlib.util
 import os
 import shutil
@@ -24,7 +24,6 @@ config.excludes = ["lit.cfg.py"]
 
 config.test_source_root = os.path.dirname(os.path.abspath(__file__))
 config.test_exec_root = config.test_source_root
-repo_root = os.path.dirname(os.path.dirname(config.test_source_root))
 
 
 def _quote(path: str) -> str:
@@ -32,7 +31,7 @@ def _quote(path: str) -> str:
 
 
 python = _quote(sys.executable)
-opt = f"{python} -m compiler.opt"
+opt = f"{python} -m spokeshave.opt"
 
 # The `filecheck` package run by this interpreter when it has it (robust inside virtual
 # environments), else whatever `filecheck` is on PATH.
@@ -51,10 +50,10 @@ config.substitutions.append(("%roundtrip", f"{opt} --verify-roundtrip"))
 config.substitutions.append((_WORD.format("spokeshave-opt"), opt))
 config.substitutions.append((_WORD.format("filecheck"), filecheck))
 
-# The checkout is importable and hashing is deterministic. lit starts tests from a minimal
-# environment; pass through what torch, triton and the model loaders read.
-config.environment["PYTHONPATH"] = os.pathsep.join(
-    p for p in (repo_root, os.environ.get("PYTHONPATH", "")) if p)
+# Hashing is deterministic. lit starts tests from a minimal environment; pass through what
+# torch, triton and the model loaders read.
+if os.environ.get("PYTHONPATH"):
+    config.environment["PYTHONPATH"] = os.environ["PYTHONPATH"]
 config.environment["PYTHONHASHSEED"] = "0"
 _PASS_THROUGH = ("HOME", "TMPDIR", "XDG_CACHE_HOME", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
 _PASS_THROUGH_PREFIXES = ("SPOKESHAVE_", "TORCH", "TRITON_", "HF_", "TRANSFORMERS_")

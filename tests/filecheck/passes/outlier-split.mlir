@@ -37,7 +37,7 @@
 // checked to parse, verify and print back, and to be refused when malformed. Every
 // `RUN` with calibration still exits 1: the malformed case fails to verify.
 
-// ERR: error: pass 'outlier-split' needs calibration data: pass calibration=[batches] to compiler.compile
+// ERR: error: pass 'outlier-split' needs calibration data: pass calibration=[batches] to spokeshave.compile
 
 // A linear reading raw inputs: some channels exceed 6.0, their M columns of W stay float in
 // `fc.oweight` [16, M] (with their indices `fc.oindex` [M]); the rest is int8. The float

@@ -10,7 +10,7 @@
 
 // BAD-SCHEME: error: pass 'quantize': option 'scheme' must be one of w8, w8a8, w4g, fp8; got 'w3'
 // BAD-GROUP: error: pass 'quantize': option 'group' must be one of 16, 32, 64, 128, 256, 512, 1024; got 100
-// NO-CALIB: error: pass 'quantize{method=gptq}' needs calibration data: pass calibration=[batches] to compiler.compile
+// NO-CALIB: error: pass 'quantize{method=gptq}' needs calibration data: pass calibration=[batches] to spokeshave.compile
 
 // `method=gptq` needs calibration (`--calibration=synthetic:4` here: seeded random batches);
 // it changes which integers are stored, not the IR's shape: the GPTQ8/GPTQ4 checks are the

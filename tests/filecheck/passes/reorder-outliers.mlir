@@ -18,7 +18,7 @@
 // BAD-OPTION: error: pass 'reorder-outliers' has no option 'group'; its options: metric=<absmax|rms|weight>
 
 // A LayerNorm feeding a linear: the case reorder-outliers rewrites; without calibration, an error.
-// NO-CALIB: error: pass 'reorder-outliers' needs calibration data: pass calibration=[batches] to compiler.compile
+// NO-CALIB: error: pass 'reorder-outliers' needs calibration data: pass calibration=[batches] to spokeshave.compile
 
 // The linear is its weight's only reader: the permuted weight keeps the parameter's name.
 // CAL-LABEL: func.func @ln_linear(

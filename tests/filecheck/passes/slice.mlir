@@ -10,7 +10,7 @@
 
 // A pre-LN model that fold-norms has prepared: the only thing missing is calibration.
 
-// CHECK: error: pass 'slice' needs calibration data: pass calibration=[batches] to compiler.compile
+// CHECK: error: pass 'slice' needs calibration data: pass calibration=[batches] to spokeshave.compile
 func.func @pre_ln_needs_calibration(%ids: tensor<2x4xi64>, %emb: tensor<16x8xf32> {spk.param = "emb"},
                                     %g0: tensor<8xf32> {spk.param = "ln0.weight"},
                                     %wq: tensor<8x8xf32> {spk.param = "q.weight"},

@@ -18,7 +18,7 @@
 // BAD-TYPE: error: pass 'smooth': option 'alpha' expects float, got 'high'
 
 // A LayerNorm feeding a linear: the case smooth rewrites; without calibration, an error.
-// NO-CALIB: error: pass 'smooth' needs calibration data: pass calibration=[batches] to compiler.compile
+// NO-CALIB: error: pass 'smooth' needs calibration data: pass calibration=[batches] to spokeshave.compile
 
 // With calibration the norm's weight and bias are replaced by new parameters; the linear is
 // the weight's only reader, so the rescaled tensor takes over the parameter's name (layer

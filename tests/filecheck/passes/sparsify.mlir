@@ -4,7 +4,7 @@
 // RUN: spokeshave-opt %s --split-input-file --pass-pipeline="sparsify{method=sparsegpt}" --calibration=synthetic:4 | filecheck %s --check-prefix=CALIB
 // RUN: not spokeshave-opt %s --split-input-file --pass-pipeline="sparsify{method=wanda}" 2>&1 | filecheck %s --check-prefix=NO-CALIB
 
-// NO-CALIB: error: pass 'sparsify': method=wanda needs calibration data: pass calibration=[batches] to compiler.compile {{.*}}, or use method=magnitude
+// NO-CALIB: error: pass 'sparsify': method=wanda needs calibration data: pass calibration=[batches] to spokeshave.compile {{.*}}, or use method=magnitude
 
 // Every linear becomes spk.linear_sparse24 reading the compressed weight: values
 // [N, K/2] in the weight's dtype and 2-bit positions packed four to a byte [N, K/8]. The

@@ -17,14 +17,14 @@ import io
 import re
 import sys
 
-from .calibration import load_batches, synthetic_batches
-from .errors import SpokeshaveError
-from .parser import parse_module
-from .passmanager import (Pass, PassContext, PassManager, describe_options, parse_pipeline,
+from .compiler.calibration import load_batches, synthetic_batches
+from .compiler.errors import SpokeshaveError
+from .compiler.parser import parse_module
+from .compiler.passmanager import (Pass, PassContext, PassManager, describe_options, parse_pipeline,
                           registered_passes)
-from .printer import print_module
-from .verifier import verify
-from .weights import WeightStore, complete_weights
+from .compiler.printer import print_module
+from .compiler.verifier import verify
+from .compiler.weights import WeightStore, complete_weights
 
 SPLIT_MARKER = re.compile(r"^// -----\s*$", re.M)
 

@@ -12,13 +12,13 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import SpokeshaveError
-from .frontend import import_model
-from .ir import Module
-from .parser import parse_module
-from .passmanager import PassContext, PassManager
-from .report import QualityReport
-from .weights import WeightStore
+from .compiler.errors import SpokeshaveError
+from .compiler.frontend import import_model
+from .compiler.ir import Module
+from .compiler.parser import parse_module
+from .compiler.passmanager import PassContext, PassManager
+from .compiler.report import QualityReport
+from .compiler.weights import WeightStore
 
 DEFAULT_PIPELINE = "canonicalize,cse,dce"
 
@@ -29,7 +29,7 @@ class CompiledModel:
     def __init__(self, module: Module, weights: WeightStore, backend: str, pipeline: str,
                  ctx: PassContext, in_spec: Any = None, out_spec: Any = None,
                  timings: list[tuple[str, float]] | None = None):
-        from backends import get_backend
+        from spokeshave.backends import get_backend
 
         self.module = module
         self.weights = weights
@@ -79,7 +79,7 @@ def compile(model: torch.nn.Module, example_inputs: tuple | list | torch.Tensor,
             print_ir_after_all: bool = False) -> CompiledModel:
     """Export, import, optimise and build `model`. `calibration` is a list of input batches
     (each a tuple of positional inputs) that compression passes measure statistics on."""
-    from backends import get_backend
+    from spokeshave.backends import get_backend
 
     get_backend(backend)  # fail on a bad backend name before the slow export
     pm = PassManager.parse(pipeline, verify=verify, print_ir_after_all=print_ir_after_all)
