@@ -1,16 +1,18 @@
-"""Calibration statistics: an analysis that runs the reference backend over the calibration
+"""Calibration statistics: an analysis that runs the interpreter over the calibration
 batches and records what compression passes ask about activations.
 
     stats = ctx.analyses.get(CalibrationStats, module)
     s = stats.linear_input(linear_op)     # ValueStats of the linear's input
-    s.absmax, s.mean_square, s.hessian, s.token_absmax, s.count
+    s.absmax, s.mean_square, s.hessian, s.count
 
-For every float activation value (user inputs and op results of the entry function; not
-parameters) it records, over the last dim as channels and all other dims as tokens:
-per-channel abs-max, per-channel mean-square and the token count. For values that feed a
-linear (`aten.linear` and the `spk.linear_*` ops) it also records the input covariance
-`sum x x^T` over tokens in float64 (the Hessian of the layer-wise least-squares objective,
-as GPTQ/SparseGPT/SliceGPT use it) and every token's abs-max (per-token ranges).
+For every float activation value (user inputs and op results, inside fused regions too;
+not parameters) it records, over the last dim as channels and all other dims as tokens,
+what the pipeline's passes declared (`Pass.statistics()`, gathered by the pass manager into
+`ctx.statistics_needed`): per-channel abs-max (`ABSMAX`), per-channel mean-square
+(`MEAN_SQUARE`) and, for the input of every op with the `linear` trait, the input covariance
+`sum x x^T` over tokens in float64 (`HESSIAN`: the Hessian of the layer-wise least-squares
+objective that GPTQ, SparseGPT and whitened LoRC use). The covariance is [C, C] per linear
+input (128 MiB at 4096 channels), so a pipeline that only needs abs-max never pays for it.
 
 `ctx.calibration` holds the batches as lists of the compiled function's flat user inputs
 (`spokeshave.compile` flattens what the user passes). The statistics are computed once per
@@ -19,16 +21,18 @@ invalidates them unless it lists `CalibrationStats` in `preserves`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from .dialect import LINEAR, has_trait
 from .errors import PipelineError, SpokeshaveError
+from .interpreter import Interpreter
 from .ir import Module, Op, TensorType, Value
 
-LINEAR_OPS = ("aten.linear", "spk.linear_w8", "spk.linear_w8a8", "spk.linear_w4g", "spk.linear_fp8",
-              "spk.linear_sparse24", "spk.linear_w8a8_split", "spk.linear_w8_split")
+ABSMAX, MEAN_SQUARE, HESSIAN = "absmax", "mean_square", "hessian"
+STATISTICS = frozenset({ABSMAX, MEAN_SQUARE, HESSIAN})
 
 
 def require_calibration(ctx: Any, pass_name: str) -> list:
@@ -43,14 +47,14 @@ def require_calibration(ctx: Any, pass_name: str) -> list:
 
 @dataclass
 class ValueStats:
-    """Statistics of one activation value over all calibration tokens."""
+    """Statistics of one activation value over all calibration tokens (each field None when
+    no pass of the pipeline asked for it)."""
 
     channels: int
     count: int = 0                                   # tokens seen (rows of the last dim)
     absmax: torch.Tensor | None = None               # [C] float32, per-channel max |x|
     sumsq: torch.Tensor | None = None                # [C] float64, per-channel sum x^2
     hessian_sum: torch.Tensor | None = None          # [C, C] float64, sum x x^T (linear inputs)
-    token_absmax_parts: list[torch.Tensor] = field(default_factory=list)  # linear inputs
 
     @property
     def mean_square(self) -> torch.Tensor:
@@ -65,31 +69,25 @@ class ValueStats:
     def hessian(self) -> torch.Tensor:
         """`E[x x^T]` over tokens (float64 [C, C]); only for linear inputs."""
         if self.hessian_sum is None:
-            raise SpokeshaveError("this value does not feed a linear; no covariance was recorded")
+            raise SpokeshaveError("no covariance was recorded for this value: it does not feed a "
+                                  "linear, or no pass of the pipeline declared it needs one")
         return self.hessian_sum / max(self.count, 1)
 
-    @property
-    def token_absmax(self) -> torch.Tensor:
-        """Every calibration token's max |x| over channels (float32 [tokens])."""
-        if not self.token_absmax_parts:
-            return torch.zeros(0)
-        if len(self.token_absmax_parts) > 1:
-            self.token_absmax_parts = [torch.cat(self.token_absmax_parts)]
-        return self.token_absmax_parts[0]
-
-    def update(self, x: torch.Tensor, second_order: bool) -> None:
+    def update(self, x: torch.Tensor, wanted: frozenset[str], second_order: bool) -> None:
         x2 = x.detach().reshape(-1, self.channels)
-        amax = x2.abs().amax(dim=0).float() if x2.shape[0] else torch.zeros(self.channels)
-        self.absmax = amax if self.absmax is None else torch.maximum(self.absmax, amax)
-        xd = x2.to(torch.float64)
-        sq = (xd * xd).sum(dim=0)
-        self.sumsq = sq if self.sumsq is None else self.sumsq + sq
         self.count += x2.shape[0]
+        if ABSMAX in wanted:
+            amax = x2.abs().amax(dim=0).float() if x2.shape[0] else torch.zeros(self.channels)
+            self.absmax = amax if self.absmax is None else torch.maximum(self.absmax, amax)
+        if MEAN_SQUARE not in wanted and not second_order:
+            return
+        xd = x2.to(torch.float64)
+        if MEAN_SQUARE in wanted:
+            sq = (xd * xd).sum(dim=0)
+            self.sumsq = sq if self.sumsq is None else self.sumsq + sq
         if second_order:
             h = xd.t() @ xd
             self.hessian_sum = h if self.hessian_sum is None else self.hessian_sum + h
-            self.token_absmax_parts.append(x2.abs().amax(dim=1).float() if x2.shape[0]
-                                           else torch.zeros(0))
 
 
 class _BatchDone(Exception):
@@ -104,18 +102,20 @@ class CalibrationStats:
     passes that re-measure inputs after every change, as sequential SparseGPT/Wanda do."""
 
     def __init__(self, module: Module, ctx: Any, only: set[Value] | None = None):
-        from spokeshave.backends.reference import ReferenceExecutable
-
         batches = require_calibration(ctx, "calibration")
         func = module.entry
         self.function = func
         inputs = func.user_inputs()
+        needed = getattr(ctx, "statistics_needed", None)
+        self.collected: frozenset[str] = STATISTICS if needed is None else frozenset(needed)
+        wanted = self.collected
+        hessians = HESSIAN in wanted
         self.linear_inputs: set[Value] = {op.operands[0] for op in func.walk()
-                                          if op.name in LINEAR_OPS and op.parent is func.body}
+                                          if has_trait(op, LINEAR)} if hessians else set()
         self.values: dict[Value, ValueStats] = {}
-        self.outputs: list[list[Any]] = []  # the module's outputs per batch (reference run)
+        self.outputs: list[list[Any]] = []  # the module's outputs per batch (interpreted)
         self.batches = 0
-        exe = ReferenceExecutable(module, ctx.weights)
+        exe = Interpreter(module, ctx.weights)
         params = set(func.params().values())
         for bi, batch in enumerate(batches):
             flat = check_batch(batch, inputs, bi)
@@ -134,7 +134,7 @@ class CalibrationStats:
                     s = self.values[v] = ValueStats(int(x.shape[-1]))
                 elif s.channels != x.shape[-1]:
                     return  # a dynamic last dim that changed size between batches
-                s.update(x, v in self.linear_inputs)
+                s.update(x, wanted, v in self.linear_inputs)
                 if only is not None:
                     seen.add(v)
                     if len(seen) == len(only):

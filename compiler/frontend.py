@@ -23,6 +23,7 @@ import torch
 import torch.fx
 
 from . import aten
+from .dialect.py import PY_FUNCTIONS
 from .errors import ExportError, Location, UnsupportedError
 from .ir import NONE, Function, Module, Op, TensorType, Type, Value, dtype_name
 from .weights import WeightStore
@@ -40,12 +41,6 @@ KEEP_OPS = (
     torch.ops.aten.rms_norm.default,
 )
 
-# Python-level calls on symbolic sizes that may appear in exported graphs.
-_PY_FUNCS = {f"operator.{n}": getattr(operator, n) for n in
-             ("add", "sub", "mul", "floordiv", "truediv", "mod", "neg", "pow", "eq", "ne", "lt",
-              "le", "gt", "ge", "and_", "or_", "not_")}
-_PY_FUNCS.update({f"torch.{n}": getattr(torch, n) for n in
-                  ("sym_max", "sym_min", "sym_float", "sym_int", "sym_not", "sym_sqrt", "sym_ite")})
 # Runtime assertions about symbolic sizes: checked by torch.export already, not modelled.
 _DROPPED = {torch.ops.aten._assert_scalar.default, torch.ops.aten.sym_constrain_range_for_size.default,
             torch.ops.aten._assert_tensor_metadata.default}
@@ -249,7 +244,7 @@ class _Importer:
         else:
             qual = f"{getattr(target, '__module__', '')}.{getattr(target, '__name__', '')}"
             qual = qual.replace("_operator.", "operator.")
-            if qual not in _PY_FUNCS:
+            if qual not in PY_FUNCTIONS:
                 raise UnsupportedError(f"call to {target} at {loc or node.name} is not supported; "
                                        f"only ATen ops and symbolic-size arithmetic import")
             if node.kwargs:

@@ -11,7 +11,7 @@ rewriting the IR first:
         return [f(x) for x in xs]  # or None: the batches go on with what they computed
     run_lockstep(module, ctx, [v0, v1, ...], visit, pass_name="slice")
 
-The reference backend runs every batch (one thread per batch, one computing at a time, so
+The interpreter runs every batch (one thread per batch, one computing at a time, so
 peak memory is the values live at a watched value in every batch, never their outputs).
 Whenever a batch produces one of `values` it waits until every batch has, `visit` runs
 once, and the batches go on with the values it returns, i.e. with the effect of the
@@ -27,6 +27,7 @@ import torch
 
 from .calibration import check_batch, require_calibration
 from .errors import SpokeshaveError
+from .interpreter import Interpreter
 from .ir import Module, Value
 
 Visit = Callable[[Value, list[torch.Tensor]], "list[torch.Tensor] | None"]
@@ -39,8 +40,6 @@ class _Stop(Exception):
 def run_lockstep(module: Module, ctx, values: list[Value], visit: Visit, pass_name: str) -> None:
     """Run every calibration batch up to the last of `values`, calling `visit` once per value
     with that value in all batches (and continuing with what it returns, if anything)."""
-    from spokeshave.backends.reference import ReferenceExecutable
-
     batches = require_calibration(ctx, pass_name)
     func = module.entry
     inputs = func.user_inputs()
@@ -50,7 +49,7 @@ def run_lockstep(module: Module, ctx, values: list[Value], visit: Visit, pass_na
             raise SpokeshaveError(f"run_lockstep: {v!r} is not an op result of @{func.name}")
     watched = set(values)
     last = max(values, key=lambda v: func.body.ops.index(v.defining_op))
-    exe = ReferenceExecutable(module, ctx.weights)
+    exe = Interpreter(module, ctx.weights)
     n = len(flats)
     slots: list = [None] * n
     state: dict = {}

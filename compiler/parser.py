@@ -3,25 +3,84 @@
 It accepts what the printer writes, plus what people write by hand in tests: an optional
 `module { ... }` wrapper, comments, `loc(...)` trailers, named results and typed integer
 attributes (`3 : i64`). Every error is a `ParseError` at `FILE:LINE:COL` with the offending
-line and a caret, as `mlir-opt` reports it.
+line and a caret, as `mlir-opt` reports it; no input, however broken, raises anything else
+(tests/fuzz checks this). That means limits a hand-written parser otherwise lacks: nesting
+depth (Python's stack), the range of integers (i64, so the text means what MLIR reads) and
+finite floats. `decode_source` turns a file's bytes into text with the same kind of error;
+`read_source` reads a file (or stdin) through it.
 """
 from __future__ import annotations
 
+import math
 import re
 import struct
+import sys
 
-from .errors import Location, ParseError
+from .errors import Location, ParseError, SpokeshaveError
 from .ir import (ELEMENT_TYPES, NONE, UNIT, Attr, Block, Function, Module, Op, Region, ScalarType,
                  TensorType, Type, TypeAttr, Value)
 
-_WS = re.compile(r"(?:\s+|//[^\n]*)+")
+# re.ASCII: MLIR's lexer knows ASCII digits and spaces only; without it `\d` takes "٣" and `\s`
+# takes U+00A0, which the printer would then silently normalise away.
+_WS = re.compile(r"(?:\s+|//[^\n]*)+", re.ASCII)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$.]*")
 _SUFFIX = re.compile(r"[A-Za-z0-9_$.\-]+")
-_INT = re.compile(r"[-+]?\d+")
-_NUMBER = re.compile(r"[-+]?\d+(\.\d*)?([eE][-+]?\d+)?")
+_UINT = re.compile(r"\d+", re.ASCII)
+_NUMBER = re.compile(r"[-+]?\d+(\.\d*)?([eE][-+]?\d+)?", re.ASCII)
 _HEX = re.compile(r"0x[0-9A-Fa-f]+")
-_TENSOR = re.compile(r"tensor<((?:(?:\d+|\?)x)*)([A-Za-z][A-Za-z0-9]*(?:<[A-Za-z0-9]+>)?)>")
-_SCALAR_TYPES = re.compile(r"(i1|i8|i16|i32|i64|ui8|f16|bf16|f32|f64|index|none)\b")
+_TENSOR = re.compile(r"tensor<((?:(?:\d+|\?)x)*)([A-Za-z][A-Za-z0-9]*(?:<[A-Za-z0-9]+>)?)>", re.ASCII)
+_SCALAR_TYPES = re.compile(r"(i1|i8|i16|i32|i64|ui8|f16|bf16|f32|f64|index|none)\b", re.ASCII)
+_KEYWORD = {k: re.compile(k + r"\b", re.ASCII) for k in ("true", "false", "unit")}
+# What the printer writes between the quotes unescaped: an op name outside this set could not
+# be printed back (a quote, a newline) or would not be an MLIR operation name.
+_OP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$.\-]*\Z")
+_PARENS = re.compile(r"[()]")
+
+MAX_NESTING = 100  # lists in lists, regions in regions: far beyond real IR, well within the stack
+I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
+_INT_RANGES = {"i1": (0, 1), "i8": (-(1 << 7), (1 << 8) - 1), "i16": (-(1 << 15), (1 << 16) - 1),
+               "i32": (-(1 << 31), (1 << 32) - 1), "i64": (I64_MIN, I64_MAX),
+               "index": (I64_MIN, I64_MAX), "ui8": (0, (1 << 8) - 1)}
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def decode_source(data: bytes, filename: str) -> str:
+    """A source file's bytes as text: UTF-8, a leading byte-order mark dropped. Anything else
+    (a binary, a UTF-16 or Latin-1 file) is a `ParseError` at the first offending byte."""
+    skip = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
+    try:
+        text = data[skip:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = skip + e.start
+        loc = _text_end_location(data[skip:bad].decode("utf-8"), filename)
+        raise ParseError(loc, f"not UTF-8 text: invalid byte 0x{data[bad]:02x} at byte offset "
+                              f"{bad}; spokeshave-opt reads MLIR text files") from None
+    nul = text.find("\0")
+    if nul >= 0:  # valid UTF-8, but no text file has one: say so rather than "expected a type"
+        offset = skip + len(text[:nul].encode("utf-8"))
+        raise ParseError(_text_end_location(text[:nul], filename),
+                         f"binary file: NUL byte at byte offset {offset}; spokeshave-opt reads "
+                         f"MLIR text files")
+    return text
+
+
+def read_source(path: str) -> tuple[str, str]:
+    """(text, filename) of an IR file, `-` meaning stdin: read as bytes and `decode_source`d,
+    so an unreadable or binary input is one `SpokeshaveError`, not an OSError or
+    UnicodeDecodeError traceback."""
+    if path == "-":
+        return decode_source(sys.stdin.buffer.read(), "<stdin>"), "<stdin>"
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        raise SpokeshaveError(f"{path}: error: cannot read input: {e.strerror}") from None
+    return decode_source(data, path), path
+
+
+def _text_end_location(prefix: str, filename: str) -> Location:
+    """Where the character after `prefix` sits."""
+    return Location(filename, prefix.count("\n") + 1, len(prefix) - (prefix.rfind("\n") + 1) + 1)
 
 
 class Parser:
@@ -30,6 +89,7 @@ class Parser:
         self.filename = filename
         self.line_offset = line_offset
         self.pos = 0
+        self.depth = 0  # open lists and regions, against MAX_NESTING
         self._line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
 
     # ------------------------------------------------------------------ positions & errors
@@ -91,10 +151,40 @@ class Parser:
         self.skip_ws()
         return self.pos >= len(self.text)
 
+    def enter(self, pos: int) -> None:
+        """Open one level of nesting; `leave()` closes it. Deeper than MAX_NESTING is an error
+        here rather than a RecursionError (or a printer that overflows the stack) later."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise self.error(f"nesting too deep: more than {MAX_NESTING} levels of lists or "
+                             f"regions", pos)
+
+    def leave(self) -> None:
+        self.depth -= 1
+
+    def bounded_int(self, digits: str, lo: int, hi: int, what: str, pos: int) -> int:
+        """`int(digits)` if it lies in [lo, hi], else a located error naming `what`."""
+        # int() refuses over 4300 digits (leading zeros count) with a ValueError, so it sees
+        # the significant digits only; nothing in range has many.
+        significant = digits.lstrip("+-").lstrip("0") or "0"
+        if len(significant) <= 40:
+            value = -int(significant) if digits.startswith("-") else int(significant)
+            if lo <= value <= hi:
+                return value
+        shown = digits if len(digits) <= 40 else digits[:20] + "..." + digits[-8:]
+        raise self.error(f"{what} {shown} is out of range [{lo}, {hi}]", pos)
+
     # ------------------------------------------------------------------ top level
 
     def parse_module(self) -> Module:
+        try:
+            return self._parse_module()
+        except RecursionError:  # MAX_NESTING keeps us far from it, unless the caller is deep already
+            raise self.error("nesting too deep for the Python stack") from None
+
+    def _parse_module(self) -> Module:
         module = Module()
+        self._function_names: set[str] = set()
         while not self.at_end():
             if self.accept("module"):
                 if self.peek("attributes"):
@@ -114,8 +204,9 @@ class Parser:
         self.skip_ws()
         start = self.pos
         f = self.parse_function()
-        if any(g.name == f.name for g in module.functions):
+        if f.name in self._function_names:
             raise self.error(f"redefinition of function @{f.name}", start)
+        self._function_names.add(f.name)
         module.functions.append(f)
 
     def parse_function(self) -> Function:
@@ -174,8 +265,10 @@ class Parser:
     # ------------------------------------------------------------------ ops
 
     def define(self, name: str, value: Value, pos: int) -> None:
-        if name in self.scope:
-            raise self.error(f"redefinition of SSA value '%{name}'", pos)
+        base, hash_, _ = name.partition("#")
+        # `%0:2` defines `0#0` and `0#1`; a later plain `%0` (or the reverse) is the same name
+        if name in self.scope or (base in self.scope if hash_ else f"{name}#0" in self.scope):
+            raise self.error(f"redefinition of SSA value '%{base}'", pos)
         self.scope[name] = value
         if value.is_block_arg:
             value.name_hint = name
@@ -197,11 +290,11 @@ class Parser:
         index = 0
         if self.text.startswith("#", self.pos):
             self.pos += 1
-            m = _INT.match(self.text, self.pos)
+            m = _UINT.match(self.text, self.pos)
             if not m:
                 raise self.error("expected a result number after '#'")
             self.pos = m.end()
-            index = int(m.group(0))
+            index = self.bounded_int(m.group(0), 0, I64_MAX, "result number", m.start())
             key = f"{name}#{index}"
         else:
             key = name
@@ -224,11 +317,11 @@ class Parser:
                 count = 1
                 if self.text.startswith(":", self.pos) and not self.text.startswith(": ", self.pos):
                     self.pos += 1
-                    m = _INT.match(self.text, self.pos)
+                    m = _UINT.match(self.text, self.pos)
                     if not m:
                         raise self.error("expected a result count after ':'")
                     self.pos = m.end()
-                    count = int(m.group(0))
+                    count = self.bounded_int(m.group(0), 1, I64_MAX, "result count", m.start())
                 result_names.append((n, count, p))
                 if not self.accept(","):
                     break
@@ -240,7 +333,11 @@ class Parser:
             return self.parse_return(start)
         if not self.peek('"'):
             raise self.error(f"expected an op name in quotes (generic form), found {self.found()}")
+        name_pos = self.pos
         name = self.parse_string()
+        if not _OP_NAME.match(name):
+            raise self.error(f"bad op name {name!r}: expected a dotted name like \"aten.relu\" "
+                             f"(letters, digits, '_', '$', '.', '-')", name_pos)
         self.expect("(", "'(' and the operand list")
         operands: list[Value] = []
         if not self.accept(")"):
@@ -268,6 +365,8 @@ class Parser:
             if v.type != t:
                 raise self.error(f"operand #{i} of '{name}' has type {v.type} but the op's type "
                                  f"says {t}", type_pos)
+        if name == "func.return" and out_types:  # the printer writes it as `return`, resultless
+            raise self.error("'func.return' has no results", type_pos)
         n_named = sum(c for _, c, _ in result_names)
         if n_named != len(out_types):
             raise self.error(f"'{name}' defines {n_named} result names but its type lists "
@@ -313,6 +412,14 @@ class Parser:
         return op
 
     def parse_region(self) -> Region:
+        self.skip_ws()
+        self.enter(self.pos)
+        try:
+            return self._parse_region()
+        finally:
+            self.leave()
+
+    def _parse_region(self) -> Region:
         self.expect("{", "'{' to open a region")
         outer = dict(self.scope)
         block = Block()
@@ -349,7 +456,9 @@ class Parser:
             if elt not in ELEMENT_TYPES:
                 raise self.error(f"unknown element type '{elt}'; known: {', '.join(ELEMENT_TYPES)}",
                                  pos)
-            return TensorType(tuple(None if d == "?" else int(d) for d in dims), elt)
+            shape = tuple(None if d == "?" else self.bounded_int(d, 0, I64_MAX, "dimension", pos)
+                          for d in dims)
+            return TensorType(shape, elt)
         if self.text.startswith("tensor<", self.pos):
             raise self.error("malformed tensor type; expected e.g. tensor<8x?x384xf32>")
         m = self.match(_SCALAR_TYPES)
@@ -396,7 +505,10 @@ class Parser:
             ch = self.text[self.pos]
             if ch == '"':
                 self.pos += 1
-                return out.decode("utf-8", errors="replace")
+                try:
+                    return out.decode("utf-8")
+                except UnicodeDecodeError:  # decoding with "replace" would not print back the same
+                    raise self.error("string escapes do not form UTF-8 text", start) from None
             if ch == "\\":
                 nxt = self.text[self.pos + 1: self.pos + 3]
                 simple = {"n": b"\n", "t": b"\t", '"': b'"', "\\": b"\\"}
@@ -409,7 +521,10 @@ class Parser:
                 else:
                     raise self.error("bad escape in string; use \\\\, \\\", \\n, \\t or \\XX hex")
             else:
-                out += ch.encode("utf-8")
+                try:
+                    out += ch.encode("utf-8")
+                except UnicodeEncodeError:  # a lone surrogate: only reachable from Python strings
+                    raise self.error("string holds a lone surrogate code point") from None
                 self.pos += 1
 
     def parse_attr_dict(self) -> dict[str, Attr]:
@@ -440,19 +555,23 @@ class Parser:
         if self.peek('"'):
             return self.parse_string()
         if self.accept("["):
-            items: list[Attr] = []
-            if self.accept("]"):
-                return items
-            while True:
-                items.append(self.parse_attr())
+            self.enter(pos)
+            try:
+                items: list[Attr] = []
                 if self.accept("]"):
                     return items
-                self.expect(",", "',' or ']'")
-        if self.match(re.compile(r"true\b")):
+                while True:
+                    items.append(self.parse_attr())
+                    if self.accept("]"):
+                        return items
+                    self.expect(",", "',' or ']'")
+            finally:
+                self.leave()
+        if self.match(_KEYWORD["true"]):
             return True
-        if self.match(re.compile(r"false\b")):
+        if self.match(_KEYWORD["false"]):
             return False
-        if self.match(re.compile(r"unit\b")):
+        if self.match(_KEYWORD["unit"]):
             return UNIT
         m = self.match(_HEX)
         if m:
@@ -460,27 +579,14 @@ class Parser:
             t = self.parse_type()
             if t != ScalarType("f64"):
                 raise self.error("hexadecimal float attributes must be f64", pos)
-            bits = int(m.group(0), 16)
+            digits = m.group(0)[2:].lstrip("0") or "0"
+            bits = int(digits, 16) if len(digits) <= 16 else 1 << 64  # no giant int for a bound
             if bits >= 1 << 64:
                 raise self.error("hexadecimal float literal has more than 64 bits", pos)
             return struct.unpack("<d", struct.pack("<Q", bits))[0]
         m = self.match(_NUMBER)
         if m:
-            is_float = m.group(1) is not None or m.group(2) is not None
-            value: Attr = float(m.group(0)) if is_float else int(m.group(0))
-            if self.peek(":") and not self.peek("::"):
-                save = self.pos
-                self.expect(":")
-                try:
-                    t = self.parse_type()
-                except ParseError:
-                    self.pos = save  # the ':' belongs to the op's type, not to this attribute
-                    return value
-                if isinstance(t, ScalarType) and t.name.startswith(("f", "bf")):
-                    return float(value)
-                if t == ScalarType("i1"):
-                    return bool(value)
-            return value
+            return self._number(m.group(0), m.group(1) is not None or m.group(2) is not None, pos)
         if self.peek("dense<") or self.peek("#"):
             raise self.error("this attribute kind is not supported: tensors belong in the weight "
                              "store (a parameter argument), not in the IR text")
@@ -488,6 +594,34 @@ class Parser:
             return TypeAttr(self.parse_type())
         except ParseError:
             raise self.error(f"expected an attribute value, found {self.found()}", pos) from None
+
+    def _number(self, literal: str, is_float: bool, pos: int) -> Attr:
+        """A number literal and its optional `: type`. The type is not kept (ints are i64, floats
+        f64), so the value must be exactly what the type says: in range, finite, integral."""
+        t: Type | None = None
+        if self.peek(":") and not self.peek("::"):
+            save = self.pos
+            self.expect(":")
+            try:
+                t = self.parse_type()
+            except ParseError:
+                self.pos = save  # the ':' belongs to the op's type, not to this attribute
+            if t is not None and not isinstance(t, ScalarType):
+                raise self.error(f"a number's type must be a scalar like i64 or f32, not {t}", pos)
+        if isinstance(t, ScalarType) and t.name.startswith(("f", "bf")):
+            is_float = True
+        elif t is not None and is_float:
+            raise self.error(f"float literal {literal} cannot have integer type {t}", pos)
+        if is_float:
+            value = float(literal)
+            if not math.isfinite(value):
+                raise self.error(f"float literal {literal[:24]} is out of range for f64; write "
+                                 f"infinity as 0x7FF0000000000000 : f64", pos)
+            return value
+        name = t.name if t is not None else "i64"
+        lo, hi = _INT_RANGES.get(name, (I64_MIN, I64_MAX))
+        value = self.bounded_int(literal, lo, hi, f"{name} integer", pos)
+        return bool(value) if name == "i1" else value
 
     def parse_optional_loc(self) -> Location | None:
         if not self.peek("loc("):
@@ -497,26 +631,26 @@ class Parser:
         if self.peek('"'):
             file = self.parse_string()
             if self.accept(":"):
-                line = self.match(_INT)
+                line = self.match(_UINT)
                 if not line:
                     raise self.error("expected a line number in loc(\"file\":line:col)")
                 self.expect(":")
-                col = self.match(_INT)
+                col = self.match(_UINT)
                 if not col:
                     raise self.error("expected a column number in loc(\"file\":line:col)")
                 self.expect(")")
-                return Location(file, int(line.group(0)), int(col.group(0)))
+                bound = (1 << 32) - 1  # MLIR keeps both as unsigned 32-bit
+                return Location(file, self.bounded_int(line.group(0), 0, bound, "line", line.start()),
+                                self.bounded_int(col.group(0), 0, bound, "column", col.start()))
             self.expect(")")
             return Location(file, 0, 0)
         depth = 1  # some other location form (unknown, fused, callsite): skip it
-        while depth:
-            if self.pos >= len(self.text):
-                raise self.error("unterminated loc(...)", pos)
-            c = self.text[self.pos]
-            depth += c == "("
-            depth -= c == ")"
-            self.pos += 1
-        return None
+        for m in _PARENS.finditer(self.text, self.pos):
+            depth += 1 if m.group(0) == "(" else -1
+            if not depth:
+                self.pos = m.end()
+                return None
+        raise self.error("unterminated loc(...)", pos)
 
 
 def parse_module(text: str, filename: str = "<string>", line_offset: int = 0) -> Module:

@@ -1,7 +1,8 @@
 """Passes, the pass registry, textual pipelines, analyses and the pass manager.
 
 A pass is a dataclass whose fields are its options (xDSL style) and whose `name` is its
-pipeline spelling; `@register_pass` makes it reachable from text. A pipeline is text, as in
+pipeline spelling; `register_pass` puts it in a registry (`PASSES`, filled with the built-in
+passes by `spokeshave.load_builtin()`), which makes it reachable from text. A pipeline is text, as in
 `mlir-opt`: `"canonicalize,cse,dce"`, `"quantize{scheme=w8a8 group=128}"`. Option names may
 use `-` or `_`; inside braces options are separated by spaces or commas. `print_pipeline`
 writes the canonical form (non-default options only), which parses back to equal passes.
@@ -9,7 +10,6 @@ writes the canonical form (non-default options only), which parses back to equal
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import io
 import re
 import sys
@@ -18,50 +18,103 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TextIO
 
-from .errors import PipelineError, SpokeshaveError, VerifyError
-from .ir import Module
+from .errors import Diagnostic, PipelineError, SpokeshaveError, VerifyError
+from .ir import Module, Op
+from .registry import Registry
+from .report import LayerEntry
+from .target import Target
 from .weights import WeightStore
+
+# ------------------------------------------------------------------ options
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed interval of a numeric option; `None` leaves a side open-ended."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def contains(self, v: float) -> bool:
+        if v != v:  # NaN is in no range
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        if self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi):
+            return False
+        return True
+
+    def describe(self, integer: bool) -> str:
+        if self.lo is not None and self.hi is not None:
+            return (f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}"
+                    f"{')' if self.hi_open else ']'}")
+        if self.lo is not None:
+            if integer and self.lo == 1 and not self.lo_open:
+                return "a positive integer"
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"{'<' if self.hi_open else '<='} {self.hi:g}"
+
+
+def option(default: Any, *, choices: Any = None, range: Range | None = None, help: str = "",
+           why: str = "") -> Any:
+    """A pass option: a dataclass field whose metadata `Pass.validate` checks. `choices` is a
+    tuple or a function returning one (for registries that grow, like quantization schemes);
+    `why` is added to a range error to say what the option means."""
+    return field(default=default, metadata={"choices": choices, "range": range, "help": help,
+                                            "why": why})
+
+
+def _choices(f: dataclasses.Field) -> tuple | None:
+    c = f.metadata.get("choices")
+    return tuple(c()) if callable(c) else c
+
 
 # ------------------------------------------------------------------ passes & registry
 
 
 class Pass:
-    """Base of all passes. Subclasses are dataclasses; fields are options.
+    """Base of all passes. Subclasses are dataclasses; fields are options (see `option`).
 
     `run` returns False when it changed nothing (all analyses stay valid); anything else
-    invalidates every analysis not listed in `preserves`. `validate` checks option values."""
+    invalidates every analysis not listed in `preserves`. `statistics()` names the
+    calibration statistics the pass reads, so calibration collects only what the pipeline
+    needs. A pass with `needs_unfused` rewrites ops that fusion moves into regions, so the
+    pass manager refuses to run it on a module that already has them."""
 
     name: ClassVar[str] = ""
     preserves: ClassVar[tuple[type, ...]] = ()
+    needs_unfused: ClassVar[bool] = False
 
     def run(self, module: Module, ctx: "PassContext") -> bool | None:
         raise NotImplementedError
 
+    def statistics(self) -> frozenset[str]:
+        return frozenset()
+
     def validate(self) -> None:
         for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
             v = getattr(self, f.name)
+            choices = _choices(f)
             if choices is not None and v not in choices:
                 raise PipelineError(f"pass '{self.name}': option '{_opt(f.name)}' must be one of "
                                     f"{', '.join(map(str, choices))}; got {v!r}")
+            rng = f.metadata.get("range")
+            if rng is not None and not rng.contains(v):
+                why = f" ({f.metadata['why']})" if f.metadata.get("why") else ""
+                raise PipelineError(f"pass '{self.name}': option '{_opt(f.name)}' must be "
+                                    f"{rng.describe(isinstance(v, int))}{why}; got {v!r}")
 
 
-_PASSES: dict[str, type[Pass]] = {}
+PASSES: Registry[type[Pass]] = Registry("pass")
 
 
-def register_pass(cls: type[Pass]) -> type[Pass]:
-    """Class decorator: make `cls` (a dataclass with a `name`) reachable from pipelines."""
+def register_pass(cls: type[Pass], registry: Registry[type[Pass]] | None = None) -> type[Pass]:
+    """Make `cls` (a dataclass with a `name`) reachable from pipelines."""
     if not dataclasses.is_dataclass(cls) or not cls.name:
         raise TypeError(f"{cls.__name__} must be a dataclass with a `name`")
-    if cls.name in _PASSES and _PASSES[cls.name] is not cls:
-        raise TypeError(f"pass name '{cls.name}' registered twice")
-    _PASSES[cls.name] = cls
-    return cls
-
-
-def registered_passes() -> dict[str, type[Pass]]:
-    importlib.import_module("spokeshave.passes")  # the passes package registers everything it holds
-    return dict(_PASSES)
+    return (PASSES if registry is None else registry).register(cls.name, cls)
 
 
 def _opt(field_name: str) -> str:
@@ -74,7 +127,7 @@ def describe_options(cls: type[Pass]) -> str:
         return "(no options)"
     parts = []
     for f in fs:
-        choices = f.metadata.get("choices")
+        choices = _choices(f)
         kind = "|".join(map(str, choices)) if choices else f.type if isinstance(f.type, str) else f.type.__name__
         parts.append(f"{_opt(f.name)}=<{kind}> (default {f.default!r})")
     return ", ".join(parts)
@@ -123,9 +176,10 @@ def _convert(cls: type[Pass], f: dataclasses.Field, raw: str) -> Any:
     return raw
 
 
-def parse_pipeline(text: str) -> list[Pass]:
-    """`"canonicalize,cse,quantize{scheme=w8a8}"` -> pass instances (options validated)."""
-    known = registered_passes()
+def parse_pipeline(text: str, registry: Registry[type[Pass]] | None = None) -> list[Pass]:
+    """`"canonicalize,cse,quantize{scheme=w8a8}"` -> pass instances (options validated),
+    from `registry` (default: the process-wide `PASSES`)."""
+    known = PASSES if registry is None else registry
     body = text.strip()
     m = re.fullmatch(r"(?:builtin\.module|func\.func)\((.*)\)", body, re.S)
     if m:  # MLIR-style anchoring; our passes run on whole modules
@@ -188,24 +242,25 @@ class AnalysisManager:
             self._cache[cls] = cls(module, self.ctx)
         return self._cache[cls]
 
-    def cached(self, cls: type) -> Any | None:
-        return self._cache.get(cls)
-
     def invalidate(self, keep: tuple[type, ...] = ()) -> None:
         self._cache = {k: v for k, v in self._cache.items() if k in keep}
 
 
 @dataclass
 class PassContext:
-    """What passes may read and change besides the IR."""
+    """What passes may read and change besides the IR: the weights, the calibration batches
+    (statistics over them are an analysis), the target and the cost model to ask (both set
+    by `compile()`), remarks, statistics and the per-layer report."""
 
     weights: WeightStore = field(default_factory=WeightStore)
-    calibration: list | None = None  # batches of user inputs; statistics are an analysis
-    cost_model: Any = None
-    target: str = "cpu"
-    diagnostics: list[str] = field(default_factory=list)
+    calibration: list | None = None
+    target: Target = field(default_factory=Target.host)
+    cost_model: Any = None  # a `compiler.cost.CostModel`; passes reach it through the analysis
+    diagnostics: list[Diagnostic] = field(default_factory=list)
     stats: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
-    report: list[dict] = field(default_factory=list)  # per-layer entries of compression passes
+    report: list[LayerEntry] = field(default_factory=list)
+    # The calibration statistics the pipeline's passes declared (None: collect everything).
+    statistics_needed: frozenset[str] | None = None
     analyses: AnalysisManager = None  # type: ignore[assignment]
 
     def __post_init__(self):
@@ -215,8 +270,9 @@ class PassContext:
     def stat(self, pass_name: str, key: str, n: int = 1) -> None:
         self.stats[pass_name][key] += n
 
-    def remark(self, message: str) -> None:
-        self.diagnostics.append(message)
+    def remark(self, where: Op | None, message: str) -> None:
+        """Record what a pass chose not to do, at the op it is about (None: the module)."""
+        self.diagnostics.append(Diagnostic("remark", message, where.loc if where is not None else None))
 
 
 # ------------------------------------------------------------------ the pass manager
@@ -232,8 +288,8 @@ class PassManager:
     timings: list[tuple[str, float]] = field(default_factory=list)
 
     @staticmethod
-    def parse(pipeline: str, **kw) -> "PassManager":
-        return PassManager(parse_pipeline(pipeline), **kw)
+    def parse(pipeline: str, registry: Registry[type[Pass]] | None = None, **kw) -> "PassManager":
+        return PassManager(parse_pipeline(pipeline, registry), **kw)
 
     @property
     def pipeline(self) -> str:
@@ -246,14 +302,18 @@ class PassManager:
         out = self.out or sys.stderr
         if self.verify:
             verify(module, ctx.weights, pass_name=None)
+        needed = frozenset().union(*(p.statistics() for p in self.passes))
+        ctx.statistics_needed = needed if ctx.statistics_needed is None else ctx.statistics_needed | needed
         for p in self.passes:
+            if p.needs_unfused:
+                _refuse_after_fusion(p, module)
             t0 = time.perf_counter()
             try:
                 changed = p.run(module, ctx)
             except (VerifyError, PipelineError):
                 raise
             except SpokeshaveError as e:
-                raise type(e)(f"pass '{p.name}': {e}") from None
+                raise e.with_prefix(f"pass '{p.name}': ") from None
             self.timings.append((p.name, time.perf_counter() - t0))
             if changed is not False:
                 ctx.analyses.invalidate(p.preserves)
@@ -281,6 +341,14 @@ class PassManager:
                 for k, v in sorted(counter.items()):
                     buf.write(f"  {name}: {v} {k}\n")
         return buf.getvalue()
+
+
+def _refuse_after_fusion(p: Pass, module: Module) -> None:
+    fused = next((op for op in module.walk() if op.regions), None)
+    if fused is not None:
+        raise PipelineError(f"pass '{p.name}' must run before 'fuse': the module already has fused "
+                            f"groups ({fused.describe()}), whose ops it would not see; put the "
+                            f"compression passes before 'fuse' in the pipeline", fused.loc)
 
 
 def run_pipeline(module: Module, pipeline: str | list[Pass], ctx: PassContext | None = None,

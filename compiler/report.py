@@ -1,7 +1,7 @@
 """The quality report of a compressed model: what each layer became and what it cost.
 
-Compression passes append one entry per layer to `PassContext.report` (scheme, bits per
-weight, sparsity, the layer's relative output error on the calibration tokens
+Compression passes append one typed `LayerEntry` per layer to `PassContext.report` (scheme,
+bits per weight, sparsity, the layer's relative output error on the calibration tokens
 `tr(dW H dW^T) / tr(W H W^T)`, or why it was skipped). `QualityReport` adds the end-to-end
 error of the compiled model against the eager model on the calibration batches, prints a
 table, and saves a per-layer error plot (PNG). It is what a user reads to trust a
@@ -14,6 +14,52 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+
+# Statuses a pass gives a layer; "skipped" entries carry the reason.
+SKIPPED = "skipped"
+
+
+@dataclass
+class LayerEntry:
+    """What one pass did to one layer. `rel_err` is the output error over the calibration
+    tokens (present when the input covariance was collected); `weight_rel_err` the relative
+    Frobenius error of the weight. `details` holds what only that pass reports (a smoothing
+    alpha, the channels moved first, a rank)."""
+
+    pass_name: str
+    layer: str
+    status: str
+    scheme: str = ""
+    method: str = ""
+    op: str = ""
+    reason: str = ""
+    in_features: int | None = None
+    out_features: int | None = None
+    bits_per_weight: float | None = None
+    bytes: int | None = None
+    sparsity: float | None = None
+    weight_rel_err: float | None = None
+    rel_err: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> bool:
+        return self.status == SKIPPED
+
+    @property
+    def error(self) -> float | None:
+        """The error to show: the output error when measured, else the weight error."""
+        return self.rel_err if self.rel_err is not None else self.weight_rel_err
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    """The compiled model against the eager one on the calibration batches."""
+
+    batches: int
+    rel_mse: float
+    max_rel_mse: float
+    min_cosine: float
 
 
 def _float_leaves(x: Any) -> list[torch.Tensor]:
@@ -34,11 +80,11 @@ def output_error(reference: Any, compiled: Any) -> tuple[float, float]:
 class QualityReport:
     """Per-layer entries plus end-to-end error (None when there was no calibration data)."""
 
-    layers: list[dict] = field(default_factory=list)
-    end_to_end: dict | None = None
+    layers: list[LayerEntry] = field(default_factory=list)
+    end_to_end: EndToEnd | None = None
 
     @staticmethod
-    def measure(entries: list[dict], batches: list | None,
+    def measure(entries: list[LayerEntry], batches: list | None,
                 reference: Callable[..., Any], compiled: Callable[..., Any]) -> "QualityReport":
         e2e = None
         if batches:
@@ -48,32 +94,31 @@ class QualityReport:
                     rel, cos = output_error(reference(*args, **kwargs), compiled(*args, **kwargs))
                     rels.append(rel)
                     coss.append(cos)
-            e2e = {"batches": len(batches), "rel_mse": sum(rels) / len(rels),
-                   "max_rel_mse": max(rels), "min_cosine": min(coss)}
+            e2e = EndToEnd(len(batches), sum(rels) / len(rels), max(rels), min(coss))
         return QualityReport(list(entries), e2e)
 
-    def rows(self) -> list[dict]:
-        return [e for e in self.layers if "layer" in e]
+    def by_layer(self, pass_name: str | None = None) -> dict[str, LayerEntry]:
+        """The last entry per layer (of one pass, if given)."""
+        return {e.layer: e for e in self.layers if pass_name is None or e.pass_name == pass_name}
+
+    def skipped(self) -> list[LayerEntry]:
+        return [e for e in self.layers if e.skipped]
 
     def __str__(self) -> str:
         head = f"{'layer':<48} {'pass':<16} {'scheme':<8} {'bits/w':>6} {'sparsity':>8} {'rel err':>10}  status"
         lines = [head, "-" * len(head)]
-        for e in self.rows():
-            bits = e.get("bits_per_weight")
-            err = e.get("rel_err", e.get("weight_rel_err"))
-            status = e.get("status", "")
-            if e.get("reason"):
-                status += f" ({e['reason']})"
-            sparsity = e.get("sparsity")
-            cells = ("" if bits is None else f"{bits:.2f}", "" if sparsity is None else f"{sparsity:.2f}",
-                     "" if err is None else f"{err:.3e}")
-            lines.append(f"{e['layer']:<48.48} {e.get('pass', ''):<16.16} {str(e.get('scheme', '')):<8.8} "
+        for e in self.layers:
+            status = e.status + (f" ({e.reason})" if e.reason else "")
+            cells = ("" if e.bits_per_weight is None else f"{e.bits_per_weight:.2f}",
+                     "" if e.sparsity is None else f"{e.sparsity:.2f}",
+                     "" if e.error is None else f"{e.error:.3e}")
+            lines.append(f"{e.layer:<48.48} {e.pass_name:<16.16} {e.scheme:<8.8} "
                          f"{cells[0]:>6} {cells[1]:>8} {cells[2]:>10}  {status}")
         if self.end_to_end:
             d = self.end_to_end
-            lines.append(f"end to end over {d['batches']} calibration batches: relative MSE "
-                         f"{d['rel_mse']:.3e} (worst batch {d['max_rel_mse']:.3e}), min cosine "
-                         f"{d['min_cosine']:.6f}")
+            lines.append(f"end to end over {d.batches} calibration batches: relative MSE "
+                         f"{d.rel_mse:.3e} (worst batch {d.max_rel_mse:.3e}), min cosine "
+                         f"{d.min_cosine:.6f}")
         else:
             lines.append("end to end: not measured (compile with calibration=[batches])")
         return "\n".join(lines)
@@ -85,19 +130,17 @@ class QualityReport:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        rows = self.rows()
+        rows = self.layers
         fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(rows) + 2), 4))
-        errs, colors, labels = [], [], []
+        errs, colors = [], []
         palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        passes = sorted({e.get("pass", "") for e in rows})
+        passes = sorted({e.pass_name for e in rows})
         for e in rows:
-            err = e.get("rel_err", e.get("weight_rel_err"))
-            skipped = e.get("status") == "skipped" or err is None
-            errs.append(float("nan") if skipped else max(err, 1e-12))
-            colors.append("lightgray" if skipped else palette[passes.index(e.get("pass", "")) % len(palette)])
-            labels.append(e["layer"])
+            skipped = e.skipped or e.error is None
+            errs.append(float("nan") if skipped else max(e.error, 1e-12))
+            colors.append("lightgray" if skipped else palette[passes.index(e.pass_name) % len(palette)])
         x = list(range(len(rows)))
-        ax.bar(x, [float("nan") if math.isnan(v) else v for v in errs], color=colors)
+        ax.bar(x, errs, color=colors)
         for i, v in enumerate(errs):
             if math.isnan(v):  # drawn in axes coordinates: a log axis has no zero to stand on
                 ax.text(i, 0.02, "skipped", transform=ax.get_xaxis_transform(), rotation=90,
@@ -105,10 +148,10 @@ class QualityReport:
         ax.set_yscale("log")
         ax.set_ylabel("relative output error (calibration)")
         ax.set_xticks(x)
-        ax.set_xticklabels(labels, rotation=90, fontsize=5 if len(rows) > 30 else 8)
+        ax.set_xticklabels([e.layer for e in rows], rotation=90, fontsize=5 if len(rows) > 30 else 8)
         title = "per-layer error"
         if self.end_to_end:
-            title += f" — end to end rel. MSE {self.end_to_end['rel_mse']:.2e}"
+            title += f" — end to end rel. MSE {self.end_to_end.rel_mse:.2e}"
         ax.set_title(title)
         fig.tight_layout()
         fig.savefig(path, dpi=120)

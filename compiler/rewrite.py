@@ -11,20 +11,26 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable, Iterable
 
+from .dialect import PURE, op_def
 from .errors import SpokeshaveError
-from .ir import Block, Function, Module, Op, Value
+from .ir import Block, Function, Module, Op, Region, Value
 
+# ATen ops without a record are pure unless their name says they draw random numbers,
+# allocate uninitialised memory or assert.
 _IMPURE_MARKERS = ("rand", "bernoulli", "normal", "uniform", "multinomial", "exponential",
                    "empty", "_assert", "print", "seed")
 
 
 def is_pure(op: Op) -> bool:
-    """No side effects and deterministic: safe to erase when unused and to merge by CSE."""
-    if op.name in ("func.return", "spk.yield"):
-        return False
-    if "dropout" in op.name:
+    """No side effects and deterministic: safe to erase when unused and to merge by CSE.
+    A recorded op is pure when its record says so (and, with regions, so is its body)."""
+    d = op_def(op.name)
+    if d is not None:
+        if PURE not in d.traits:
+            return False
+    elif "dropout" in op.name:
         return op.attributes.get("train") is False
-    if any(m in op.name for m in _IMPURE_MARKERS):
+    elif any(m in op.name for m in _IMPURE_MARKERS):
         return False
     return all(is_pure(inner) for r in op.regions for b in r.blocks for inner in b.ops[:-1])
 
@@ -116,6 +122,80 @@ class Rewriter:
         self.touched.extend(v.defining_op for v in op.operands if v.defining_op)
         op.parent.erase(op)
         self.changes += 1
+
+    def outline(self, ops: list[Op], name: str = "spk.fused", attributes: dict | None = None,
+                terminator: str = "spk.yield") -> Op:
+        """Move `ops` (in one block) into the region of a new op `name`: values they read
+        from outside become its operands (and the block's arguments), results read outside
+        (or returned) become its results, ended by `terminator`. The group must be convex
+        (no path from it through an outside op back into it); outside ops between its members
+        that depend on it move after the new op. Returns the new op."""
+        if not ops:
+            raise ValueError("outline: no ops")
+        block = ops[0].parent
+        if any(o.parent is not block for o in ops):
+            raise ValueError("outline: the ops are not all in one block")
+        group = set(ops)
+        at = {o: i for i, o in enumerate(block.ops)}
+        members = sorted(group, key=at.__getitem__)
+        if members[-1] is block.terminator:
+            raise ValueError("outline: a block's terminator cannot move into a region")
+        lo, hi = at[members[0]], at[members[-1]]
+        tainted: set[Op] = set()  # outside ops in the span that read the group
+        for o in block.ops[lo:hi + 1]:
+            if o not in group and any(v.defining_op in group or v.defining_op in tainted
+                                      for v in o.operands):
+                tainted.add(o)
+        if any(v.defining_op in tainted for o in members for v in o.operands):
+            raise ValueError("outline: the group is not convex (an outside op between its "
+                             "members both reads it and feeds it)")
+        inputs = list(dict.fromkeys(v for o in members for v in o.operands
+                                    if v.defining_op not in group))
+        outputs = [r for o in members for r in o.results
+                   if any(u not in group for u in r.uses)]
+        span = block.ops[lo:hi + 1]
+        moved = [o for o in span if o in tainted]
+        # the new op goes after the outside ops of the span that do not read the group
+        pos = lo + sum(1 for o in span if o not in group and o not in tainted)
+        body = Block([v.type for v in inputs])
+        remap = dict(zip(inputs, body.args))
+        for o in members:
+            block.ops.remove(o)
+            body.append(o)
+            o.operands = [remap.get(v, v) for v in o.operands]
+        body.append(Op(terminator, list(outputs), []))
+        new = Op(name, inputs, [r.type for r in outputs], attributes,
+                 regions=[Region([body])], loc=members[0].loc)
+        for o in moved:
+            block.ops.remove(o)
+        for i, o in enumerate([new, *moved]):
+            o.parent = block
+            block.ops.insert(pos + i, o)
+        for r, nr in zip(outputs, new.results):
+            for user in list(r.uses):
+                if user.parent is not body:
+                    user.operands = [nr if v is r else v for v in user.operands]
+        self.touched.append(new)
+        self.changes += 1
+        return new
+
+    def inline(self, op: Op) -> list[Value]:
+        """The inverse of `outline`: move the body of a one-region op into its block in its
+        place, its arguments replaced by the op's operands; returns what replaced its results."""
+        block = op.parent
+        body = op.regions[0].block
+        remap = dict(zip(body.args, op.operands))
+        term = body.ops[-1]
+        results = [remap.get(v, v) for v in term.operands]
+        term.drop_operands()
+        for inner in body.ops[:-1]:
+            inner.operands = [remap.get(v, v) for v in inner.operands]
+            inner.parent = block
+            block.ops.insert(block.ops.index(op), inner)
+            self.touched.append(inner)
+        body.ops = []
+        self.replace_op(op, results)
+        return results
 
 
 def _ops_of(block: Block) -> Iterable[Op]:

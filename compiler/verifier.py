@@ -1,28 +1,24 @@
-"""The verifier: SSA dominance, use lists, types, parameters and per-op invariants.
+"""The verifier: SSA dominance, use lists, types, parameters, regions and per-op invariants.
 
 It runs after every pass when verification is on (the default in tests and in
 `spokeshave-opt`). A failure is one `VerifyError` that names the pass that broke the
-invariant, the op and its location.
+invariant, the op and its location (`err.loc`). Region rules come from op records, not
+from op names: a block ends with the terminator its parent's record names (`func.return`
+for a function body), an op with a `parent` sits directly in that op's region, and a region
+sees the enclosing values unless its op is `isolated_from_above`.
 """
 from __future__ import annotations
 
+from .dialect import ISOLATED_FROM_ABOVE, TERMINATOR, OpInvalid, op_def
 from .errors import VerifyError
 from .ir import Block, Function, Module, Op, TensorType, Value, types_compatible
-from .opdefs import DECLARED, OpInvalid
 from .weights import WeightStore
-
-
-class _Fail(Exception):
-    pass
 
 
 def _fail(op_or_func, message: str, pass_name: str | None) -> VerifyError:
     after = f" after pass '{pass_name}'" if pass_name else ""
-    if isinstance(op_or_func, Op):
-        where = f"{op_or_func.loc}: " if op_or_func.loc else ""
-        return VerifyError(f"{where}error: verification failed{after}: op \"{op_or_func.name}\": {message}")
-    where = f"{op_or_func.loc}: " if op_or_func.loc else ""
-    return VerifyError(f"{where}error: verification failed{after}: @{op_or_func.name}: {message}")
+    what = f'op "{op_or_func.name}"' if isinstance(op_or_func, Op) else f"@{op_or_func.name}"
+    return VerifyError(f"verification failed{after}: {what}: {message}", op_or_func.loc)
 
 
 def verify(module: Module, weights: WeightStore | None = None, pass_name: str | None = None) -> None:
@@ -64,17 +60,23 @@ def _verify_function(f: Function, weights: WeightStore | None, pass_name: str | 
             types_compatible(v.type, t) for v, t in zip(ret.operands, f.result_types)):
         raise _fail(ret, f"returns ({', '.join(str(v.type) for v in ret.operands)}) but @{f.name} "
                          f"declares ({', '.join(map(str, f.result_types))})", pass_name)
-    _verify_block(f.body, set(f.args), "func.return", pass_name)
+    _verify_block(f.body, set(f.args), "func.return", None, pass_name)
 
 
-def _verify_block(block: Block, visible: set[Value], terminator: str, pass_name: str | None) -> None:
+def _verify_block(block: Block, visible: set[Value], terminator: str, parent: Op | None,
+                  pass_name: str | None) -> None:
     defined = set(visible) | set(block.args)
     for i, op in enumerate(block.ops):
         if op.parent is not block:
             raise _fail(op, "op's parent link does not point at its block", pass_name)
+        decl = op_def(op.name)
         is_last = i == len(block.ops) - 1
-        if (op.name == terminator) != is_last:
-            raise _fail(op, f"'{terminator}' must be the last op of its block, and only there", pass_name)
+        if is_last and op.name != terminator:
+            raise _fail(op, f"the block must end with '{terminator}'", pass_name)
+        if (op.name == terminator or (decl is not None and TERMINATOR in decl.traits)) and not is_last:
+            raise _fail(op, f"'{op.name}' must be the last op of its block, and only there", pass_name)
+        if decl is not None and decl.parent is not None and (parent is None or parent.name != decl.parent):
+            raise _fail(op, f"'{op.name}' must sit directly in a '{decl.parent}' region", pass_name)
         for j, v in enumerate(op.operands):
             if v not in defined:
                 src = v.defining_op
@@ -87,10 +89,12 @@ def _verify_block(block: Block, visible: set[Value], terminator: str, pass_name:
             for user in r.uses:
                 if r not in user.operands:
                     raise _fail(op, "a result's use list names an op that does not use it", pass_name)
-        decl = DECLARED.get(op.name)
+        if op.regions and decl is None:
+            raise _fail(op, "an op with regions must have an op record (it says how its region "
+                            "is terminated and scoped)", pass_name)
         if decl is not None:
             try:
-                expected = decl(op)
+                expected = decl.check(op)
             except OpInvalid as e:
                 raise _fail(op, str(e), pass_name) from None
             if expected is not None:
@@ -102,6 +106,9 @@ def _verify_block(block: Block, visible: set[Value], terminator: str, pass_name:
             for b in region.blocks:
                 if b.parent is not region:
                     raise _fail(op, "block's parent link is broken", pass_name)
-                # Fused groups are isolated from above: they see only their own arguments.
-                _verify_block(b, set(), "spk.yield", pass_name)
+                if not b.ops:
+                    raise _fail(op, f"its region's block is empty; it must end with "
+                                    f"'{decl.region_terminator}'", pass_name)
+                inner = set() if ISOLATED_FROM_ABOVE in decl.traits else defined
+                _verify_block(b, inner, decl.region_terminator, op, pass_name)
         defined.update(op.results)

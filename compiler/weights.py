@@ -70,13 +70,6 @@ class WeightStore:
             i += 1
         return f"{base}.{i}"
 
-    def prune(self, keep: set[str]) -> list[str]:
-        """Drop tensors no function refers to any more; returns the dropped names."""
-        dropped = [n for n in self._tensors if n not in keep]
-        for n in dropped:
-            del self._tensors[n]
-        return dropped
-
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._tensors.values())
 
@@ -131,7 +124,5 @@ def complete_weights(module: Module, weights: WeightStore | None) -> WeightStore
                 try:
                     store[name] = synthetic_tensor(name, arg.type)
                 except SpokeshaveError as e:
-                    if f.loc is None:
-                        raise
-                    raise SpokeshaveError(f"{f.loc}: error: {e}") from None
+                    raise SpokeshaveError(e.message, f.loc) from None
     return store

@@ -8,13 +8,13 @@ constants and arithmetic on constant scalars is evaluated.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from spokeshave.compiler.aten import SEGMENTS
-from spokeshave.compiler.errors import PipelineError
-from spokeshave.compiler.frontend import _PY_FUNCS
+from spokeshave.compiler.dialect import op_def
+from spokeshave.compiler.dialect.py import PY_FUNCTIONS
 from spokeshave.compiler.ir import Op, ScalarType, TensorType, Value
-from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.passmanager import Pass, PassContext, Range, option
 from spokeshave.compiler.rewrite import PatternSet, Rewriter, apply_patterns_greedily, pattern
 
 INT64_MAX = 2**63 - 1
@@ -200,13 +200,15 @@ def fold_static_size(op: Op, rw: Rewriter) -> bool:
     return True
 
 
-@pattern(*[f"py.{n}" for n in _PY_FUNCS])
+@pattern(*(f"py.{q}" for q in PY_FUNCTIONS))
 def fold_scalar_arith(op: Op, rw: Rewriter) -> bool:
+    """An op whose record can fold it (symbolic-size arithmetic), on constant operands."""
+    d = op_def(op.name)
     vals = [constant_value(v) for v in op.operands]
-    if any(v is None for v in vals) or len(op.results) != 1:
+    if d is None or d.fold is None or any(v is None for v in vals) or len(op.results) != 1:
         return False
     try:
-        out = _PY_FUNCS[op.name[3:]](*vals)
+        out = d.fold(op, vals)
     except (ArithmeticError, ValueError, TypeError):
         return False  # e.g. division by zero: leave it for run time to report
     kinds = {"i64": int, "f64": float, "i1": bool}
@@ -231,20 +233,13 @@ CANONICALIZATION_PATTERNS = PatternSet(
 )
 
 
-@register_pass
 @dataclass
 class Canonicalize(Pass):
     """Greedy application of the canonicalization patterns (and removal of dead pure ops)."""
 
     name = "canonicalize"
-    max_rewrites: int = field(default=0, metadata={
-        "help": "fail (pattern ping-pong) beyond this many rewrites (0: a bound from the IR size)"})
-
-    def validate(self) -> None:
-        super().validate()
-        if self.max_rewrites < 0:
-            raise PipelineError(f"pass '{self.name}': option 'max-rewrites' must be >= 0 "
-                                f"(0: a bound from the IR size); got {self.max_rewrites}")
+    max_rewrites: int = option(0, range=Range(0), why="0: a bound from the IR size",
+                               help="fail (pattern ping-pong) beyond this many rewrites")
 
     def run(self, module, ctx: PassContext) -> bool:
         n = apply_patterns_greedily(module, CANONICALIZATION_PATTERNS, self.max_rewrites or None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spokeshave.compiler.ir import Block, Module
-from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.passmanager import Pass, PassContext
 from spokeshave.compiler.printer import format_attr_dict
 from spokeshave.compiler.rewrite import is_pure
 
@@ -36,7 +36,6 @@ def _cse_block(block: Block) -> int:
     return removed
 
 
-@register_pass
 @dataclass
 class CSE(Pass):
     name = "cse"

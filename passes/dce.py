@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spokeshave.compiler.ir import Block, Module
-from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.passmanager import Pass, PassContext
 from spokeshave.compiler.rewrite import is_pure
 
 
@@ -26,7 +26,6 @@ def _dce_block(block: Block) -> int:
     return removed
 
 
-@register_pass
 @dataclass
 class DCE(Pass):
     name = "dce"

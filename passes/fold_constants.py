@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 
 from spokeshave.compiler import aten
-from spokeshave.compiler.errors import PipelineError, SpokeshaveError
+from spokeshave.compiler.errors import SpokeshaveError
 from spokeshave.compiler.ir import Function, Module, TensorType, Value
-from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.passmanager import Pass, PassContext, Range, option
 from spokeshave.compiler.rewrite import is_pure
 
 
@@ -34,17 +34,11 @@ def _known_value(f: Function, v: Value, ctx: PassContext, folded: dict):
     return False, None
 
 
-@register_pass
 @dataclass
 class FoldConstants(Pass):
     name = "fold-constants"
-    max_new_elements: int = 1 << 16
-
-    def validate(self) -> None:
-        super().validate()
-        if self.max_new_elements < 0:
-            raise PipelineError(f"pass '{self.name}': option 'max-new-elements' must be >= 0; "
-                                f"got {self.max_new_elements}")
+    max_new_elements: int = option(1 << 16, range=Range(0),
+                                   help="largest folded result that may exceed its inputs")
 
     def run(self, module: Module, ctx: PassContext) -> bool:
         changed = False
@@ -69,14 +63,14 @@ class FoldConstants(Pass):
                 except (SpokeshaveError, RuntimeError, TypeError, ValueError, IndexError) as e:
                     # As in MLIR, a fold that fails is no fold: the op stays for run time.
                     ctx.stat(self.name, "skipped (cannot evaluate)")
-                    ctx.remark(f"fold-constants: not folding {op.describe()}: {e}")
+                    ctx.remark(op, f"fold-constants: not folding {op.describe()}: {e}")
                     continue
                 outs = list(out) if isinstance(out, (list, tuple)) else [out]
                 if len(outs) != len(op.results) or not all(
                         isinstance(t, torch.Tensor) and tuple(t.shape) == r.type.shape
                         and t.dtype == r.type.torch_dtype for t, r in zip(outs, op.results)):
                     ctx.stat(self.name, "skipped (result does not match the op's type)")
-                    ctx.remark(f"fold-constants: not folding {op.describe()}: its value does not "
+                    ctx.remark(op, f"fold-constants: not folding {op.describe()}: its value does not "
                                f"have the op's result type")
                     continue
                 short = op.name.split(".", 1)[1]

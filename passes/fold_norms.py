@@ -36,57 +36,15 @@ import torch
 
 from spokeshave.compiler.errors import SpokeshaveError
 from spokeshave.compiler.ir import Function, Module, Op, TensorType, Value
-from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.passmanager import Pass, PassContext
 from spokeshave.compiler.rewrite import PatternSet, RewritePattern, Rewriter, apply_patterns_greedily
 from spokeshave.compiler.weights import WeightStore
 
+from ._weights import add_param, drop_dead_params, param_base, param_tensor, unused_params
 from .canonicalize import fold_identity_copy, fold_identity_reshape
 
 NORM_OPS = ("aten.rms_norm", "aten.layer_norm")
 LAYER_NORM_EPS = 1e-5  # aten.layer_norm's schema default (omitted from the attributes)
-
-
-# ------------------------------------------------------------------ parameters
-
-
-def param_tensor(func: Function, store: WeightStore, v: Value) -> torch.Tensor | None:
-    """The stored tensor of a parameter argument, or None for anything else."""
-    name = func.param_name(v)
-    return store[name] if name is not None else None
-
-
-def add_param(func: Function, store: WeightStore, base: str, t: torch.Tensor) -> Value:
-    """A new parameter argument holding `t` (the store never has a tensor changed in place)."""
-    name = store.fresh_name(base)
-    store[name] = t.contiguous()
-    return func.add_param(name, TensorType.of(t))
-
-
-def unused_params(func: Function) -> set[str]:
-    """Names of the parameters nothing reads. Take it before a rewrite and pass it to
-    `drop_dead_params` afterwards, so only what the rewrite made dead goes."""
-    return {n for a in func.args if (n := func.param_name(a)) is not None and not a.uses}
-
-
-def drop_dead_params(func: Function, store: WeightStore, spare: set[str] = frozenset()) -> int:
-    """Erase parameter arguments nothing reads (except those named in `spare`) and the
-    tensors no function refers to any more. Returns how many arguments went."""
-    removed = set()
-    for arg in list(func.args):
-        name = func.param_name(arg)
-        if name is not None and not arg.uses and name not in spare:
-            func.erase_arg(arg)
-            removed.add(name)
-    live = set(func.params())
-    for name in removed - live:
-        if name in store:
-            del store[name]
-    return len(removed)
-
-
-def _base(func: Function, v: Value, fallback: str) -> str:
-    name = func.param_name(v)
-    return name if name is not None else fallback
 
 
 # ------------------------------------------------------------------ norm ops
@@ -244,7 +202,7 @@ class AddmmToLinear(RewritePattern):
                     and out.uses[0].result.type == cand.type.with_shape(lead + (n,))
                     and len(out.uses[0].operands) == 1):
                 x, out = cand, out.uses[0].result
-        wv = add_param(self.func, self.store, _base(self.func, w, "linear") + ".t", wt.t())
+        wv = add_param(self.func, self.store, param_base(self.func, w, "linear") + ".t", wt.t())
         new = Op("aten.linear", [x, wv, b], [out.type], loc=op.loc)
         rw.insert_before(op, new)
         anchor = out.defining_op
@@ -376,7 +334,6 @@ def _linear_readers(out: Value) -> list[Op] | None:
     return users
 
 
-@register_pass
 @dataclass
 class FoldNorms(Pass):
     """Fold norm scales/biases into the linears that read them; LayerNorm -> RMSNorm on a
@@ -406,14 +363,14 @@ class FoldNorms(Pass):
             g = param_tensor(func, ctx.weights, parts.weight) if parts.weight is not None else None
             b = param_tensor(func, ctx.weights, parts.bias) if parts.bias is not None else None
             if (parts.weight is not None and g is None) or (parts.bias is not None and b is None):
-                ctx.remark(f"fold-norms: kept the scale of {_where(op)}: it is not a parameter")
+                ctx.remark(op, f"fold-norms: kept the scale of {_where(op)}: it is not a parameter")
                 continue
             linears = _linear_readers(op.result)
             if not linears or any(param_tensor(func, ctx.weights, lin.operands[1]) is None
                                   or (len(lin.operands) > 2
                                       and param_tensor(func, ctx.weights, lin.operands[2]) is None)
                                   for lin in linears):
-                ctx.remark(f"fold-norms: kept the scale of {_where(op)}: its output is read by "
+                ctx.remark(op, f"fold-norms: kept the scale of {_where(op)}: its output is read by "
                            f"something other than linears with parameter weights")
                 ctx.stat(self.name, "norms kept")
                 continue
@@ -422,15 +379,15 @@ class FoldNorms(Pass):
                 wd = w.double()
                 new_w = wd * g.double()[None, :] if g is not None else wd
                 operands = [lin.operands[0],
-                            add_param(func, ctx.weights, _base(func, lin.operands[1], "linear.weight")
+                            add_param(func, ctx.weights, param_base(func, lin.operands[1], "linear.weight")
                                       + ".folded", new_w.to(w.dtype))]
                 if b is not None or len(lin.operands) > 2:
                     c = (param_tensor(func, ctx.weights, lin.operands[2]).double() if len(lin.operands) > 2
                          else torch.zeros(w.shape[0], dtype=torch.float64))
                     if b is not None:
                         c = c + wd @ b.double()
-                    base = (_base(func, lin.operands[2], "linear.bias") if len(lin.operands) > 2
-                            else _base(func, lin.operands[1], "linear.weight").removesuffix(".weight")
+                    base = (param_base(func, lin.operands[2], "linear.bias") if len(lin.operands) > 2
+                            else param_base(func, lin.operands[1], "linear.weight").removesuffix(".weight")
                             + ".bias")
                     operands.append(add_param(func, ctx.weights, base + ".folded", c.to(w.dtype)))
                 lin.operands = operands
@@ -447,7 +404,7 @@ class FoldNorms(Pass):
             stream = ResidualStream.find(func)
         except StreamError as e:
             if any(op.name == "aten.layer_norm" for op in func.ops):
-                ctx.remark(f"fold-norms: LayerNorm kept: {e}")
+                ctx.remark(None, f"fold-norms: LayerNorm kept: {e}")
             return 0
         readers = [r for rs in stream.readers for r in rs]
         if not any(r.name == "aten.layer_norm" for r in readers):
@@ -463,7 +420,7 @@ class FoldNorms(Pass):
                  for w in stream.sources + stream.writers):
             why = "a write into the residual stream has a weight that is not a parameter"
         if why:
-            ctx.remark(f"fold-norms: LayerNorm kept: {why}")
+            ctx.remark(None, f"fold-norms: LayerNorm kept: {why}")
             return 0
         # Centre every write into the stream: then every h_i is mean-free and LN(h) = RMSNorm(h).
         for w in stream.sources + stream.writers:
@@ -474,11 +431,11 @@ class FoldNorms(Pass):
                 new = td - td.mean(dim=1, keepdim=True)
             else:
                 new = td - td.mean(dim=0, keepdim=True)
-            name = _base(func, wv, "weight") + ".centred"
+            name = param_base(func, wv, "weight") + ".centred"
             w.set_operand(w.operands.index(wv), add_param(func, ctx.weights, name, new.to(t.dtype)))
             if w.name == "aten.linear" and len(w.operands) > 2:
                 c = param_tensor(func, ctx.weights, w.operands[2])
-                name = _base(func, w.operands[2], "bias") + ".centred"
+                name = param_base(func, w.operands[2], "bias") + ".centred"
                 w.set_operand(2, add_param(func, ctx.weights, name,
                                            (c.double() - c.double().mean()).to(c.dtype)))
         for p in parts:

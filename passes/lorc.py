@@ -11,8 +11,9 @@ at run time:
 
 The correction is two plain `aten.linear`s and an `aten.add`, so every backend runs it and
 fusion may later fold it into the compressed GEMM's epilogue. It applies to any compressed
-linear whose stored weight has a decoder (`compiler.quant.weight_decoder`): int8, fp8, int4
-group-wise and 2:4 sparse. It must run in the same compile as the pass that compressed the
+linear whose record has a weight decoder (`compiler.dialect`): int8, fp8, int4
+group-wise, 2:4 sparse, the outlier splits, and any format a record declares with the
+`compressed_linear` trait. It must run in the same compile as the pass that compressed the
 layer, because that pass hands over the float weight (`WeightStore.original_of`); a layer
 without one (IR read back from text) is skipped and reported.
 
@@ -33,13 +34,15 @@ from dataclasses import dataclass
 
 import torch
 
-from spokeshave.compiler import quant
-from spokeshave.compiler.calibration import CalibrationStats, require_calibration
-from spokeshave.compiler.errors import PipelineError
+from spokeshave.compiler.calibration import HESSIAN, CalibrationStats, require_calibration
+from spokeshave.compiler.dialect import (COMPRESSED_LINEAR, bits_per_weight, decode_weight,
+                                         has_trait, weight_operands)
 from spokeshave.compiler.ir import Function, Module, Op, TensorType
-from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.passmanager import Pass, PassContext, Range, option
+from spokeshave.compiler.report import LayerEntry
 
-from .quantize import _rel_err, glob_match, layer_name
+from ._compression import (LayerSelection, add_weight_params, layer_name, percdamp_option,
+                           pooled_hessian, relative_error, skip_layer)
 
 
 def low_rank_factors(error: torch.Tensor, rank: int, hessian: torch.Tensor | None = None,
@@ -62,24 +65,18 @@ def low_rank_factors(error: torch.Tensor, rank: int, hessian: torch.Tensor | Non
     return u[:, :rank] * root, b
 
 
-@register_pass
 @dataclass
-class Lorc(Pass):
+class Lorc(LayerSelection, Pass):
     """Add a rank-`rank` correction of the compression error to compressed linears."""
 
     name = "lorc"
-    rank: int = 8
+    needs_unfused = True
+    rank: int = option(8, range=Range(1))
     whiten: bool = False
-    layers: str = "*"
-    skip: str = ""
-    percdamp: float = 0.01
+    percdamp: float = percdamp_option()
 
-    def validate(self) -> None:
-        super().validate()
-        if self.rank < 1:
-            raise PipelineError(f"pass 'lorc': option 'rank' must be a positive integer; got {self.rank}")
-        if not 0.0 < self.percdamp <= 1.0:
-            raise PipelineError(f"pass 'lorc': option 'percdamp' must be in (0, 1]; got {self.percdamp!r}")
+    def statistics(self) -> frozenset[str]:
+        return frozenset({HESSIAN}) if self.whiten else frozenset()
 
     def run(self, module: Module, ctx: PassContext) -> bool:
         if self.whiten:
@@ -88,24 +85,17 @@ class Lorc(Pass):
         changed = False
         for f in module.functions:
             done: dict[str, tuple | None] = {}  # weight param -> its factor params (None: skipped)
-            for op in [o for o in f.body.ops if quant.decoder_of(o.name) is not None]:
+            for op in [o for o in f.body.ops if has_trait(o, COMPRESSED_LINEAR)]:
                 s = stats if f is module.entry else None
                 changed |= self._compensate(f, op, ctx, s, done)
         return changed
 
-    def _skip(self, ctx: PassContext, layer: str, reason: str, key: str) -> None:
-        ctx.remark(f"lorc: skipped layer '{layer}': {reason}")
-        ctx.stat(self.name, f"layers skipped ({key})")
-        ctx.report.append({"pass": self.name, "layer": layer, "scheme": f"rank {self.rank}",
-                           "status": "skipped", "reason": reason})
-
     def _compensate(self, f: Function, op: Op, ctx: PassContext, stats, done: dict) -> bool:
-        n_w = quant.n_weight_operands(op)
         qname = f.param_name(op.operands[1])
         if qname is None:
             return False
         if qname not in done:
-            done[qname] = self._factors(f, op, ctx, stats, qname, n_w)
+            done[qname] = self._factors(f, op, ctx, stats, qname)
         if done[qname] is None:
             return False
         a, b = done[qname]
@@ -123,51 +113,41 @@ class Lorc(Pass):
         ctx.stat(self.name, "linears compensated")
         return True
 
-    def _factors(self, f: Function, op: Op, ctx: PassContext, stats, qname: str,
-                 n_w: int) -> tuple | None:
+    def _factors(self, f: Function, op: Op, ctx: PassContext, stats, qname: str) -> tuple | None:
         """Compute and store the factors of one compressed weight: their params, or None."""
         found = ctx.weights.original_of(qname)
         layer = layer_name(found[0]) if found else qname.rsplit(".", 1)[0]
-        if not glob_match(layer, self.layers) or glob_match(layer, self.skip):
+        if not self.selects(layer):
             return None
         if found is None:
-            return self._skip(ctx, layer, "no float weight to compare with (lorc must run in the "
-                              "same compile as the pass that compressed the layer)", "no original")
+            return skip_layer(ctx, self.name, op, layer, "no float weight to compare with (lorc "
+                              "must run in the same compile as the pass that compressed the "
+                              "layer)", "no original", scheme=f"rank {self.rank}")
         original = found[1]
-        tensors = [ctx.weights[f.param_name(v)] for v in op.operands[1:1 + n_w]]
         w = original.double()
         n, k = w.shape
         if self.rank * (n + k) >= n * k:
-            return self._skip(ctx, layer, f"rank {self.rank} correction of a {n}x{k} weight is as "
-                              f"large as the weight", "rank too large")
-        H = None
-        if stats is not None:  # a shared weight serves all its readers: their inputs pooled
-            readers = [u for u in f.ops if quant.decoder_of(u.name) is not None
-                       and u.operands[1] is op.operands[1]]
-            inputs = [stats.get(u.operands[0]) for u in readers]
-            if all(s is not None and s.hessian_sum is not None for s in inputs):
-                H = sum(s.hessian_sum for s in inputs) / max(sum(s.count for s in inputs), 1)
+            return skip_layer(ctx, self.name, op, layer, f"rank {self.rank} correction of a {n}x{k} "
+                              f"weight is as large as the weight", "rank too large",
+                              scheme=f"rank {self.rank}")
+        # a shared weight serves all its readers: their inputs pooled
+        readers = [u for u in f.ops if has_trait(u, COMPRESSED_LINEAR) and u.operands[1] is op.operands[1]]
+        H = pooled_hessian(stats, [u.operands[0] for u in readers])
         if self.whiten and H is None:
-            return self._skip(ctx, layer, "no calibration statistics for its input",
-                              "no calibration statistics")
-        dq = quant.decoder_of(op.name)(op, tensors).double()
+            return skip_layer(ctx, self.name, op, layer, "no calibration statistics for its input",
+                              "no calibration statistics", scheme=f"rank {self.rank}")
+        tensors = [ctx.weights[f.param_name(v)] for v in weight_operands(op)]
+        dq = decode_weight(op, tensors).double()
         a, b = low_rank_factors(w - dq, self.rank, H if self.whiten else None, self.percdamp)
-        params = []
-        for suffix, t in (("lorc_a", a), ("lorc_b", b)):
-            pname = ctx.weights.fresh_name(f"{layer}.{suffix}")
-            ctx.weights[pname] = t.to(original.dtype).contiguous()
-            params.append(f.add_param(pname, TensorType.of(ctx.weights[pname])))
+        params = add_weight_params(f, ctx, layer, {"lorc_a": a.to(original.dtype),
+                                                    "lorc_b": b.to(original.dtype)})
         corrected = dq + a.to(original.dtype).double() @ b.to(original.dtype).double()
         extra_bits = self.rank * (n + k) * original.element_size() * 8 / (n * k)
-        base = next((e.get("bits_per_weight") for e in reversed(ctx.report)
-                     if e.get("layer") == layer and e.get("bits_per_weight") is not None), None)
-        entry = {"pass": self.name, "layer": layer, "scheme": f"rank {self.rank}",
-                 "status": "compensated", "rank": self.rank, "extra_bits_per_weight": extra_bits,
-                 "weight_rel_err": _rel_err(w, corrected, None)}
-        if base is not None:
-            entry["bits_per_weight"] = base + extra_bits
-        if H is not None:
-            entry["rel_err"] = _rel_err(w, corrected, H)
-            entry["rel_err_before"] = _rel_err(w, dq, H)
-        ctx.report.append(entry)
+        ctx.report.append(LayerEntry(
+            self.name, layer, "compensated", scheme=f"rank {self.rank}",
+            bits_per_weight=bits_per_weight(op) + extra_bits,
+            weight_rel_err=relative_error(w, corrected),
+            rel_err=relative_error(w, corrected, H) if H is not None else None,
+            details={"rank": self.rank, "extra_bits_per_weight": extra_bits,
+                     "rel_err_before": relative_error(w, dq, H) if H is not None else None}))
         return params[0], params[1]

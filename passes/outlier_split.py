@@ -7,7 +7,7 @@ with vector-wise quantization (per-token activation scales, per-output-channel w
 scales). Every `aten.linear` with a parameter weight (`layers=` / `skip=` globs as in
 `quantize`) becomes
 
-* `spk.linear_w8a8_split(x, qweight, scale, oweight, oindex, bias?)` (`compiler.outliers`) if
+* `spk.linear_w8a8_split(x, qweight, scale, oweight, oindex, bias?)` (`compiler.dialect.spk`) if
   some input channel's calibration abs-max exceeds `threshold`: `oweight` = the outlier
   columns of W in the model's float type, `qweight` the int8 rest (outlier columns zero,
   scales from the rest only);
@@ -29,36 +29,33 @@ and reported. Parameters: `<layer>.qweight`, `<layer>.scale`, `<layer>.oweight`,
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from spokeshave.compiler import quant
-from spokeshave.compiler.calibration import CalibrationStats, require_calibration
-from spokeshave.compiler.errors import PipelineError
-from spokeshave.compiler.ir import Module, Op
-from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.calibration import ABSMAX, CalibrationStats, require_calibration
+from spokeshave.compiler.dialect import bits_per_weight, decode_weight
+from spokeshave.compiler.ir import Module
+from spokeshave.compiler.numerics import quant
+from spokeshave.compiler.passmanager import Pass, PassContext, Range, option
+from spokeshave.compiler.report import LayerEntry
 
-from .fold_norms import add_param, drop_dead_params, param_tensor, unused_params
-from .quantize import glob_match, layer_name
+from ._compression import (LayerSelection, add_weight_params, layer_name, relative_error,
+                           replace_linear, retire_replaced, skip_layer)
+from ._weights import param_tensor
 
 
-@register_pass
 @dataclass
-class OutlierSplit(Pass):
+class OutlierSplit(LayerSelection, Pass):
     """int8 linears with the outlier input channels kept in float (LLM.int8())."""
 
     name = "outlier-split"
-    threshold: float = 6.0
-    scheme: str = field(default="w8a8", metadata={"choices": ("w8a8", "w8")})
-    layers: str = "*"
-    skip: str = ""
+    needs_unfused = True
+    threshold: float = option(6.0, range=Range(0.0, lo_open=True))
+    scheme: str = option("w8a8", choices=("w8a8", "w8"))
 
-    def validate(self) -> None:
-        super().validate()
-        if not self.threshold > 0.0:
-            raise PipelineError(f"pass 'outlier-split': option 'threshold' must be > 0; "
-                                f"got {self.threshold!r}")
+    def statistics(self) -> frozenset[str]:
+        return frozenset({ABSMAX})
 
     def run(self, module: Module, ctx: PassContext) -> bool:
         func = module.entry
@@ -70,33 +67,28 @@ class OutlierSplit(Pass):
             if name is None or op.operands[0] in op.operands[1:]:
                 continue
             layer = layer_name(name)
-            if glob_match(layer, self.layers) and not glob_match(layer, self.skip):
+            if self.selects(layer):
                 todo.append((op, layer))
         if not todo:
             return False
         require_calibration(ctx, self.name)
         stats = ctx.analyses.get(CalibrationStats, module)
-        unused = unused_params(func)
         replaced: dict[str, str] = {}  # float weight -> the param holding its int8 codes
         changed = False
         for op, layer in todo:
             st = stats.get(op.operands[0])
             w = param_tensor(func, ctx.weights, op.operands[1])
             if st is None or not w.is_floating_point():
-                ctx.remark(f"outlier-split: skipped layer '{layer}': no calibration statistics "
-                           f"for its input" if st is None else f"weight is not float")
-                ctx.report.append({"pass": self.name, "layer": layer, "status": "skipped",
-                                   "reason": "no calibration statistics" if st is None else "weight not float"})
+                skip_layer(ctx, self.name, op, layer, "no calibration statistics for its input"
+                           if st is None else "weight is not float")
                 continue
             n, k = w.shape
             idx = torch.nonzero(st.absmax > self.threshold).flatten()
             m = idx.numel()
             if m == k:
-                ctx.remark(f"outlier-split: kept layer '{layer}' in float: every input channel "
-                           f"exceeds the threshold {self.threshold}")
-                ctx.report.append({"pass": self.name, "layer": layer, "status": "skipped",
-                                   "reason": f"all {k} input channels exceed threshold"})
-                ctx.stat(self.name, "linears kept in float (all channels outliers)")
+                skip_layer(ctx, self.name, op, layer, f"all {k} input channels exceed the "
+                           f"threshold {self.threshold}: kept in float",
+                           "all channels outliers")
                 continue
             wf = w.float()
             rest = wf.clone()
@@ -108,26 +100,16 @@ class OutlierSplit(Pass):
                 opname = f"spk.linear_{self.scheme}_split"
                 tensors["oweight"] = w[:, idx].clone()
                 tensors["oindex"] = idx.to(torch.int64)
-            args = [add_param(func, ctx.weights, f"{layer}.{suffix}", t) for suffix, t in tensors.items()]
+            args = add_weight_params(func, ctx, layer, tensors)
             replaced[func.param_name(op.operands[1])] = func.param_name(args[0])
-            new = Op(opname, [op.operands[0], *args, *op.operands[2:]], [op.result.type], loc=op.loc)
-            func.body.insert_before(op, new)
-            op.result.replace_all_uses_with(new.result)
-            func.body.erase(op)
-            deq = quant.dequantize_int8(q, s)
-            if m:
-                deq[:, idx] = wf[:, idx]
-            d = (deq.double() - wf.double())
-            ctx.report.append({"pass": self.name, "layer": layer, "scheme": f"{self.scheme}+fp-outliers",
-                               "status": "quantized", "op": opname, "in_features": k,
-                               "out_features": n, "outlier_channels": m,
-                               "bits_per_weight": (8.0 * (k - m) + 32.0 * m) / k + 32.0 / k,
-                               "weight_rel_err": float((d * d).sum() / (wf.double() ** 2).sum().clamp_min(1e-30))})
+            new = replace_linear(op, opname, args)
+            dq = decode_weight(new, list(tensors.values()))
+            ctx.report.append(LayerEntry(
+                self.name, layer, "quantized", scheme=f"{self.scheme}+fp-outliers", op=opname,
+                in_features=k, out_features=n, bits_per_weight=bits_per_weight(new),
+                bytes=sum(t.nbytes for t in tensors.values()), weight_rel_err=relative_error(wf, dq),
+                details={"outlier_channels": m}))
             ctx.stat(self.name, "linears split" if m else f"linears {self.scheme} (no outliers)")
             changed = True
-        live = {func.param_name(a) for a in func.args if a.uses}
-        for name, successor in replaced.items():
-            if name not in live and name in ctx.weights:
-                ctx.weights.retire(name, successor)  # `lorc` reads the float weight back
-        drop_dead_params(func, ctx.weights, unused)
+        retire_replaced(module, ctx, replaced)  # `lorc` reads the float weight back
         return changed

@@ -1,13 +1,17 @@
 """`quantize{scheme=w8|w8a8|w4g|fp8 group=128 symmetric=true method=rtn|gptq layers=.. skip=..}`
 
 Replaces every `aten.linear` whose weight is a parameter with a quantized linear
-(`spk.linear_w8`, `spk.linear_w8a8`, `spk.linear_w4g`, `spk.linear_fp8`; formats in
-`compiler.quant`) whose weights are new parameters in the weight store:
-`<layer>.qweight` (int8 / packed int4 / fp8), `<layer>.scale` and, for asymmetric int4,
-`<layer>.zeros`. A layer is named by its weight's `spk.param` without `.weight`
-(`encoder.layer.0.attention.self.query`); `layers=` and `skip=` are fnmatch globs, several
-separated by `|`. A layer whose in-features the group does not divide is skipped and
-reported (remark, statistic and report entry), never crashed on.
+(`spk.linear_w8`, `spk.linear_w8a8`, `spk.linear_w4g`, `spk.linear_fp8`; records in
+`compiler.dialect.spk`, numbers in `compiler.numerics.quant`) whose weights are new
+parameters in the weight store, one per weight operand of the op: `<layer>.qweight`,
+`<layer>.scale` and, for asymmetric int4, `<layer>.zeros`. A layer is named by its weight's
+`spk.param` without `.weight`; `layers=` and `skip=` select layers (`_compression`). A
+layer whose in-features the group does not divide is skipped and reported (remark,
+statistic and report entry), never crashed on.
+
+A scheme is a `Format` in `FORMATS`: the op that stores it plus one quantizer function.
+Adding a format is an op record and a `register_format` call; the pass, calibration,
+`lorc`, the report and the interpreter need no other edit.
 
 Methods:
 * `rtn`: round to nearest, scales from the weight's range (absmax; min/max when
@@ -23,100 +27,126 @@ Methods:
   stored format). Departure: the Hessian of every layer comes from one run of the
   unquantized model, not from inputs propagated through already-quantized layers.
 
-With calibration data present, each layer's report entry has `rel_err`: the relative
-error of the layer's output over the calibration tokens, `tr(dW H dW^T) / tr(W H W^T)`.
-`w8a8`'s entry measures only its weight error (activation rounding happens at run time).
+Each layer's report entry has the weight error and, when the pipeline collected the input
+covariance (`method=gptq` declares it), the layer's output error over the calibration
+tokens, `tr(dW H dW^T) / tr(W H W^T)`. `w8a8`'s entry measures only its weight error
+(activation rounding happens at run time).
 """
 from __future__ import annotations
 
-import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from spokeshave.compiler import quant
-from spokeshave.compiler.calibration import CalibrationStats, require_calibration
+from spokeshave.compiler.calibration import HESSIAN, CalibrationStats, require_calibration
+from spokeshave.compiler.dialect import bits_per_weight, decode_weight
 from spokeshave.compiler.errors import PipelineError
 from spokeshave.compiler.ir import Function, Module, Op, TensorType, Value
-from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.numerics import quant
+from spokeshave.compiler.passmanager import Pass, PassContext, option
+from spokeshave.compiler.registry import Registry
+from spokeshave.compiler.report import LayerEntry
 
+from ._compression import (LayerSelection, add_weight_params, layer_name, percdamp_option,
+                           relative_error, replace_linear, retire_replaced, skip_layer)
 from ._obs_solver import obs_solve
 
-SCHEMES = ("w8", "w8a8", "w4g", "fp8")
 METHODS = ("rtn", "gptq")
 GROUPS = (16, 32, 64, 128, 256, 512, 1024)
-OP_OF_SCHEME = {"w8": "spk.linear_w8", "w8a8": "spk.linear_w8a8", "w4g": "spk.linear_w4g",
-                "fp8": "spk.linear_fp8"}
 
 
-def layer_name(param: str) -> str:
-    """`encoder.layer.0.attention.self.query.weight` -> `encoder.layer.0.attention.self.query`."""
-    return param[:-len(".weight")] if param.endswith(".weight") else param
+@dataclass(frozen=True)
+class QuantOptions:
+    """What a quantizer function may read of the pass's options."""
 
-
-def glob_match(name: str, globs: str) -> bool:
-    return any(fnmatch.fnmatchcase(name, g.strip()) for g in globs.split("|") if g.strip())
+    group: int
+    symmetric: bool
+    percdamp: float
+    act_order: bool
 
 
 @dataclass
 class Quantized:
-    """A quantized weight: tensors to store (suffix -> tensor), attributes, dequantized W."""
+    """A quantizer's output: the weight-operand tensors of the op, in the op's operand order
+    (each becomes the parameter `<layer>.<key>`), and the op's attributes."""
 
     tensors: dict[str, torch.Tensor]
     attrs: dict
-    dequant: torch.Tensor  # float32 [N, K], what the kernel multiplies by
 
 
-# ------------------------------------------------------------------ the numerics per scheme
+# (float32 weight [N, K], options, input covariance [K, K] or None for round-to-nearest)
+Quantizer = Callable[[torch.Tensor, QuantOptions, "torch.Tensor | None"], Quantized]
 
 
-def _rtn(scheme: str, w: torch.Tensor, group: int, symmetric: bool) -> Quantized:
-    if scheme in ("w8", "w8a8"):
+@dataclass(frozen=True)
+class Format:
+    """A quantization scheme: the op that stores it and the function that encodes a weight.
+    `gptq`: the quantizer accepts an input covariance. `misfit(N, K, options)` says why a
+    weight shape cannot take the format (None: it can)."""
+
+    scheme: str
+    op: str
+    quantize: Quantizer
+    gptq: bool = False
+    misfit: Callable[[int, int, QuantOptions], str | None] | None = None
+
+
+FORMATS: Registry[Format] = Registry("quantization scheme")
+
+
+def register_format(fmt: Format, registry: Registry[Format] | None = None) -> Format:
+    return (FORMATS if registry is None else registry).register(fmt.scheme, fmt)
+
+
+# ------------------------------------------------------------------ the built-in formats
+
+
+def _int8(w: torch.Tensor, opts: QuantOptions, H: torch.Tensor | None) -> Quantized:
+    if H is None:
         q, s = quant.quantize_int8_per_channel(w)
-        return Quantized({"qweight": q, "scale": s}, {}, quant.dequantize_int8(q, s))
-    if scheme == "fp8":
+        return Quantized({"qweight": q, "scale": s}, {})
+    scale64 = quant.int8_channel_scale(w).double()
+
+    def round_int8(j, state):
+        return torch.round(state.w / scale64).clamp(-quant.INT8_MAX, quant.INT8_MAX) * scale64
+
+    res = obs_solve(w, H, round_int8, percdamp=opts.percdamp, act_order=opts.act_order)
+    q = torch.round(res.Q / scale64[:, None]).clamp(-quant.INT8_MAX, quant.INT8_MAX).to(torch.int8)
+    return Quantized({"qweight": q, "scale": scale64.float()}, {})
+
+
+def _fp8(w: torch.Tensor, opts: QuantOptions, H: torch.Tensor | None) -> Quantized:
+    if H is None:
         q, s = quant.quantize_fp8_per_channel(w)
-        return Quantized({"qweight": q, "scale": s}, {}, quant.dequantize_fp8(q, s))
-    params = quant.int4_group_params(w, group, symmetric)
-    return _pack_w4(quant.int4_codes(w, params), params, symmetric)
+        return Quantized({"qweight": q, "scale": s}, {})
+    scale64 = quant.fp8_channel_scale(w).double()
+
+    def round_fp8(j, state):
+        return quant.fp8_round(state.w, scale64)
+
+    res = obs_solve(w, H, round_fp8, percdamp=opts.percdamp, act_order=opts.act_order)
+    q = (res.Q / scale64[:, None]).float().clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn)
+    return Quantized({"qweight": q, "scale": scale64.float()}, {})
 
 
-def _pack_w4(codes: torch.Tensor, params: quant.GroupParams, symmetric: bool) -> Quantized:
+def _w4g_tensors(codes: torch.Tensor, params: quant.GroupParams, symmetric: bool) -> Quantized:
     tensors = {"qweight": quant.pack_int4(codes), "scale": params.scale.float().contiguous()}
     if not symmetric:
         tensors["zeros"] = params.zero.contiguous()
-    return Quantized(tensors, {"group": params.group, "symmetric": symmetric},
-                     quant.dequantize_int4(codes, params))
+    return Quantized(tensors, {"group": params.group, "symmetric": symmetric})
 
 
-def _gptq(scheme: str, w: torch.Tensor, H: torch.Tensor, group: int, symmetric: bool,
-          percdamp: float, act_order: bool) -> Quantized:
-    """GPTQ through the shared OBS solver; the rounding callback records integer codes."""
-    w = w.float()
+def _w4g(w: torch.Tensor, opts: QuantOptions, H: torch.Tensor | None) -> Quantized:
+    group, symmetric = opts.group, opts.symmetric
+    if H is None:
+        params = quant.int4_group_params(w, group, symmetric)
+        return _w4g_tensors(quant.int4_codes(w, params), params, symmetric)
     n, k = w.shape
-    if scheme in ("w8", "w8a8", "fp8"):
-        scale64 = (quant.int8_channel_scale(w) if scheme != "fp8" else quant.fp8_channel_scale(w)).double()
-
-        def round_int8(j, state):
-            return torch.round(state.w / scale64).clamp(-quant.INT8_MAX, quant.INT8_MAX) * scale64
-
-        def round_fp8(j, state):
-            return quant.fp8_round(state.w, scale64)
-
-        res = obs_solve(w, H, round_fp8 if scheme == "fp8" else round_int8,
-                        percdamp=percdamp, act_order=act_order)
-        s32 = scale64.float()
-        if scheme == "fp8":
-            q = (res.Q / scale64[:, None]).float().clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn)
-            return Quantized({"qweight": q, "scale": s32}, {}, quant.dequantize_fp8(q, s32))
-        q = torch.round(res.Q / scale64[:, None]).clamp(-quant.INT8_MAX, quant.INT8_MAX).to(torch.int8)
-        return Quantized({"qweight": q, "scale": s32}, {}, quant.dequantize_int8(q, s32))
-
-    n_groups = k // group
     codes = torch.zeros(n, k, dtype=torch.uint8)
-    scale = torch.zeros(n, n_groups, dtype=torch.float32)
-    zero = torch.zeros(n, n_groups, dtype=torch.uint8)
-    if act_order:  # static groups: parameters from the original weights
+    scale = torch.zeros(n, k // group, dtype=torch.float32)
+    zero = torch.zeros(n, k // group, dtype=torch.uint8)
+    if opts.act_order:  # static groups: parameters from the original weights
         p = quant.int4_group_params(w, group, symmetric)
         scale.copy_(p.scale)
         if p.zero is not None:
@@ -125,138 +155,120 @@ def _gptq(scheme: str, w: torch.Tensor, H: torch.Tensor, group: int, symmetric: 
     def round_int4(j, state):
         col = state.col(j)
         g = col // group
-        if not act_order and j % group == 0:  # without act_order, j == col
+        if not opts.act_order and j % group == 0:  # without act_order, j == col
             p = quant.int4_group_params(state.block(j, group).float(), group, symmetric)
             scale[:, g] = p.scale[:, 0]
             if p.zero is not None:
                 zero[:, g] = p.zero[:, 0]
         s = scale[:, g].double()
-        z = zero[:, g].double() if not symmetric else torch.full_like(s, 8.0)
-        u = torch.round(state.w / s + z).clamp(0, quant.INT4_LEVELS)
+        z = zero[:, g].double() if not symmetric else torch.full_like(s, float(quant.INT4_SYMMETRIC_ZERO))
+        u, dq = quant.int4_round_column(state.w, s, z)
         codes[:, col] = u.to(torch.uint8)
-        return (u - z) * s
+        return dq
 
-    obs_solve(w, H, round_int4, percdamp=percdamp, act_order=act_order, align=group)
-    params = quant.GroupParams(scale, None if symmetric else zero, group)
-    return _pack_w4(codes, params, symmetric)
+    obs_solve(w, H, round_int4, percdamp=opts.percdamp, act_order=opts.act_order, align=group)
+    return _w4g_tensors(codes, quant.GroupParams(scale, None if symmetric else zero, group), symmetric)
 
 
-def _rel_err(w: torch.Tensor, dq: torch.Tensor, H: torch.Tensor | None) -> float:
-    d = (dq.double() - w.double())
-    if H is None:
-        return float((d * d).sum() / (w.double() ** 2).sum().clamp_min(1e-30))
-    w = w.double()
-    num = ((d @ H) * d).sum()
-    den = ((w @ H) * w).sum()
-    return float(num / den.clamp_min(1e-30))
+def _group_misfit(n: int, k: int, opts: QuantOptions) -> str | None:
+    return f"in-features {k} not divisible by group {opts.group}" if k % opts.group else None
+
+
+BUILTIN_FORMATS = (
+    Format("w8", "spk.linear_w8", _int8, gptq=True),
+    Format("w8a8", "spk.linear_w8a8", _int8, gptq=True),
+    Format("w4g", "spk.linear_w4g", _w4g, gptq=True, misfit=_group_misfit),
+    Format("fp8", "spk.linear_fp8", _fp8, gptq=True),
+)
+
+
+def load_builtin_formats(registry: Registry[Format] | None = None) -> None:
+    for fmt in BUILTIN_FORMATS:
+        register_format(fmt, registry)
 
 
 # ------------------------------------------------------------------ the pass
 
 
-@register_pass
 @dataclass
-class Quantize(Pass):
+class Quantize(LayerSelection, Pass):
     """Quantize the weights (and for w8a8 the activations) of linear layers."""
 
     name = "quantize"
-    scheme: str = field(default="w8", metadata={"choices": SCHEMES})
-    group: int = field(default=128, metadata={"choices": GROUPS, "help": "w4g group size"})
+    needs_unfused = True
+    scheme: str = option("w8", choices=lambda: tuple(FORMATS))
+    group: int = option(128, choices=GROUPS, help="w4g group size")
     symmetric: bool = True
-    method: str = field(default="rtn", metadata={"choices": METHODS})
-    layers: str = "*"
-    skip: str = ""
+    method: str = option("rtn", choices=METHODS)
     act_order: bool = False
-    percdamp: float = 0.01
+    percdamp: float = percdamp_option()
 
     def validate(self) -> None:
         super().validate()
-        if not 0.0 < self.percdamp <= 1.0:
-            raise PipelineError(f"pass 'quantize': option 'percdamp' must be in (0, 1]; "
-                                f"got {self.percdamp!r}")
+        if self.method == "gptq" and not FORMATS[self.scheme].gptq:
+            raise PipelineError(f"pass 'quantize': scheme '{self.scheme}' has no GPTQ variant; "
+                                f"use method=rtn")
+
+    def statistics(self) -> frozenset[str]:
+        return frozenset({HESSIAN}) if self.method == "gptq" else frozenset()
 
     def run(self, module: Module, ctx: PassContext) -> bool:
         if self.method == "gptq":
             require_calibration(ctx, "quantize{method=gptq}")
         stats = ctx.analyses.get(CalibrationStats, module) if ctx.calibration else None
+        fmt = FORMATS[self.scheme]
+        opts = QuantOptions(self.group, self.symmetric, self.percdamp, self.act_order)
         changed = False
         replaced: dict[str, str] = {}  # float weight -> the param holding its quantized codes
         for f in module.functions:
-            done: dict[str, tuple[list[Value], Quantized]] = {}
+            done: dict[str, list[Value]] = {}  # a weight shared by several linears: once
             for op in [o for o in f.body.ops if o.name == "aten.linear"]:
                 wname = f.param_name(op.operands[1])
-                if self._rewrite(f, op, ctx, stats if f is module.entry else None, done):
-                    f.body.erase(op)
-                    replaced.setdefault(wname, f.param_name(done[wname][0][0]))
+                new = self._rewrite(f, op, ctx, fmt, opts, stats if f is module.entry else None, done)
+                if new is not None:
+                    replaced.setdefault(wname, f.param_name(done[wname][0]))
                     changed = True
-        for f in module.functions:  # drop float weights nothing reads any more
-            for arg in list(f.args):
-                name = f.param_name(arg)
-                if name is not None and not arg.uses and name in replaced:
-                    f.erase_arg(arg)
-        live = {n for f in module.functions for n in f.params()}
-        for name, successor in replaced.items():
-            if name not in live and name in ctx.weights:
-                ctx.weights.retire(name, successor)  # `lorc` reads the float weight back
+        retire_replaced(module, ctx, replaced)
         return changed
 
-    def _skip(self, ctx: PassContext, layer: str, key: str, reason: str, **extra) -> bool:
-        ctx.remark(f"quantize: skipped layer '{layer}': {reason}")
-        ctx.stat(self.name, f"linears skipped ({key})")
-        ctx.report.append({"pass": self.name, "layer": layer, "scheme": self.scheme,
-                           "status": "skipped", "reason": reason, **extra})
-        return False
-
-    def _rewrite(self, f: Function, op: Op, ctx: PassContext, stats, done: dict) -> bool:
+    def _rewrite(self, f: Function, op: Op, ctx: PassContext, fmt: Format, opts: QuantOptions,
+                 stats, done: dict[str, list[Value]]) -> Op | None:
         wname = f.param_name(op.operands[1])
         if wname is None:
-            return False  # a computed weight: nothing to quantize at compile time
+            return None  # a computed weight: nothing to quantize at compile time
         layer = layer_name(wname)
-        if not glob_match(layer, self.layers) or glob_match(layer, self.skip):
-            return False
+        if not self.selects(layer):
+            return None
         wt: TensorType = op.operands[1].type
         n, k = wt.shape
         if not wt.torch_dtype.is_floating_point:
-            return self._skip(ctx, layer, "weight not float",
-                              f"weight dtype {wt.dtype} is not a float type")
-        if self.scheme == "w4g" and k % self.group:
-            return self._skip(ctx, layer, "group does not divide in-features",
-                              f"in-features {k} not divisible by group {self.group}",
-                              in_features=k, out_features=n)
-        H = None
-        if stats is not None:
-            s = stats.get(op.operands[0])
-            H = s.hessian if s is not None and s.hessian_sum is not None else None
+            skip_layer(ctx, self.name, op, layer, f"weight dtype {wt.dtype} is not a float type",
+                       "weight not float", scheme=self.scheme)
+            return None
+        misfit = fmt.misfit(n, k, opts) if fmt.misfit is not None else None
+        if misfit is not None:
+            skip_layer(ctx, self.name, op, layer, misfit, "shape does not fit the scheme",
+                       scheme=self.scheme, in_features=k, out_features=n)
+            return None
+        s = stats.get(op.operands[0]) if stats is not None else None
+        H = s.hessian if s is not None and s.hessian_sum is not None else None
         if self.method == "gptq" and H is None:
-            return self._skip(ctx, layer, "no calibration statistics",
-                              "no calibration statistics for its input")
+            skip_layer(ctx, self.name, op, layer, "no calibration statistics for its input",
+                       "no calibration statistics", scheme=self.scheme)
+            return None
         w = ctx.weights[wname].float()
-        if wname in done:
-            new_args, q = done[wname]
-        else:
-            if self.method == "gptq":
-                q = _gptq(self.scheme, w, H, self.group, self.symmetric, self.percdamp, self.act_order)
-            else:
-                q = _rtn(self.scheme, w, self.group, self.symmetric)
-            new_args = []
-            for suffix, t in q.tensors.items():
-                pname = ctx.weights.fresh_name(f"{layer}.{suffix}")
-                ctx.weights[pname] = t
-                new_args.append(f.add_param(pname, TensorType.of(t)))
-            done[wname] = (new_args, q)
-        opname = OP_OF_SCHEME[self.scheme]
-        operands = [op.operands[0], *new_args, *op.operands[2:]]
-        new = Op(opname, operands, [op.result.type], dict(q.attrs), loc=op.loc)
-        op.parent.insert_before(op, new)
-        op.result.replace_all_uses_with(new.result)
-        bits = quant.bits_per_weight(opname, k, self.group, self.symmetric)
-        entry = {"pass": self.name, "layer": layer, "scheme": self.scheme, "method": self.method,
-                 "status": "quantized", "op": opname, "in_features": k, "out_features": n,
-                 "bits_per_weight": bits,
-                 "bytes": sum(t.numel() * t.element_size() for t in q.tensors.values()),
-                 "weight_rel_err": _rel_err(w, q.dequant, None)}
-        if H is not None:
-            entry["rel_err"] = _rel_err(w, q.dequant, H)
-        ctx.report.append(entry)
+        q = None
+        if wname not in done:
+            q = fmt.quantize(w, opts, H if self.method == "gptq" else None)
+            done[wname] = add_weight_params(f, ctx, layer, q.tensors)
+        attrs = q.attrs if q is not None else dict(done[wname][0].uses[0].attributes)
+        new = replace_linear(op, fmt.op, done[wname], attrs)
+        dq = decode_weight(new, [ctx.weights[f.param_name(v)] for v in done[wname]])
+        ctx.report.append(LayerEntry(
+            self.name, layer, "quantized", scheme=self.scheme, method=self.method, op=fmt.op,
+            in_features=k, out_features=n, bits_per_weight=bits_per_weight(new),
+            bytes=sum(ctx.weights[f.param_name(v)].nbytes for v in done[wname]),
+            weight_rel_err=relative_error(w, dq),
+            rel_err=relative_error(w, dq, H) if H is not None else None))
         ctx.stat(self.name, f"linears quantized ({self.scheme})")
-        return True
+        return new

@@ -33,32 +33,36 @@ Linears whose input is not a norm output are left alone and listed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from spokeshave.compiler.calibration import CalibrationStats
+from spokeshave.compiler.calibration import ABSMAX, MEAN_SQUARE, CalibrationStats
 from spokeshave.compiler.ir import Module, Op
-from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.passmanager import Pass, PassContext, option
+from spokeshave.compiler.report import LayerEntry
 
-from .fold_norms import add_param, drop_dead_params, unused_params, param_tensor
-from .smooth import (calibrated_norm_groups, layer_of, norm_weight_bias, rebuild_norm, replace_weight)
+from ._compression import LayerSelection, layer_of
+from ._weights import add_param, drop_dead_params, param_tensor, unused_params
+from .smooth import calibrated_norm_groups, norm_weight_bias, rebuild_norm, replace_weight
 
 METRICS = ("absmax", "rms", "weight")
 
 
-@register_pass
 @dataclass
-class ReorderOutliers(Pass):
+class ReorderOutliers(LayerSelection, Pass):
     """Sort norm-output channels by calibration magnitude; fold the permutation."""
 
     name = "reorder-outliers"
-    metric: str = field(default="absmax", metadata={"choices": METRICS})
-    layers: str = "*"
-    skip: str = ""
+    needs_unfused = True
+    metric: str = option("absmax", choices=METRICS)
+
+    def statistics(self) -> frozenset[str]:
+        return {"absmax": frozenset({ABSMAX}), "rms": frozenset({MEAN_SQUARE}),
+                "weight": frozenset()}[self.metric]
 
     def run(self, module: Module, ctx: PassContext) -> bool:
-        func, groups, changed = calibrated_norm_groups(module, ctx, self.name, self.layers, self.skip)
+        func, groups, changed = calibrated_norm_groups(module, ctx, self.name, self)
         if not groups:
             return changed
         stats = ctx.analyses.get(CalibrationStats, module)
@@ -89,9 +93,10 @@ class ReorderOutliers(Pass):
                 w = param_tensor(func, ctx.weights, lin.operands[1])
                 replace_weight(func, ctx, lin, w[:, perm].clone(), ".permuted", module)
                 top = perm[: max(1, perm.numel() // 64)]
-                ctx.report.append({"pass": self.name, "layer": layer_of(func, lin), "status": "reordered",
-                                   "metric": self.metric, "norm_duplicated": dup,
-                                   "top_channels": [int(i) for i in top]})
+                ctx.report.append(LayerEntry(
+                    self.name, layer_of(func, lin), "reordered",
+                    details={"metric": self.metric, "norm_duplicated": dup,
+                             "top_channels": [int(i) for i in top]}))
             ctx.stat(self.name, "norms reordered")
             changed = True
         drop_dead_params(func, ctx.weights, unused)

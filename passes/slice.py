@@ -50,10 +50,11 @@ import torch
 from spokeshave.compiler.errors import PipelineError, SpokeshaveError
 from spokeshave.compiler.ir import Function, Module, Op, Value
 from spokeshave.compiler.lockstep import run_lockstep
-from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.passmanager import Pass, PassContext, Range, option
+from spokeshave.compiler.report import LayerEntry
 
-from .fold_norms import (ResidualStream, StreamError, add_param, drop_dead_params, make_norm,
-                         norm_parts, param_tensor, unused_params)
+from ._weights import add_param, drop_dead_params, param_tensor, unused_params
+from .fold_norms import ResidualStream, StreamError, make_norm, norm_parts
 
 
 def pca_basis(second_moment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,20 +75,15 @@ def _store_name(func: Function, v: Value, fallback: str) -> str:
     return func.param_name(v) or fallback
 
 
-@register_pass
 @dataclass
 class Slice(Pass):
     """SliceGPT: PCA-rotate the residual stream per block and delete its trailing columns."""
 
     name = "slice"
-    fraction: float = 0.25
+    needs_unfused = True
+    fraction: float = option(0.25, range=Range(0.0, 1.0, hi_open=True),
+                             why="the share of the embedding dimension to delete")
     sequential: bool = True
-
-    def validate(self) -> None:
-        super().validate()
-        if not (0.0 <= self.fraction < 1.0) or math.isnan(self.fraction):
-            raise PipelineError(f"pass 'slice': option 'fraction' must be in [0, 1) (the share "
-                                f"of the embedding dimension to delete); got {self.fraction}")
 
     # ------------------------------------------------------------------ checks
 
@@ -152,9 +148,10 @@ class Slice(Pass):
             vals, q = pca_basis(c / max(count, 1))
             bases[i] = q[:, :k]
             total = float(vals.clamp_min(0).sum()) or 1.0
-            ctx.report.append({"pass": self.name, "layer": f"residual.{i}", "status": "sliced",
-                               "dim": d, "kept": k, "tokens": count,
-                               "energy_kept": float(vals[:k].clamp_min(0).sum()) / total})
+            ctx.report.append(LayerEntry(
+                self.name, f"residual.{i}", "sliced",
+                details={"dim": d, "kept": k, "tokens": count,
+                         "energy_kept": float(vals[:k].clamp_min(0).sum()) / total}))
             if not self.sequential or k == d:
                 return None
             p = (bases[i] @ bases[i].t()).to(xs[0].dtype)
@@ -223,7 +220,7 @@ class Slice(Pass):
         ctx.stat(self.name, "channels deleted", d - k)
         ctx.stat(self.name, "parameters before", before)
         ctx.stat(self.name, "parameters after", after)
-        ctx.remark(f"slice: residual stream {d} -> {k} channels; parameters {before} -> {after}")
+        ctx.remark(None, f"slice: residual stream {d} -> {k} channels; parameters {before} -> {after}")
         return True
 
 

@@ -31,16 +31,20 @@ from dataclasses import dataclass
 
 import torch
 
-from spokeshave.compiler.calibration import CalibrationStats, require_calibration
-from spokeshave.compiler.errors import PipelineError
+from spokeshave.compiler.calibration import ABSMAX, CalibrationStats, require_calibration
 from spokeshave.compiler.ir import Function, Module, Op, Value
-from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
+from spokeshave.compiler.passmanager import Pass, PassContext, Range, option
+from spokeshave.compiler.report import LayerEntry
 from spokeshave.compiler.rewrite import PatternSet, apply_patterns_greedily
 
+from ._compression import LayerSelection, layer_of, skip_layer
+from ._weights import add_param, drop_dead_params, param_tensor, unused_params
 from .canonicalize import fold_identity_copy, fold_identity_reshape
-from .fold_norms import (AddmmToLinear, MatchRMSNorm, NormParts, add_param, drop_dead_params,
-                         norm_parts, param_tensor, unused_params)
-from .quantize import glob_match, layer_name
+from .fold_norms import AddmmToLinear, MatchRMSNorm, NormParts, norm_parts
+
+# Scales outside this range would push a channel's weights or activations to the edge of
+# float32's range; the paper's alpha rarely needs more than a few decades.
+SCALE_MIN, SCALE_MAX = 1e-5, 1e5
 
 # ------------------------------------------------------------------ shared by smooth,
 # reorder-outliers (and anything else that rewrites a norm together with its linears)
@@ -72,10 +76,10 @@ def _param_linear(func: Function, ctx: PassContext, op: Op, x: Value) -> bool:
             and (len(op.operands) < 3 or param_tensor(func, ctx.weights, op.operands[2]) is not None))
 
 
-def norm_linear_groups(func: Function, ctx: PassContext, layers: str = "*", skip: str = ""
+def norm_linear_groups(func: Function, ctx: PassContext, selection: LayerSelection
                        ) -> tuple[list[NormGroup], list[Op]]:
-    """The norms feeding parameter linears (selected by the `layers`/`skip` globs on the
-    layer name), and the selected parameter linears whose input is not such a norm output."""
+    """The norms feeding parameter linears (of the layers `selection` selects), and the
+    selected parameter linears whose input is not such a norm output."""
     groups, loose = [], []
     grouped: set[Op] = set()
     for op in list(func.ops):
@@ -88,7 +92,7 @@ def norm_linear_groups(func: Function, ctx: PassContext, layers: str = "*", skip
         out = op.result
         linears, others = [], []
         for u in dict.fromkeys(out.uses):
-            if _param_linear(func, ctx, u, out) and _selected(func, u, layers, skip):
+            if _param_linear(func, ctx, u, out) and selection.selects(layer_of(func, u)):
                 linears.append(u)
             else:
                 others.append(u)
@@ -98,18 +102,9 @@ def norm_linear_groups(func: Function, ctx: PassContext, layers: str = "*", skip
     for op in func.ops:
         if (op.name == "aten.linear" and op not in grouped and len(op.operands) > 1
                 and param_tensor(func, ctx.weights, op.operands[1]) is not None
-                and _selected(func, op, layers, skip)):
+                and selection.selects(layer_of(func, op))):
             loose.append(op)
     return groups, loose
-
-
-def _selected(func: Function, lin: Op, layers: str, skip: str) -> bool:
-    name = layer_of(func, lin)
-    return glob_match(name, layers) and not glob_match(name, skip)
-
-
-def layer_of(func: Function, lin: Op) -> str:
-    return layer_name(func.param_name(lin.operands[1]) or "linear")
 
 
 def rebuild_norm(func: Function, ctx: PassContext, group: NormGroup, weight: torch.Tensor,
@@ -169,19 +164,15 @@ def replace_weight(func: Function, ctx: PassContext, lin: Op, w: torch.Tensor, s
 
 def record_loose(ctx: PassContext, pass_name: str, func: Function, loose: list[Op]) -> None:
     for lin in loose:
-        layer = layer_of(func, lin)
-        ctx.remark(f"{pass_name}: left layer '{layer}' alone: its input is not the output of "
-                   f"a normalisation it could be folded into")
-        ctx.stat(pass_name, "linears left alone (input not a norm output)")
-        ctx.report.append({"pass": pass_name, "layer": layer, "status": "skipped",
-                           "reason": "input is not a norm output"})
+        skip_layer(ctx, pass_name, lin, layer_of(func, lin), "its input is not the output of a "
+                   "normalisation it could be folded into", "input not a norm output")
 
 
 # ------------------------------------------------------------------ the pass
 
 
-def calibrated_norm_groups(module: Module, ctx: PassContext, pass_name: str, layers: str,
-                           skip: str) -> tuple[Function, list, bool]:
+def calibrated_norm_groups(module: Module, ctx: PassContext, pass_name: str,
+                           selection: LayerSelection) -> tuple[Function, list, bool]:
     """The entry function, normalised (Conv1D -> linear, RMSNorm chains -> rms_norm), and its
     norm -> linears groups; linears not fed by a norm are recorded. Shared by `smooth` and
     `reorder-outliers`. Returns (function, groups, whether normalising changed the IR)."""
@@ -192,28 +183,24 @@ def calibrated_norm_groups(module: Module, ctx: PassContext, pass_name: str, lay
         if normalise_linears(func, ctx):
             ctx.analyses.invalidate()  # statistics must see the normalised graph
             changed = True
-    groups, loose = norm_linear_groups(func, ctx, layers, skip)
+    groups, loose = norm_linear_groups(func, ctx, selection)
     record_loose(ctx, pass_name, func, loose)
     return func, groups, changed
 
 
-@register_pass
 @dataclass
-class Smooth(Pass):
+class Smooth(LayerSelection, Pass):
     """SmoothQuant: migrate activation outliers from norm outputs into linear weights."""
 
     name = "smooth"
-    alpha: float = 0.5
-    layers: str = "*"
-    skip: str = ""
+    needs_unfused = True
+    alpha: float = option(0.5, range=Range(0.0, 1.0), why="the share of the outliers moved into the weights")
 
-    def validate(self) -> None:
-        super().validate()
-        if not 0.0 <= self.alpha <= 1.0:
-            raise PipelineError(f"pass 'smooth': option 'alpha' must be in [0, 1]; got {self.alpha!r}")
+    def statistics(self) -> frozenset[str]:
+        return frozenset({ABSMAX})
 
     def run(self, module: Module, ctx: PassContext) -> bool:
-        func, groups, changed = calibrated_norm_groups(module, ctx, self.name, self.layers, self.skip)
+        func, groups, changed = calibrated_norm_groups(module, ctx, self.name, self)
         if not groups:
             return changed
         stats = ctx.analyses.get(CalibrationStats, module)
@@ -227,15 +214,16 @@ class Smooth(Pass):
             wmax = torch.cat(ws, dim=0).abs().amax(dim=0)
             s = xmax.pow(self.alpha) / wmax.pow(1.0 - self.alpha)
             s = torch.where(torch.isfinite(s) & (s > 0) & (xmax > 0) & (wmax > 0), s, torch.ones_like(s))
-            s = s.clamp(1e-5, 1e5)
+            s = s.clamp(SCALE_MIN, SCALE_MAX)
             g, b = norm_weight_bias(func, ctx, grp.parts)
             dup = rebuild_norm(func, ctx, grp, g / s, None if b is None else b / s, ".smoothed")
             for lin, w in zip(grp.linears, ws):
                 replace_weight(func, ctx, lin, w * s[None, :], ".smoothed", module)
-                ctx.report.append({"pass": self.name, "layer": layer_of(func, lin), "status": "smoothed",
-                                   "alpha": self.alpha, "norm_duplicated": dup,
-                                   "act_absmax_before": float(xmax.max()),
-                                   "act_absmax_after": float((xmax / s).max())})
+                ctx.report.append(LayerEntry(
+                    self.name, layer_of(func, lin), "smoothed",
+                    details={"alpha": self.alpha, "norm_duplicated": dup,
+                             "act_absmax_before": float(xmax.max()),
+                             "act_absmax_after": float((xmax / s).max())}))
             ctx.stat(self.name, "norms smoothed")
             if dup:
                 ctx.stat(self.name, "norms duplicated (output also read by non-linears)")

@@ -44,18 +44,21 @@ from dataclasses import dataclass, field
 
 import torch
 
-from spokeshave.compiler.calibration import CalibrationStats
-from spokeshave.compiler.errors import PipelineError, SpokeshaveError
+from spokeshave.compiler.calibration import HESSIAN, MEAN_SQUARE, CalibrationStats, require_calibration
+from spokeshave.compiler.dialect import FLOAT_TYPES, bits_per_weight
+from spokeshave.compiler.errors import PipelineError
 from spokeshave.compiler.ir import Function, Module, Op, TensorType
-from spokeshave.compiler.passmanager import Pass, PassContext, register_pass
-from spokeshave.compiler.sparse import GROUP, compress_24, mask_topk_24, meta_cols
+from spokeshave.compiler.numerics.sparse import GROUP, compress_24, mask_topk_24
+from spokeshave.compiler.passmanager import Pass, PassContext, Range, option
+from spokeshave.compiler.report import LayerEntry
 
+from ._compression import (LayerSelection, add_weight_params, layer_name, percdamp_option,
+                           pooled_hessian, relative_error, replace_linear, retire_replaced,
+                           skip_layer)
 from ._obs_solver import obs_solve
-from .quantize import glob_match, layer_name
 
 PATTERNS = ("2:4",)
 METHODS = ("magnitude", "wanda", "sparsegpt")
-FLOAT_TYPES = ("f32", "f16", "bf16", "f64")
 
 
 # ------------------------------------------------------------------ mask selection
@@ -105,36 +108,22 @@ def _reads_any(ops: list[Op], producers: list[Op]) -> bool:
     return False
 
 
-def rel_err(w: torch.Tensor, pruned: torch.Tensor, hessian: torch.Tensor | None) -> float:
-    """Relative error of the layer: of the weight (`hessian` None), else of its output over
-    the calibration tokens, `tr(dW H dW^T) / tr(W H W^T)` (as `quantize` reports it)."""
-    w, d = w.double(), pruned.double() - w.double()
-    if hessian is None:
-        return float((d * d).sum() / (w * w).sum().clamp_min(1e-30))
-    h = hessian.double()
-    return float(((d @ h) * d).sum() / ((w @ h) * w).sum().clamp_min(1e-30))
-
-
 # ------------------------------------------------------------------ the pass
 
 
-@register_pass
 @dataclass
-class Sparsify(Pass):
+class Sparsify(LayerSelection, Pass):
     """2:4 pruning of linear weights (see the module docstring)."""
 
     name = "sparsify"
-    pattern: str = field(default="2:4", metadata={"choices": PATTERNS,
-                                                  "help": "N:M pattern (only 2:4 for now)"})
-    method: str = field(default="magnitude", metadata={"choices": METHODS,
-                                                       "help": "how the kept weights are chosen"})
-    layers: str = field(default="*", metadata={"help": "fnmatch globs of layers to prune, '|'-separated"})
-    skip: str = field(default="", metadata={"help": "fnmatch globs of layers to leave dense"})
-    block_size: int = field(default=128, metadata={"help": "sparsegpt lazy-update block (columns)"})
-    percdamp: float = field(default=0.01, metadata={"help": "sparsegpt Hessian damping, x mean(diag H)"})
-    sequential: bool = field(default=False, metadata={
-        "help": "wanda/sparsegpt: measure each layer's input on the model with the layers "
-                "before it already pruned (as both papers do)"})
+    needs_unfused = True
+    pattern: str = option("2:4", choices=PATTERNS, help="N:M pattern (only 2:4 for now)")
+    method: str = option("magnitude", choices=METHODS, help="how the kept weights are chosen")
+    block_size: int = option(128, range=Range(GROUP), help="sparsegpt lazy-update block (columns)")
+    percdamp: float = percdamp_option()
+    sequential: bool = option(False, help="wanda/sparsegpt: measure each layer's input on the "
+                                          "model with the layers before it already pruned (as "
+                                          "both papers do)")
 
     def validate(self) -> None:
         if self.pattern not in PATTERNS:
@@ -142,27 +131,27 @@ class Sparsify(Pass):
                                 f"{', '.join(PATTERNS)} (N:M semi-structured sparsity; other "
                                 f"patterns are not supported yet); got {self.pattern!r}")
         super().validate()
-        if self.block_size < GROUP or self.block_size % GROUP:
+        if self.block_size % GROUP:
             raise PipelineError(f"pass 'sparsify': option 'block-size' must be a positive multiple "
                                 f"of {GROUP}; got {self.block_size}")
-        if not 0.0 <= self.percdamp < 1.0:
-            raise PipelineError(f"pass 'sparsify': option 'percdamp' must be in [0, 1); "
-                                f"got {self.percdamp}")
+
+    def statistics(self) -> frozenset[str]:
+        return {"magnitude": frozenset(), "wanda": frozenset({MEAN_SQUARE}),
+                "sparsegpt": frozenset({HESSIAN})}[self.method]
 
     def run(self, module: Module, ctx: PassContext) -> bool:
-        if self.method != "magnitude" and not ctx.calibration:
-            raise SpokeshaveError(f"method={self.method} needs calibration data: pass "
-                                  f"calibration=[batches] to spokeshave.compile (each batch a tuple "
-                                  f"of the model's positional inputs), or use method=magnitude")
+        if self.method != "magnitude":
+            require_calibration(ctx, f"sparsify{{method={self.method}}}")
         stats = ctx.analyses.get(CalibrationStats, module) if ctx.calibration else None
         sequential = self.sequential and self.method != "magnitude"
-        done: dict[str, tuple[str, str]] = {}  # weight param -> (values, meta) params
+        done: dict[str, list] = {}  # weight param -> its (values, meta) params
+        replaced: dict[str, str] = {}
         changed = False
         for f in module.functions:
             pruned_since: list[Op] = []  # sparse ops added since `stats` was measured
             for param, ops in self._collect(f, ctx).items():  # in program order
-                names = done.get(param)
-                if names is None:
+                weights, entry = done.get(param), None
+                if weights is None:
                     inputs = {op.operands[0] for op in ops}
                     if sequential and f is module.entry and (
                             (pruned_since and _reads_any(ops, pruned_since))
@@ -170,26 +159,26 @@ class Sparsify(Pass):
                         stats = CalibrationStats(module, ctx, only=inputs)
                         ctx.stat(self.name, "calibration re-runs (sequential)")
                         pruned_since = []
-                    names = self._prune(param, ops, ctx, stats)
-                    if names is None:
+                    pruned = self._prune(f, param, ops, ctx, stats)
+                    if pruned is None:
                         continue
-                    done[param] = names
-                pruned_since += self._rewrite(f, param, ops, names, ctx)
+                    weights, entry = pruned
+                    done[param] = weights
+                    replaced[param] = f.param_name(weights[0])
+                new_ops = [replace_linear(op, "spk.linear_sparse24", weights) for op in ops]
+                if entry is not None:
+                    entry.bits_per_weight = bits_per_weight(new_ops[0])
+                    ctx.report.append(entry)
+                    entry = None
+                pruned_since += new_ops
                 changed = True
-        if done:
-            keep = {n for g in module.functions for n in g.params()}
-            for param in done:
-                if param not in keep:
-                    ctx.weights.retire(param, done[param][0])  # `lorc` reads it back
+        retire_replaced(module, ctx, replaced)  # `lorc` reads the dense weight back
         return changed
 
     # -------------------------------------------------------------- steps
 
-    def _skip(self, ctx: PassContext, layer: str, why: str, key: str) -> None:
-        ctx.remark(f"{self.name}: skipped layer '{layer}': {why}")
-        ctx.stat(self.name, key)
-        ctx.report.append({"pass": self.name, "layer": layer, "scheme": self.pattern,
-                           "method": self.method, "status": "skipped", "reason": why})
+    def _skip(self, ctx: PassContext, op: Op, layer: str, why: str, key: str) -> None:
+        skip_layer(ctx, self.name, op, layer, why, key, scheme=self.pattern, method=self.method)
 
     def _collect(self, f: Function, ctx: PassContext) -> dict[str, list[Op]]:
         """The selected, prunable linears of `f`, grouped by weight parameter."""
@@ -200,48 +189,44 @@ class Sparsify(Pass):
             x, w = op.operands[0].type, op.operands[1].type
             param = f.param_name(op.operands[1])
             if param is None:
-                ctx.remark(f"{self.name}: a linear{f' at {op.loc}' if op.loc else ''} skipped: "
-                           f"its weight is computed, not a parameter")
+                ctx.remark(op, f"{self.name}: a linear skipped: its weight is computed, not a parameter")
                 ctx.stat(self.name, "linears skipped (weight not a parameter)")
                 continue
             layer = layer_name(param)
-            if not glob_match(layer, self.layers) or glob_match(layer, self.skip):
+            if not self.selects(layer):
                 ctx.stat(self.name, "layers left dense (not selected)")
                 continue
             if any(u.name != "aten.linear" for u in op.operands[1].uses):
-                self._skip(ctx, layer, "its weight is also read by a non-linear op (a tied "
+                self._skip(ctx, op, layer, "its weight is also read by a non-linear op (a tied "
                            "embedding): the dense copy would stay beside the compressed one",
-                           "layers skipped (tied weight)")
+                           "tied weight")
                 continue
             k = w.shape[1]
             if k % GROUP:
-                self._skip(ctx, layer, f"in-features {k} not divisible by {GROUP}",
-                           "layers skipped (in-features not divisible by 4)")
+                self._skip(ctx, op, layer, f"in-features {k} not divisible by {GROUP}",
+                           "in-features not divisible by 4")
                 continue
             if not isinstance(x, TensorType) or x.dtype != w.dtype or w.dtype not in FLOAT_TYPES:
-                self._skip(ctx, layer, f"weight {w} is not a float weight of the input's dtype",
-                           "layers skipped (dtype)")
+                self._skip(ctx, op, layer, f"weight {w} is not a float weight of the input's dtype",
+                           "dtype")
                 continue
             groups.setdefault(param, []).append(op)
         return groups
 
-    def _prune(self, param: str, ops: list[Op], ctx: PassContext,
-               stats: CalibrationStats | None) -> tuple[str, str] | None:
-        """Choose the mask (and new values), store the compressed tensors; their names."""
+    def _prune(self, f: Function, param: str, ops: list[Op], ctx: PassContext,
+               stats: CalibrationStats | None) -> tuple[list, LayerEntry] | None:
+        """Choose the mask (and new values), store the compressed tensors; their params and
+        the layer's report entry."""
         layer = layer_name(param)
         w = ctx.weights[param].detach()
         inputs = [stats.get(op.operands[0]) for op in ops] if stats is not None else []
-        have_stats = bool(inputs) and all(s is not None and s.hessian_sum is not None
-                                          for s in inputs)
-        hessian = None
-        if have_stats:
-            count = sum(s.count for s in inputs)
-            hessian = sum(s.hessian_sum for s in inputs) / max(count, 1)
+        hessian = pooled_hessian(stats, [op.operands[0] for op in ops])
         if self.method == "magnitude":
             mask, pruned = magnitude_mask(w), w
-        elif not have_stats:
-            self._skip(ctx, layer, "no calibration statistics for its input",
-                       "layers skipped (no calibration statistics)")
+        elif not inputs or any(s is None for s in inputs) or (
+                self.method == "sparsegpt" and hessian is None):
+            self._skip(ctx, ops[0], layer, "no calibration statistics for its input",
+                       "no calibration statistics")
             return None
         elif self.method == "wanda":
             col_norm = sum(s.sumsq for s in inputs).sqrt()
@@ -250,43 +235,14 @@ class Sparsify(Pass):
             q, mask = sparsegpt_prune(w, hessian, self.block_size, self.percdamp)
             pruned = q.to(w.dtype)
         values, meta = compress_24(pruned.detach(), mask)
-        vname = ctx.weights.fresh_name(f"{layer}.sparse_values")
-        ctx.weights[vname] = values
-        mname = ctx.weights.fresh_name(f"{layer}.sparse_meta")
-        ctx.weights[mname] = meta
+        weights = add_weight_params(f, ctx, layer, {"sparse_values": values, "sparse_meta": meta})
         n, k = w.shape
         ctx.stat(self.name, f"layers pruned ({self.method})")
         ctx.stat(self.name, "weights pruned", n * k // 2)
-        entry = {"pass": self.name, "layer": layer, "scheme": self.pattern, "method": self.method,
-                 "status": "sparsified", "op": "spk.linear_sparse24", "in_features": k,
-                 "out_features": n, "sparsity": 0.5,
-                 "bits_per_weight": values.element_size() * 8 / 2 + 4 * meta.numel() / (n * k),
-                 "bytes": values.numel() * values.element_size() + meta.numel(),
-                 "weight_rel_err": rel_err(w, pruned * mask, None)}
-        if hessian is not None:
-            entry["rel_err"] = rel_err(w, pruned * mask, hessian)
-        ctx.report.append(entry)
-        return vname, mname
-
-    def _rewrite(self, f: Function, param: str, ops: list[Op], names: tuple[str, str],
-                 ctx: PassContext) -> list[Op]:
-        """Replace `ops` by spk.linear_sparse24 ops reading the compressed weight."""
-        vname, mname = names
-        params = f.params()
-        values = params.get(vname) or f.add_param(vname, TensorType.of(ctx.weights[vname]))
-        meta = params.get(mname) or f.add_param(mname, TensorType.of(ctx.weights[mname]))
-        weight = ops[0].operands[1]
-        new_ops = []
-        for op in ops:
-            x, _, *bias = op.operands
-            bias = [b for b in bias if isinstance(b.type, TensorType)]
-            new = Op("spk.linear_sparse24", [x, values, meta, *bias], [op.result.type], {},
-                     loc=op.loc)
-            op.parent.insert_before(op, new)
-            op.result.replace_all_uses_with(new.result)
-            op.parent.erase(op)
-            new_ops.append(new)
-        assert meta.type.shape[1] == meta_cols(weight.type.shape[1])
-        if not weight.uses:
-            f.erase_arg(weight)
-        return new_ops
+        kept = pruned * mask
+        entry = LayerEntry(
+            self.name, layer, "sparsified", scheme=self.pattern, method=self.method,
+            op="spk.linear_sparse24", in_features=k, out_features=n, sparsity=0.5,
+            bytes=values.nbytes + meta.nbytes, weight_rel_err=relative_error(w, kept),
+            rel_err=relative_error(w, kept, hessian) if hessian is not None else None)
+        return weights, entry

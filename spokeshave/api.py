@@ -1,10 +1,12 @@
-"""The Python entry points: `compile`, `parse`, and the `CompiledModel` they produce.
+"""The Python entry points: `compile`, `compile_module`, `import_model`, `parse`, and the
+`CompiledModel` they produce.
 
 `compile(model, example_inputs, pipeline=..., backend=..., calibration=...)` exports the
-model, imports it, runs the pipeline (verifying after every pass) and hands the result to a
-backend. The returned object is called like the model (same pytree inputs and outputs) and
-exposes its IR (`.module`), weights (`.weights`) and what the pipeline did (`.stats`,
-`.timings`).
+model, imports it and hands it to `compile_module`, which runs the pipeline (verifying after
+every pass) on a copy of the IR and weights and gives the result to a backend. The returned
+object is called like the model (same pytree inputs and outputs) and exposes its IR
+(`.module`), weights (`.weights`), what the backend generated (`.executable`), and what the
+pipeline did (`.report`, `.stats`, `.timings`).
 """
 from __future__ import annotations
 
@@ -12,36 +14,39 @@ from typing import Any, Callable
 
 import torch
 
+from .compiler.backend import BACKENDS, Backend, Executable
 from .compiler.errors import SpokeshaveError
-from .compiler.frontend import import_model
+from .compiler.frontend import Imported
+from .compiler.frontend import import_model as _import_model
 from .compiler.ir import Module
 from .compiler.parser import parse_module
 from .compiler.passmanager import PassContext, PassManager
 from .compiler.report import QualityReport
+from .compiler.target import Target
 from .compiler.weights import WeightStore
-
-DEFAULT_PIPELINE = "canonicalize,cse,dce"
+from .costmodel.roofline import RooflineCostModel
 
 
 class CompiledModel:
     """A compiled model: call it like the original."""
 
-    def __init__(self, module: Module, weights: WeightStore, backend: str, pipeline: str,
-                 ctx: PassContext, in_spec: Any = None, out_spec: Any = None,
-                 timings: list[tuple[str, float]] | None = None):
-        from spokeshave.backends import get_backend
-
+    def __init__(self, module: Module, weights: WeightStore, executable: Executable,
+                 backend: str, pipeline: str, ctx: PassContext, in_spec: Any = None,
+                 out_spec: Any = None, timings: list[tuple[str, float]] | None = None,
+                 reference: Callable[..., Any] | None = None,
+                 calibration: list[tuple[tuple, dict]] | None = None):
         self.module = module
         self.weights = weights
+        self.executable = executable
         self.backend = backend
         self.pipeline = pipeline
         self.context = ctx
+        self.target = ctx.target
         self.stats = {k: dict(v) for k, v in ctx.stats.items()}
         self.timings = timings or []
         self.in_spec, self.out_spec = in_spec, out_spec
-        self._run = get_backend(backend).build(module, weights)
-        self._reference: Callable[..., Any] | None = None  # the eager model, for the report
-        self._calibration: list[tuple[tuple, dict]] | None = None
+        self._reference = reference  # the eager model, for the report's end-to-end error
+        self._calibration = calibration
         self._report: QualityReport | None = None
 
     @property
@@ -49,9 +54,11 @@ class CompiledModel:
         """Per-layer compression entries and the end-to-end error on the calibration batches
         (measured on first access). `print(cm.report)`, `cm.report.save_plot("err.png")`."""
         if self._report is None:
-            self._report = QualityReport.measure(self.context.report, self._calibration,
-                                                 self._reference, self) if self._reference else \
-                QualityReport(list(self.context.report))
+            if self._reference is not None and self._calibration:
+                self._report = QualityReport.measure(self.context.report, self._calibration,
+                                                     self._reference, self)
+            else:
+                self._report = QualityReport(list(self.context.report))
         return self._report
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -61,8 +68,11 @@ class CompiledModel:
                 raise SpokeshaveError(f"called with inputs structured as {spec}, but the model was "
                                       f"compiled for {self.in_spec}")
         else:
+            if kwargs:
+                raise SpokeshaveError("this model was compiled from IR: call it with its inputs "
+                                      "as positional arguments")
             flat = list(args)
-        outs = self._run(*flat)
+        outs = self.executable(*flat)
         if self.out_spec is not None:
             return torch.utils._pytree.tree_unflatten(outs, self.out_spec)
         return outs[0] if len(outs) == 1 else tuple(outs)
@@ -72,30 +82,93 @@ class CompiledModel:
         return str(self.module)
 
 
-def compile(model: torch.nn.Module, example_inputs: tuple | list | torch.Tensor,
-            pipeline: str = DEFAULT_PIPELINE, backend: str = "reference",
-            calibration: list | None = None, example_kwargs: dict | None = None,
-            dynamic_shapes: Any = None, verify: bool = True,
-            print_ir_after_all: bool = False) -> CompiledModel:
-    """Export, import, optimise and build `model`. `calibration` is a list of input batches
-    (each a tuple of positional inputs) that compression passes measure statistics on."""
-    from spokeshave.backends import get_backend
-
-    get_backend(backend)  # fail on a bad backend name before the slow export
-    pm = PassManager.parse(pipeline, verify=verify, print_ir_after_all=print_ir_after_all)
+def import_model(model: torch.nn.Module, example_inputs: tuple | list | torch.Tensor,
+                 example_kwargs: dict | None = None, dynamic_shapes: Any = None) -> Imported:
+    """Export `model` with torch.export and import it: IR, weights and calling convention.
+    Export once, then `compile_module(imported, ...)` with as many pipelines as you like."""
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
-    imported = import_model(model, tuple(example_inputs), example_kwargs, dynamic_shapes)
-    batches = None if calibration is None else _flatten_calibration(calibration, imported.in_spec)
-    ctx = PassContext(weights=imported.weights, calibration=batches)
-    pm.run(imported.module, ctx)
+    return _import_model(model, tuple(example_inputs), example_kwargs, dynamic_shapes)
+
+
+def compile(model: torch.nn.Module, example_inputs: tuple | list | torch.Tensor,
+            pipeline: str | None = None, backend: str = "reference",
+            calibration: list | None = None, example_kwargs: dict | None = None,
+            dynamic_shapes: Any = None, verify: bool = True, print_ir_after_all: bool = False,
+            target: Target | str | None = None, cost_model: Any = None) -> CompiledModel:
+    """Export, import, optimise and build `model`. `pipeline` defaults to the backend's own;
+    `calibration` is a list of input batches (each a tuple of positional inputs, a dict of
+    keyword inputs, or an `(args, kwargs)` pair) that compression passes measure statistics
+    on; `target` (a `Target`, or text such as "cpu:x86_64:avx2,fma") defaults to this machine."""
+    chosen = _backend(backend)
+    tgt = _target(target, chosen)
+    # a bad pipeline fails before the slow export
+    pm = PassManager.parse(chosen.default_pipeline if pipeline is None else pipeline)
+    imported = import_model(model, example_inputs, example_kwargs, dynamic_shapes)
+    return _compile(imported.module, imported.weights, pm, chosen, tgt, calibration,
+                    imported.in_spec, imported.out_spec, model, cost_model, verify,
+                    print_ir_after_all)
+
+
+def compile_module(module: Module | Imported, weights: WeightStore | None = None,
+                   pipeline: str | None = None, backend: str = "reference",
+                   calibration: list | None = None, *, reference: Callable[..., Any] | None = None,
+                   target: Target | str | None = None, cost_model: Any = None,
+                   verify: bool = True, print_ir_after_all: bool = False) -> CompiledModel:
+    """Compile IR that is already imported: a `Module` with its `weights`, or what
+    `import_model` returned (then called like the model). Works on copies: the module and
+    weight store passed in are left as they are. `reference`, the eager model, lets the
+    report measure the end-to-end error on the calibration batches."""
+    in_spec = out_spec = None
+    if isinstance(module, Imported):
+        if weights is not None:
+            raise SpokeshaveError("compile_module: an imported model brings its own weights; "
+                                  "do not pass weights= too")
+        module, weights, in_spec, out_spec = (module.module, module.weights, module.in_spec,
+                                              module.out_spec)
+    if weights is None:
+        raise SpokeshaveError("compile_module: pass the module's weights (a WeightStore)")
+    chosen = _backend(backend)
+    tgt = _target(target, chosen)
+    pm = PassManager.parse(chosen.default_pipeline if pipeline is None else pipeline)
+    return _compile(module.clone(), WeightStore(dict(weights.items())), pm, chosen, tgt,
+                    calibration, in_spec, out_spec, reference, cost_model, verify,
+                    print_ir_after_all)
+
+
+def _compile(module: Module, weights: WeightStore, pm: PassManager, backend: Backend,
+             target: Target, calibration: list | None, in_spec: Any, out_spec: Any,
+             reference: Callable[..., Any] | None, cost_model: Any, verify: bool,
+             print_ir_after_all: bool) -> CompiledModel:
+    """Run the pipeline on `module` (owned: it is changed) and build it."""
+    pm.verify, pm.print_ir_after_all = verify, print_ir_after_all
+    batches = None if calibration is None else _flatten_calibration(calibration, in_spec)
+    ctx = PassContext(weights=weights, calibration=batches, target=target,
+                      cost_model=cost_model if cost_model is not None else RooflineCostModel())
+    pm.run(module, ctx)
     ctx.weights.forget_originals()  # float weights kept for `lorc` are not part of the model
-    cm = CompiledModel(imported.module, ctx.weights, backend, pm.pipeline, ctx,
-                       imported.in_spec, imported.out_spec, pm.timings)
-    if calibration is not None:
-        cm._reference = model
-        cm._calibration = [_split_batch(b, i) for i, b in enumerate(calibration)]
-    return cm
+    executable = backend.build(module, ctx.weights, target)
+    split = None if calibration is None else [_split_batch(b, i) for i, b in enumerate(calibration)]
+    return CompiledModel(module, ctx.weights, executable, backend.name, pm.pipeline, ctx,
+                         in_spec, out_spec, pm.timings, reference, split)
+
+
+def _backend(name: str) -> Backend:
+    return BACKENDS[name]
+
+
+def _target(target: Target | str | None, backend: Backend) -> Target:
+    if target is None:
+        t = Target.cuda() if backend.device == "cuda" else Target.host()
+    elif isinstance(target, str):
+        t = Target.parse(target)
+    elif isinstance(target, Target):
+        t = target
+    else:
+        raise SpokeshaveError(f"target must be a Target or its text (e.g. \"cpu:x86_64:avx2,fma\"), "
+                              f"got {type(target).__name__}")
+    backend.check(t)
+    return t
 
 
 def _split_batch(batch: Any, i: int) -> tuple[tuple, dict]:
@@ -121,8 +194,15 @@ def _flatten_calibration(calibration: list, in_spec: Any) -> list[list[Any]]:
                               f"positional inputs), got {type(calibration).__name__}")
     out = []
     for i, batch in enumerate(calibration):
-        flat, spec = torch.utils._pytree.tree_flatten(_split_batch(batch, i))
-        if in_spec is not None and spec != in_spec:
+        args, kwargs = _split_batch(batch, i)
+        if in_spec is None:
+            if kwargs:
+                raise SpokeshaveError(f"calibration batch {i} has keyword inputs, but IR compiled "
+                                      f"with compile_module takes positional inputs only")
+            out.append(list(args))
+            continue
+        flat, spec = torch.utils._pytree.tree_flatten((args, kwargs))
+        if spec != in_spec:
             raise SpokeshaveError(f"calibration batch {i} is structured as {spec}, but the model "
                                   f"was compiled for inputs structured as {in_spec}")
         out.append(flat)

@@ -3,6 +3,7 @@
     spokeshave-opt FILE.mlir --pass-pipeline="canonicalize,cse,dce"
     spokeshave-opt - < in.mlir           # stdin
     spokeshave-opt cases.mlir --split-input-file --verify-roundtrip
+    spokeshave-opt invalid.mlir --split-input-file --verify-diagnostics
 
 Parameters take their data from `--weights W.safetensors`; without it each parameter gets
 deterministic synthetic data so structural passes run. Passes that measure activations get
@@ -18,13 +19,14 @@ import re
 import sys
 
 from .compiler.calibration import load_batches, synthetic_batches
-from .compiler.errors import SpokeshaveError
+from .compiler.errors import Diagnostic, SpokeshaveError
 from .compiler.parser import parse_module
-from .compiler.passmanager import (Pass, PassContext, PassManager, describe_options, parse_pipeline,
-                          registered_passes)
+from .compiler.passmanager import (PASSES, Pass, PassContext, PassManager, describe_options,
+                                   parse_pipeline)
 from .compiler.printer import print_module
 from .compiler.verifier import verify
 from .compiler.weights import WeightStore, complete_weights
+from .expected_diagnostics import check, expected_in
 
 SPLIT_MARKER = re.compile(r"^// -----\s*$", re.M)
 
@@ -43,6 +45,9 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-ir-after-all", action="store_true")
     p.add_argument("--timing", action="store_true", help="per-pass timing and statistics on stderr")
     p.add_argument("--no-verify", action="store_true", help="do not run the verifier between passes")
+    p.add_argument("--verify-diagnostics", action="store_true",
+                   help="check errors and remarks against the '// expected-error@+1 {{...}}' "
+                        "annotations of the input, at their lines (as mlir-opt does)")
     p.add_argument("--verify-roundtrip", action="store_true",
                    help="check that printing, parsing and printing again gives the same text")
     p.add_argument("--print-debuginfo", action="store_true", help="print op locations")
@@ -52,7 +57,8 @@ def _arg_parser() -> argparse.ArgumentParser:
 
 
 def _process(text: str, filename: str, line_offset: int, args, passes: list[Pass],
-             weights: WeightStore | None, out: io.StringIO) -> None:
+             weights: WeightStore | None, out: io.StringIO) -> list[Diagnostic]:
+    """Parse, run the pipeline and print one input; returns the remarks the passes made."""
     module = parse_module(text, filename, line_offset)
     store = complete_weights(module, WeightStore(dict(weights.items())) if weights else None)
     ctx = PassContext(weights=store, calibration=_calibration(args.calibration, module))
@@ -62,8 +68,6 @@ def _process(text: str, filename: str, line_offset: int, args, passes: list[Pass
     if args.no_verify is False and not pm.passes:
         verify(module, store)
     pm.run(module, ctx)
-    for remark in ctx.diagnostics:  # what passes chose not to do (skipped layers...), as mlir-opt remarks
-        print(f"{filename}: remark: {remark}", file=sys.stderr)
     printed = print_module(module, debug_info=args.print_debuginfo)
     if args.verify_roundtrip:
         again = print_module(parse_module(printed, f"{filename} (printed)"), debug_info=args.print_debuginfo)
@@ -74,6 +78,31 @@ def _process(text: str, filename: str, line_offset: int, args, passes: list[Pass
                                                 "printed", "reparsed+printed"))
             raise SpokeshaveError(f"{filename}: error: the printed IR does not round-trip:\n{diff}")
     out.write(printed)
+    return ctx.diagnostics
+
+
+def _run_chunk(text: str, filename: str, line_offset: int, args, passes: list[Pass],
+               weights: WeightStore | None, out: io.StringIO) -> bool:
+    """One input (a whole file or a `// -----` case); True when it failed. With
+    `--verify-diagnostics` it fails when the diagnostics are not the expected ones."""
+    produced: list[Diagnostic] = []
+    try:
+        produced = _process(text, filename, line_offset, args, passes, weights, out)
+        error = None
+    except SpokeshaveError as e:
+        error = e
+    if not args.verify_diagnostics:
+        for d in produced:  # what passes chose not to do (skipped layers...), as mlir-opt remarks
+            print(d if d.loc is not None else f"{filename}: {d}", file=sys.stderr)
+        if error is not None:
+            _report(error)
+        return error is not None
+    if error is not None:
+        produced.append(Diagnostic("error", error.message.split("\n", 1)[0], error.loc))
+    failures = check(expected_in(text, filename, line_offset), produced, filename)
+    for f in failures:
+        print(f, file=sys.stderr)
+    return bool(failures)
 
 
 def _calibration(source: str | None, module) -> list | None:
@@ -98,23 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _arg_parser().parse_args(argv)
     try:
         if args.list_passes:
-            for name, cls in sorted(registered_passes().items()):
+            for name, cls in sorted(PASSES.items()):
                 print(f"{name}: {describe_options(cls)}")
             return 0
         # A bad pipeline is reported once, before any input is read (as mlir-opt does).
         passes = parse_pipeline(args.pass_pipeline)
-        if args.input == "-":
-            text, filename = sys.stdin.read(), "<stdin>"
-        else:
-            try:
-                with open(args.input, encoding="utf-8") as fh:
-                    text = fh.read()
-            except OSError as e:
-                raise SpokeshaveError(f"{args.input}: error: cannot read input: {e.strerror}") from None
-            filename = args.input
+        from .compiler.parser import read_source  # here, not above: keeps this change to these lines
+
+        text, filename = read_source(args.input)  # bytes, decoded: a binary file is a located error
         weights = WeightStore.load(args.weights) if args.weights else None
         out = io.StringIO()
         failed = False
+        chunks = [(text, 0)]
         if args.split_input_file:
             pos, line = 0, 0
             chunks = []
@@ -123,16 +147,10 @@ def main(argv: list[str] | None = None) -> int:
                 line += text.count("\n", pos, m.end())
                 pos = m.end()
             chunks.append((text[pos:], line))
-            for i, (chunk, offset) in enumerate(chunks):
-                if i:
-                    out.write("// -----\n")
-                try:
-                    _process(chunk, filename, offset, args, passes, weights, out)
-                except SpokeshaveError as e:  # as mlir-opt: report and go on with the next case
-                    _report(e)
-                    failed = True
-        else:
-            _process(text, filename, 0, args, passes, weights, out)
+        for i, (chunk, offset) in enumerate(chunks):  # as mlir-opt: a failing case does not stop the rest
+            if i:
+                out.write("// -----\n")
+            failed |= _run_chunk(chunk, filename, offset, args, passes, weights, out)
         if args.output == "-":
             sys.stdout.write(out.getvalue())
         else:

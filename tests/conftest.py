@@ -27,8 +27,7 @@ import torch  # noqa: E402
 
 import spokeshave  # noqa: E402
 import spokeshave_models as models  # noqa: E402
-from spokeshave.compiler.passmanager import PassContext, PassManager  # noqa: E402
-from spokeshave.compiler.weights import WeightStore  # noqa: E402
+from spokeshave.compiler.frontend import Imported  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -101,17 +100,6 @@ def _deterministic():
 # ------------------------------------------------------------------ models under test
 
 
-def with_pipeline(cm: spokeshave.CompiledModel, pipeline: str) -> spokeshave.CompiledModel:
-    """`cm` re-optimised by `pipeline` on copies of its module and weights (verifying after
-    every pass), without exporting again: what `compile` does after its export."""
-    module = cm.module.clone()
-    ctx = PassContext(weights=WeightStore(dict(cm.weights.items())))
-    pm = PassManager.parse(pipeline, verify=True)
-    pm.run(module, ctx)
-    return spokeshave.CompiledModel(module, ctx.weights, cm.backend, pm.pipeline, ctx,
-                                  cm.in_spec, cm.out_spec, pm.timings)
-
-
 class Case:
     """A model under test (a name in `models.ALL`): the model, its example inputs, inputs of
     another batch size and length (`other`), and its compiled forms, cached per session."""
@@ -137,22 +125,32 @@ class Case:
     def compiled(self, pipeline: str, dynamic: bool = False) -> spokeshave.CompiledModel:
         """`spokeshave.compile(model, inputs, pipeline=...)`, once per session. Dynamic shapes
         export once per model, with pipeline "" (SmolLM2: the default pipeline; it is exported
-        once only, 30-60 s on two cores); other pipelines run on a copy of that module
-        (`with_pipeline`, which is what `compile` does after its export)."""
+        once only, 30-60 s on two cores); other pipelines compile that import again
+        (`spokeshave.compile_module`, which is what `compile` does after its export)."""
         if self.name == "smollm2":
             dynamic = True
             assert pipeline != models.NONE, "SmolLM2 is exported once, with the default pipeline"
             if pipeline != models.DEFAULT:
                 return self.cache.get((self.name, pipeline, True),
-                                      lambda: with_pipeline(self.compiled(models.DEFAULT), pipeline))
+                                      lambda: self.recompiled(models.DEFAULT, pipeline))
         elif dynamic and pipeline != models.NONE:
             # dynamic exports are the slow ones: optimise a copy of the dynamic import
             return self.cache.get((self.name, pipeline, True),
-                                  lambda: with_pipeline(self.compiled(models.NONE, True), pipeline))
+                                  lambda: self.recompiled(models.NONE, pipeline))
         dyn = models.dynamic_dims(len(self.inputs), seq_max=128) if dynamic else None
         return self.cache.get((self.name, pipeline, dynamic),
                               lambda: spokeshave.compile(self.model, self.inputs, pipeline=pipeline,
                                                        dynamic_shapes=dyn))
+
+    @staticmethod
+    def record_error(label: str, err: float) -> None:
+        record_error(label, err)
+
+    def recompiled(self, base: str, pipeline: str) -> spokeshave.CompiledModel:
+        """The dynamic-shape compile with pipeline `base`, compiled again with `pipeline`."""
+        first = self.compiled(base, dynamic=True)
+        return spokeshave.compile_module(
+            Imported(first.module, first.weights, first.in_spec, first.out_spec), pipeline=pipeline)
 
     def eager(self, inputs: tuple):
         """The eager model's output on `inputs` (cached by the inputs' contents)."""

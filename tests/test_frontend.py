@@ -135,9 +135,9 @@ def test_unusual_aten_ops_import_and_run():
     assert [v.type for v in index.operands][1] == NONE  # x[:, idx] -> [None, idx]
     check_exact(cm, model, inputs)
     # the parsed text runs the same
-    from spokeshave.backends import get_backend
+    from spokeshave.compiler.interpreter import Interpreter
     parsed = spokeshave.parse(text)
-    outs = get_backend("reference").build(parsed, cm.weights)(*inputs)
+    outs = Interpreter(parsed, cm.weights)(*inputs)
     for g, w in zip(outs, models.flat_outputs(cm(*inputs))):
         assert torch.equal(g, w)
 

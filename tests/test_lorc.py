@@ -75,14 +75,14 @@ def test_every_compressed_format_is_compensated(mlp_case, first):
     base = _compile(mlp_case, first)
     cm = _compile(mlp_case, first + ",lorc{rank=16 whiten=true}")
     assert rel_err(cm(x), ref) < rel_err(base(x), ref)
-    entries = [e for e in cm.report.layers if e["pass"] == "lorc"]
-    assert [e["layer"] for e in entries] == ["up", "down"]
+    entries = [e for e in cm.report.layers if e.pass_name == "lorc"]
+    assert [e.layer for e in entries] == ["up", "down"]
     for e in entries:
-        assert e["status"] == "compensated" and e["rel_err"] < e["rel_err_before"]
-    up = next(e for e in cm.report.layers if e["layer"] == "up" and e["pass"] != "lorc")
+        assert e.status == "compensated" and e.rel_err < e.details["rel_err_before"]
+    up = next(e for e in cm.report.layers if e.layer == "up" and e.pass_name != "lorc")
     lorc_up = entries[0]
     # factors are f32: 16 * (128 + 256) * 32 bits over 256 * 128 weights
-    assert lorc_up["bits_per_weight"] == pytest.approx(up["bits_per_weight"] + 16 * 384 * 32 / (256 * 128))
+    assert lorc_up.bits_per_weight == pytest.approx(up.bits_per_weight + 16 * 384 * 32 / (256 * 128))
 
 
 def test_high_rank_whitened_correction_restores_fp32(mlp_case):
@@ -120,10 +120,10 @@ def test_without_the_float_original_the_layer_is_skipped_and_reported(mlp_case):
     ctx = PassContext(weights=WeightStore(dict(cm.weights.items())))
     run_pipeline(module, "lorc{rank=4}", ctx)
     assert not any(op.name == "aten.add.Tensor" for op in module.entry.ops)
-    skipped = [e for e in ctx.report if e["pass"] == "lorc"]
-    assert [e["status"] for e in skipped] == ["skipped", "skipped"]
-    assert "same compile" in skipped[0]["reason"]
-    assert any("lorc: skipped layer 'up'" in d for d in ctx.diagnostics)
+    skipped = [e for e in ctx.report if e.pass_name == "lorc"]
+    assert [e.status for e in skipped] == ["skipped", "skipped"]
+    assert "same compile" in skipped[0].reason
+    assert any("lorc: skipped layer 'up'" in d.message for d in ctx.diagnostics)
 
 
 @pytest.mark.parametrize("pipeline, message", [

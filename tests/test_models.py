@@ -9,7 +9,7 @@ and the compiled model runs at a batch and length other than the example's.
 
 Exports dominate the run time, so dynamic-shape exports happen once per model (pipeline "";
 other pipelines run on a copy of that module, which is what `compile` does after exporting:
-`conftest.with_pipeline`). SmolLM2 (30-60 s per export on two cores) is exported once only,
+`spokeshave.compile_module`). SmolLM2 (30-60 s per export on two cores) is exported once only,
 with dynamic dims and the default pipeline; pipeline "" is left to the other models.
 """
 from __future__ import annotations
@@ -19,9 +19,8 @@ import torch
 
 import spokeshave
 import spokeshave_models as models
-from spokeshave.backends import get_backend
+from spokeshave.compiler.interpreter import Interpreter
 from spokeshave.compiler.printer import print_module
-from conftest import Case, record_error
 from spokeshave_models import ALL, DEFAULT, FOLD, NONE, PIPELINES, REAL
 
 RTOL = 1e-5
@@ -52,10 +51,11 @@ def check_round_trip(module: spokeshave.Module) -> str:
     return text
 
 
-def check_matches_eager(case: Case, cm: spokeshave.CompiledModel, inputs: tuple,
+def check_matches_eager(case, cm: spokeshave.CompiledModel, inputs: tuple,
                         label: str = "") -> float:
+    """`case` is a `conftest.Case`; the error also goes into the end-of-run summary."""
     err = models.max_rel_error(cm(*inputs), case.eager(inputs))
-    record_error(f"{case.name} {label}".strip(), err)
+    case.record_error(f"{case.name} {label}".strip(), err)
     assert err <= RTOL, f"{case.name}: max relative error {err:.3g} > {RTOL}"
     return err
 
@@ -83,8 +83,8 @@ def test_parsed_text_runs_like_the_module(case):
     cm = case.compiled(DEFAULT)
     parsed = spokeshave.parse(print_module(cm.module))
     flat = torch.utils._pytree.tree_leaves(case.inputs)
-    want = cm._run(*flat)
-    got = get_backend("reference").build(parsed, cm.weights)(*flat)
+    want = cm.executable(*flat)
+    got = Interpreter(parsed, cm.weights)(*flat)
     assert len(got) == len(want)
     for g, w in zip(got, want):
         assert torch.equal(g, w)

@@ -12,8 +12,8 @@ import torch
 
 import spokeshave
 from spokeshave.compiler.errors import PipelineError
-from spokeshave.compiler.outliers import linear_w8a8_split
-from spokeshave.compiler import quant
+from spokeshave.compiler.numerics.outliers import linear_w8a8_split
+from spokeshave.compiler.numerics import quant
 
 from spokeshave_models import tiny_bert, tiny_gpt2
 
@@ -79,12 +79,12 @@ def test_smooth_is_exact_in_fp32_and_keeps_layer_names():
     assert not torch.equal(c.weights["up.weight"], m.up.weight.detach())
     assert torch.equal(m.ln.weight.detach()[OUTLIERS[0]] > 20, torch.tensor(True))  # model untouched
     # the shared scale flattened the norm output's outlier channels
-    ent = [r for r in c.context.report if r["pass"] == "smooth" and r["status"] == "smoothed"]
-    assert {r["layer"] for r in ent} == {"up", "q"}
-    assert all(r["act_absmax_after"] < r["act_absmax_before"] / 3 for r in ent)
+    ent = [r for r in c.context.report if r.pass_name == "smooth" and r.status == "smoothed"]
+    assert {r.layer for r in ent} == {"up", "q"}
+    assert all(r.details["act_absmax_after"] < r.details["act_absmax_before"] / 3 for r in ent)
     # `down` reads a ReLU, not a norm: left alone and listed
-    skipped = [r for r in c.context.report if r["pass"] == "smooth" and r["status"] == "skipped"]
-    assert [r["layer"] for r in skipped] == ["down"]
+    skipped = [r for r in c.context.report if r.pass_name == "smooth" and r.status == "skipped"]
+    assert [r.layer for r in skipped] == ["down"]
 
 
 def test_smooth_lowers_w8a8_error():
@@ -187,8 +187,8 @@ def test_outlier_split_lowers_w8a8_error():
     assert split < plain / 10, (plain, split)
     ops = [op.name for op in c.module.entry.ops]
     assert ops.count("spk.linear_w8a8_split") >= 2 and "aten.linear" not in ops
-    ent = {r["layer"]: r for r in c.context.report if r["pass"] == "outlier-split"}
-    assert ent["up"]["outlier_channels"] == len(OUTLIERS)
+    ent = {r.layer: r for r in c.context.report if r.pass_name == "outlier-split"}
+    assert ent["up"].details["outlier_channels"] == len(OUTLIERS)
     # a threshold nothing exceeds gives exactly quantize{scheme=w8a8}
     _, c1 = err(m, x, cal, "outlier-split{threshold=1e6}")
     _, c2 = err(m, x, cal, "quantize{scheme=w8a8}")
@@ -199,7 +199,7 @@ def test_weight_only_split_keeps_outlier_weights_out_of_the_row_scale():
     """`scheme=w8`: with large weights in the outlier columns, plain per-channel int8 lets
     them set every row's scale; the split keeps them in float and quantizes the rest finely.
     The op's decoded weight is the int8 part with the outlier columns put back, exactly."""
-    from spokeshave.compiler.outliers import split_weight
+    from spokeshave.compiler.dialect import decode_weight
 
     m, x, cal = make(outlier_weights=True)
     plain, _ = err(m, x, cal, "quantize{scheme=w8}")
@@ -210,14 +210,14 @@ def test_weight_only_split_keeps_outlier_weights_out_of_the_row_scale():
     assert "spk.linear_w8_split" in ops and not ops & {"spk.linear_w8a8_split", "spk.linear_w8a8"}
     op = next(o for o in f.ops if o.name == "spk.linear_w8_split")
     args = [c.weights[f.param_name(v)] for v in op.operands[1:5]]
-    w = split_weight(op, args)
+    w = decode_weight(op, args)
     assert torch.equal(w[:, OUTLIERS], m.up.weight[:, OUTLIERS].detach())
     assert rel_err(w, m.up.weight) < 1e-4
-    ent = {r["layer"]: r for r in c.context.report if r["pass"] == "outlier-split"}
-    assert ent["up"]["scheme"] == "w8+fp-outliers" and ent["up"]["outlier_channels"] == len(OUTLIERS)
+    ent = {r.layer: r for r in c.context.report if r.pass_name == "outlier-split"}
+    assert ent["up"].scheme == "w8+fp-outliers" and ent["up"].details["outlier_channels"] == len(OUTLIERS)
     # and lorc compensates what is left, reading the float weight the split replaced
     both, c2 = err(m, x, cal, "outlier-split{scheme=w8},lorc{rank=8 whiten=true}")
-    assert both < split and any(r["pass"] == "lorc" and r["status"] == "compensated"
+    assert both < split and any(r.pass_name == "lorc" and r.status == "compensated"
                                 for r in c2.context.report)
 
 

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
 from spokeshave import parse
 from spokeshave.compiler import (Pass, PassContext, PassManager, PipelineError, VerifyError, parse_pipeline,
-                      print_pipeline)
+                                 print_pipeline)
 from spokeshave.compiler.ir import Op
-from spokeshave.compiler.passmanager import register_pass, registered_passes
+from spokeshave.compiler.passmanager import PASSES, Range, option, register_pass
 from spokeshave.compiler.rewrite import PatternSet, apply_patterns_greedily, pattern
 from spokeshave.compiler.errors import SpokeshaveError
 from spokeshave.compiler.weights import complete_weights
@@ -24,16 +24,15 @@ TEXT = """func.func @forward(%x: tensor<4x8xf32>, %w: tensor<16x8xf32> {spk.para
 """
 
 
-@register_pass
 @dataclass
 class _Probe(Pass):
     """A test pass with every option kind."""
 
     name = "test-probe"
     count: int = 1
-    ratio: float = 0.5
+    ratio: float = option(0.5, range=Range(0.0, 1.0, lo_open=True))
     flag: bool = False
-    mode: str = field(default="a", metadata={"choices": ("a", "b")})
+    mode: str = option("a", choices=("a", "b"))
     runs = []
 
     def run(self, module, ctx):
@@ -42,7 +41,6 @@ class _Probe(Pass):
         return False  # changed nothing: analyses survive
 
 
-@register_pass
 @dataclass
 class _Breaker(Pass):
     """Breaks the IR on purpose, to see the verifier name it."""
@@ -60,6 +58,23 @@ class _Counting:
 
     def __init__(self, module, ctx):
         _Counting.made += 1
+
+
+@pytest.fixture(autouse=True)
+def _test_passes():
+    """The probe passes exist only inside this module's tests."""
+    with PASSES.scoped():
+        register_pass(_Probe)
+        register_pass(_Breaker)
+        yield
+    assert "test-probe" not in PASSES
+
+
+def test_test_passes_do_not_leak_into_the_registry():
+    with PASSES.scoped():
+        register_pass(dataclass(type("_Leak", (Pass,), {"name": "test-leak", "run": lambda s, m, c: False})))
+        assert "test-leak" in PASSES
+    assert "test-leak" not in PASSES and "cse" in PASSES
 
 
 @pytest.mark.parametrize("text", ["canonicalize,cse,dce", "cse", "test-probe{count=3 ratio=0.25 flag=true mode=b}",
@@ -82,18 +97,14 @@ def test_pipeline_spellings():
     ("test-probe{count=many}", "option 'count' expects int"),
     ("test-probe{mode=c}", "option 'mode' must be one of a, b"),
     ("test-probe{flag=maybe}", "expects bool"),
+    ("test-probe{ratio=0}", "option 'ratio' must be in (0, 1]; got 0.0"),
+    ("test-probe{ratio=nan}", "option 'ratio' must be in (0, 1]; got nan"),
     ("cse{", "cannot parse pipeline element"),
 ])
 def test_pipeline_errors_say_what_is_allowed(text, msg):
     with pytest.raises(PipelineError) as e:
         parse_pipeline(text)
     assert msg in str(e.value)
-
-
-def test_all_registered_passes_have_docstrings_and_names():
-    for name, cls in registered_passes().items():
-        assert cls.name == name
-        assert cls.__module__.startswith(("spokeshave.passes.", __name__)), cls
 
 
 def test_analysis_cache_survives_unchanged_passes_only():

@@ -122,9 +122,9 @@ def test_sliced_norm_keeps_the_full_width_divisor(decoder, sliced):
 
 def test_report_entries(sliced):
     cm = sliced(0.25)
-    entries = [e for e in cm.context.report if e["pass"] == "slice"]
+    entries = [e for e in cm.context.report if e.pass_name == "slice"]
     assert len(entries) == 5
-    assert all(e["kept"] == 48 and e["dim"] == 64 and 0 < e["energy_kept"] <= 1 for e in entries)
+    assert all(e.details["kept"] == 48 and e.details["dim"] == 64 and 0 < e.details["energy_kept"] <= 1 for e in entries)
 
 
 def test_residual_stream_found(decoder, sliced):
@@ -189,7 +189,7 @@ def test_bert_fold_norms_changes_nothing_numerically():
     cm = spokeshave.compile(model, inputs, pipeline="fold-norms")
     assert models.max_rel_error(cm(*inputs), model(*inputs)) < 1e-5
     assert cm.stats["fold-norms"].get("norms folded", 0) == 0
-    assert any("post-LN" in d for d in cm.context.diagnostics)
+    assert any("post-LN" in d.message for d in cm.context.diagnostics)
 
 
 @pytest.mark.parametrize("fraction", ["1", "1.5", "-0.1", "nan"])

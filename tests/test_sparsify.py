@@ -8,7 +8,7 @@ import torch
 import spokeshave
 import spokeshave_models as models
 from spokeshave.compiler import PipelineError, SpokeshaveError, VerifyError
-from spokeshave.compiler.sparse import compress_24, decompress_24, is_24_sparse, mask_topk_24, meta_cols
+from spokeshave.compiler.numerics.sparse import compress_24, decompress_24, is_24_sparse, mask_topk_24, meta_cols
 
 # ------------------------------------------------------------------ the compressed format
 
@@ -156,9 +156,9 @@ def test_mlp_wanda_and_sparsegpt_beat_magnitude(mlp_case, mlp_compiled):
     err = {m: _rel_mse(cm(x), ref) for m, cm in mlp_compiled.items()}
     assert err["wanda"] < 0.75 * err["magnitude"], err
     assert err["sparsegpt"] < 0.25 * err["magnitude"], err
-    report = [e for e in mlp_compiled["sparsegpt"].context.report if e["pass"] == "sparsify"]
-    assert {e["layer"] for e in report} == {"up", "down"}
-    assert all(e["status"] == "sparsified" and e["sparsity"] == 0.5 and 0 < e["rel_err"] < 1
+    report = [e for e in mlp_compiled["sparsegpt"].context.report if e.pass_name == "sparsify"]
+    assert {e.layer for e in report} == {"up", "down"}
+    assert all(e.status == "sparsified" and e.sparsity == 0.5 and 0 < e.rel_err < 1
                for e in report)
 
 
@@ -243,11 +243,11 @@ def test_in_features_not_divisible_by_4_is_skipped_and_reported():
     x = torch.randn(4, 6)
     cm = spokeshave.compile(model, (x,), pipeline="sparsify")
     assert "up.weight" in cm.weights and "down.sparse_values" in cm.weights
-    assert any("'up'" in d and "in-features 6 not divisible by 4" in d
-               for d in cm.context.diagnostics)
+    assert any("'up'" in d.message and "in-features 6 not divisible by 4" in d.message
+               and d.loc is not None for d in cm.context.diagnostics)
     assert cm.stats["sparsify"]["layers skipped (in-features not divisible by 4)"] == 1
-    skipped = [e for e in cm.context.report if e["status"] == "skipped"]
-    assert [e["layer"] for e in skipped] == ["up"]
+    skipped = [e for e in cm.context.report if e.status == "skipped"]
+    assert [e.layer for e in skipped] == ["up"]
     with torch.no_grad():
         h = torch.relu(model.up(x))
     want = torch.nn.functional.linear(h, _decompressed(cm, "down"), model.down.bias)
@@ -274,12 +274,12 @@ def test_tied_head_stays_dense_and_is_reported():
     names = [op.name for op in cm.module.walk()]
     assert names.count("spk.linear_sparse24") == 1 and names.count("aten.linear") == 1
     assert cm.stats["sparsify"]["layers skipped (tied weight)"] == 1
-    assert any("tied" in d for d in cm.context.diagnostics)
+    assert any("tied" in d.message for d in cm.context.diagnostics)
 
 
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
 def test_calibrated_methods_without_calibration_name_the_pass(mlp_case, method):
     model, (x,), _ = mlp_case
-    with pytest.raises(SpokeshaveError, match=rf"pass 'sparsify': method={method} needs "
+    with pytest.raises(SpokeshaveError, match=rf"pass 'sparsify\{{method={method}\}}' needs "
                                               rf"calibration data"):
         spokeshave.compile(model, (x,), pipeline=f"sparsify{{method={method}}}")

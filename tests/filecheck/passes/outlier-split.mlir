@@ -4,7 +4,7 @@
 // RUN: not spokeshave-opt %s --pass-pipeline="outlier-split{threshold=big}" 2>&1 | filecheck %s --check-prefix=BAD-TYPE
 // RUN: not spokeshave-opt %s --split-input-file --pass-pipeline="outlier-split" --calibration=synthetic:4 2>/dev/null | filecheck %s --check-prefix=CAL
 // RUN: not spokeshave-opt %s --split-input-file --pass-pipeline="outlier-split{threshold=1000}" --calibration=synthetic:4 2>/dev/null | filecheck %s --check-prefix=HIGH
-// RUN: not spokeshave-opt %s --split-input-file --pass-pipeline="outlier-split{threshold=0.01}" --calibration=synthetic:4 2>&1 >/dev/null | filecheck %s --check-prefix=LOW
+// RUN: spokeshave-opt %s --split-input-file --pass-pipeline="outlier-split{threshold=0.01}" --calibration=synthetic:4 --verify-diagnostics >/dev/null
 // RUN: not spokeshave-opt %s --split-input-file --pass-pipeline="outlier-split{layers=mlp.* skip=mlp.down}" --calibration=synthetic:4 2>/dev/null | filecheck %s --check-prefix=SEL
 // RUN: not spokeshave-opt %s --split-input-file --pass-pipeline="outlier-split{scheme=w8}" --calibration=synthetic:4 2>/dev/null | filecheck %s --check-prefix=W8
 // RUN: not spokeshave-opt %s --pass-pipeline="outlier-split{scheme=w4}" 2>&1 | filecheck %s --check-prefix=BAD-SCHEME
@@ -62,9 +62,8 @@
 // HIGH-NEXT:    %[[Y:.+]] = "spk.linear_w8a8"(%x, %[[Q]], %[[S]], %[[B]]) : (tensor<2x4x8xf32>, tensor<16x8xi8>, tensor<16xf32>, tensor<16xf32>) -> tensor<2x4x16xf32>
 // HIGH-NEXT:    return %[[Y]]
 
-// A threshold every channel exceeds: nothing would be int8, so the layer stays float and a
-// remark says so.
-// LOW: remark: outlier-split: kept layer 'fc' in float: every input channel exceeds the threshold 0.01
+// A threshold every channel exceeds (0.01, the --verify-diagnostics run): nothing would be
+// int8, so the layer stays float and a remark at the linear says so.
 
 // Not selected by SEL (layers=mlp.*): unchanged.
 // SEL-LABEL: func.func @linear(
@@ -72,6 +71,7 @@
 // SEL:         "aten.linear"(%x, %w, %b)
 func.func @linear(%x: tensor<2x4x8xf32>, %w: tensor<16x8xf32> {spk.param = "fc.weight"},
                   %b: tensor<16xf32> {spk.param = "fc.bias"}) -> tensor<2x4x16xf32> {
+  // expected-remark@+1 {{outlier-split: skipped layer 'fc': all 8 input channels exceed the threshold 0.01: kept in float}}
   %0 = "aten.linear"(%x, %w, %b) : (tensor<2x4x8xf32>, tensor<16x8xf32>, tensor<16xf32>) -> tensor<2x4x16xf32>
   return %0 : tensor<2x4x16xf32>
 }
@@ -112,6 +112,7 @@ func.func @bad_split(%x: tensor<2x4x8xf32>, %q: tensor<16x8xi8> {spk.param = "fc
                      %s: tensor<16xf32> {spk.param = "fc.scale"},
                      %ow: tensor<16x3xf32> {spk.param = "fc.oweight"},
                      %oi: tensor<2xi64> {spk.param = "fc.oindex"}) -> tensor<2x4x16xf32> {
+  // expected-error@+1 {{op "spk.linear_w8a8_split": oweight must be a float tensor [16, 2] (out, outlier columns), got tensor<16x3xf32>}}
   %0 = "spk.linear_w8a8_split"(%x, %q, %s, %ow, %oi) : (tensor<2x4x8xf32>, tensor<16x8xi8>, tensor<16xf32>, tensor<16x3xf32>, tensor<2xi64>) -> tensor<2x4x16xf32>
   return %0 : tensor<2x4x16xf32>
 }
@@ -143,8 +144,7 @@ func.func @bad_split(%x: tensor<2x4x8xf32>, %q: tensor<16x8xi8> {spk.param = "fc
 // HIGH-NEXT:    %[[N:.+]] = "aten.layer_norm"(%[[U]]
 // HIGH-NEXT:    "spk.linear_w8a8"(%[[N]], %{{.+}}, %{{.+}}) : (tensor<4x32xf32>, tensor<16x32xi8>, tensor<16xf32>) -> tensor<4x16xf32>
 
-// Nearly every LayerNorm channel exceeds 0.01, the raw inputs all do.
-// LOW: remark: outlier-split: kept layer 'mlp.up' in float: every input channel exceeds the threshold 0.01
+// Nearly every LayerNorm channel exceeds 0.01, the raw inputs all do (the remark on mlp.up).
 
 // Selection: `mlp.up` is split, `skip=mlp.down` stays a float linear.
 // SEL-LABEL: func.func @mlp(
@@ -157,6 +157,7 @@ func.func @mlp(%x: tensor<4x64xf32>,
                %bu: tensor<32xf32> {spk.param = "mlp.up.bias"},
                %g: tensor<32xf32> {spk.param = "mlp.ln.weight"},
                %wd: tensor<16x32xf32> {spk.param = "mlp.down.weight"}) -> tensor<4x16xf32> {
+  // expected-remark@+1 {{outlier-split: skipped layer 'mlp.up': all 64 input channels exceed the threshold 0.01}}
   %0 = "aten.linear"(%x, %wu, %bu) : (tensor<4x64xf32>, tensor<32x64xf32>, tensor<32xf32>) -> tensor<4x32xf32>
   %1 = "aten.layer_norm"(%0, %g) {normalized_shape = [32]} : (tensor<4x32xf32>, tensor<32xf32>) -> tensor<4x32xf32>
   %2 = "aten.linear"(%1, %wd) : (tensor<4x32xf32>, tensor<16x32xf32>) -> tensor<4x16xf32>
@@ -183,6 +184,8 @@ func.func @mlp(%x: tensor<4x64xf32>,
 // CAL-NEXT:    return %[[A]], %[[B]]
 func.func @shared(%x: tensor<2x32xf32>, %y: tensor<3x32xf32>,
                   %w: tensor<8x32xf32> {spk.param = "proj.weight"}) -> (tensor<2x8xf32>, tensor<3x8xf32>) {
+  // expected-remark@+2 {{skipped layer 'proj': all 32 input channels exceed the threshold 0.01}}
+  // expected-remark@+2 {{skipped layer 'proj': all 32 input channels exceed the threshold 0.01}}
   %0 = "aten.linear"(%x, %w) : (tensor<2x32xf32>, tensor<8x32xf32>) -> tensor<2x8xf32>
   %1 = "aten.linear"(%y, %w) : (tensor<3x32xf32>, tensor<8x32xf32>) -> tensor<3x8xf32>
   return %0, %1 : tensor<2x8xf32>, tensor<3x8xf32>
@@ -203,6 +206,7 @@ func.func @shared(%x: tensor<2x32xf32>, %y: tensor<3x32xf32>,
 // CAL-NEXT:    return %[[Y]]
 func.func @tied(%ids: tensor<?x8xi64>, %emb: tensor<128x256xf32> {spk.param = "lm_head.weight"}) -> tensor<?x8x128xf32> {
   %0 = "aten.embedding"(%emb, %ids) : (tensor<128x256xf32>, tensor<?x8xi64>) -> tensor<?x8x256xf32>
+  // expected-remark@+1 {{skipped layer 'lm_head': all 256 input channels exceed the threshold 0.01}}
   %1 = "aten.linear"(%0, %emb) : (tensor<?x8x256xf32>, tensor<128x256xf32>) -> tensor<?x8x128xf32>
   return %1 : tensor<?x8x128xf32>
 }

@@ -15,7 +15,7 @@
 // (tests/test_outliers.py).
 
 // BAD-METRIC: error: pass 'reorder-outliers': option 'metric' must be one of absmax, rms, weight; got 'mean'
-// BAD-OPTION: error: pass 'reorder-outliers' has no option 'group'; its options: metric=<absmax|rms|weight>
+// BAD-OPTION: error: pass 'reorder-outliers' has no option 'group'; its options: layers=<str> (default '*'), skip=<str> (default ''), metric=<absmax|rms|weight> (default 'absmax')
 
 // A LayerNorm feeding a linear: the case reorder-outliers rewrites; without calibration, an error.
 // NO-CALIB: error: pass 'reorder-outliers' needs calibration data: pass calibration=[batches] to spokeshave.compile

@@ -3,7 +3,7 @@
 // RUN: not spokeshave-opt %s --pass-pipeline="smooth{alpha=1.5}" 2>&1 | filecheck %s --check-prefix=BAD-ALPHA
 // RUN: not spokeshave-opt %s --pass-pipeline="smooth{alpha=high}" 2>&1 | filecheck %s --check-prefix=BAD-TYPE
 // RUN: spokeshave-opt %s --split-input-file --pass-pipeline="smooth" --calibration=synthetic:4 | filecheck %s --check-prefix=CAL
-// RUN: spokeshave-opt %s --split-input-file --pass-pipeline="smooth" --calibration=synthetic:4 2>&1 >/dev/null | filecheck %s --check-prefix=REMARK
+// RUN: spokeshave-opt %s --split-input-file --pass-pipeline="smooth" --calibration=synthetic:4 --verify-diagnostics >/dev/null
 // RUN: spokeshave-opt %s --split-input-file --pass-pipeline="smooth{layers=blk.* skip=blk.k}" --calibration=synthetic:4 | filecheck %s --check-prefix=SEL
 
 // `smooth` computes its per-channel scales from calibration activations. Without
@@ -14,7 +14,7 @@
 // s). That the function is unchanged is tested numerically from Python
 // (tests/test_outliers.py).
 
-// BAD-ALPHA: error: pass 'smooth': option 'alpha' must be in [0, 1]; got 1.5
+// BAD-ALPHA: error: pass 'smooth': option 'alpha' must be in [0, 1] (the share of the outliers moved into the weights); got 1.5
 // BAD-TYPE: error: pass 'smooth': option 'alpha' expects float, got 'high'
 
 // A LayerNorm feeding a linear: the case smooth rewrites; without calibration, an error.
@@ -97,8 +97,7 @@ func.func @no_linear(%x: tensor<2x4x8xf32>, %g: tensor<8xf32> {spk.param = "ln.w
 
 // Three linears (q with a bias, k, v) read one LayerNorm: they share one `s`, so there is
 // one smoothed norm and all three read it. `blk.o` reads no norm output: it is left alone,
-// with a remark.
-// REMARK: remark: smooth: left layer 'blk.o' alone: its input is not the output of a normalisation it could be folded into
+// with a remark at it (the --verify-diagnostics run).
 // CAL-LABEL: func.func @qkv(
 // CAL-NEXT:    %x: tensor<2x4x8xf32>,
 // CAL-NEXT:    %[[WQ:[^:]+]]: tensor<8x8xf32> {spk.param = "blk.q.weight"},
@@ -143,6 +142,7 @@ func.func @qkv(%x: tensor<2x4x8xf32>, %g: tensor<8xf32> {spk.param = "blk.ln.wei
   %3 = "aten.linear"(%0, %wv) : (tensor<2x4x8xf32>, tensor<8x8xf32>) -> tensor<2x4x8xf32>
   %4 = "aten.mul.Tensor"(%1, %2) : (tensor<2x4x8xf32>, tensor<2x4x8xf32>) -> tensor<2x4x8xf32>
   %5 = "aten.add.Tensor"(%4, %3) : (tensor<2x4x8xf32>, tensor<2x4x8xf32>) -> tensor<2x4x8xf32>
+  // expected-remark@+1 {{smooth: skipped layer 'blk.o': its input is not the output of a normalisation it could be folded into}}
   %6 = "aten.linear"(%5, %wo) : (tensor<2x4x8xf32>, tensor<8x8xf32>) -> tensor<2x4x8xf32>
   return %6 : tensor<2x4x8xf32>
 }

@@ -3,8 +3,9 @@
 // RUN: spokeshave-opt %s --split-input-file --pass-pipeline="sparsify{method=wanda}" --calibration=synthetic:4 | filecheck %s --check-prefix=CALIB
 // RUN: spokeshave-opt %s --split-input-file --pass-pipeline="sparsify{method=sparsegpt}" --calibration=synthetic:4 | filecheck %s --check-prefix=CALIB
 // RUN: not spokeshave-opt %s --split-input-file --pass-pipeline="sparsify{method=wanda}" 2>&1 | filecheck %s --check-prefix=NO-CALIB
+// RUN: spokeshave-opt %s --split-input-file --pass-pipeline="sparsify{pattern=2:4}" --verify-diagnostics >/dev/null
 
-// NO-CALIB: error: pass 'sparsify': method=wanda needs calibration data: pass calibration=[batches] to spokeshave.compile {{.*}}, or use method=magnitude
+// NO-CALIB: error: pass 'sparsify{method=wanda}' needs calibration data: pass calibration=[batches] to spokeshave.compile
 
 // Every linear becomes spk.linear_sparse24 reading the compressed weight: values
 // [N, K/2] in the weight's dtype and 2-bit positions packed four to a byte [N, K/8]. The
@@ -82,6 +83,7 @@ func.func @mlp(%x: tensor<4x16xf32>,
 func.func @indivisible_in_features(%x: tensor<?x6xf32>,
                                    %wa: tensor<12x6xf32> {spk.param = "enc.1.a.weight"},
                                    %wb: tensor<4x12xf32> {spk.param = "enc.1.b.weight"}) -> tensor<?x4xf32> {
+  // expected-remark@+1 {{sparsify: skipped layer 'enc.1.a': in-features 6 not divisible by 4}}
   %0 = "aten.linear"(%x, %wa) : (tensor<?x6xf32>, tensor<12x6xf32>) -> tensor<?x12xf32>
   %1 = "aten.linear"(%0, %wb) : (tensor<?x12xf32>, tensor<4x12xf32>) -> tensor<?x4xf32>
   return %1 : tensor<?x4xf32>
@@ -143,6 +145,7 @@ func.func @computed_weight(%x: tensor<2x8xf32>,
                            %w: tensor<8x8xf32> {spk.param = "emb.weight"},
                            %h: tensor<4x8xf32> {spk.param = "lm.head.weight"}) -> tensor<2x4xf32> {
   %0 = "aten.t"(%w) : (tensor<8x8xf32>) -> tensor<8x8xf32>
+  // expected-remark@+1 {{sparsify: a linear skipped: its weight is computed, not a parameter}}
   %1 = "aten.linear"(%x, %0) : (tensor<2x8xf32>, tensor<8x8xf32>) -> tensor<2x8xf32>
   %2 = "aten.linear"(%1, %h) : (tensor<2x8xf32>, tensor<4x8xf32>) -> tensor<2x4xf32>
   return %2 : tensor<2x4xf32>
@@ -172,6 +175,7 @@ func.func @tied_head(%ids: tensor<2x3xi64>,
                      %wp: tensor<8x8xf32> {spk.param = "proj.weight"}) -> tensor<2x3x32xf32> {
   %0 = "aten.embedding"(%table, %ids) : (tensor<32x8xf32>, tensor<2x3xi64>) -> tensor<2x3x8xf32>
   %1 = "aten.linear"(%0, %wp) : (tensor<2x3x8xf32>, tensor<8x8xf32>) -> tensor<2x3x8xf32>
+  // expected-remark@+1 {{sparsify: skipped layer 'embed': its weight is also read by a non-linear op (a tied embedding)}}
   %2 = "aten.linear"(%1, %table) : (tensor<2x3x8xf32>, tensor<32x8xf32>) -> tensor<2x3x32xf32>
   return %2 : tensor<2x3x32xf32>
 }

@@ -12,20 +12,12 @@ compute dense":
   high one (a trailing odd group leaves the high nibble 0).
 
 `compress_24` and `decompress_24` are exact inverses on 2:4-sparse matrices (decompression
-is a scatter, no arithmetic). The op:
-
-    %y = "spk.linear_sparse24"(%x, %values, %meta[, %bias])
-       : (tensor<...xKxT>, tensor<NxK/2xT>, tensor<NxK/8xui8>[, tensor<NxT>]) -> tensor<...xNxT>
-
-computes `linear(x, decompress_24(values, meta), bias)`; K is `2 * values.shape[1]`.
+is a scatter, no arithmetic). The op that stores this format, `spk.linear_sparse24`, is
+declared in `compiler.dialect.spk`.
 """
 from __future__ import annotations
 
 import torch
-
-from .ir import Op, TensorType
-from .opdefs import arity, declare, expect, tensor
-from .quant import weight_decoder
 
 GROUP = 4   # M of N:M
 KEEP = 2    # N of N:M
@@ -96,30 +88,3 @@ def decompress_24(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
     dense = torch.zeros(n, groups, GROUP, dtype=values.dtype, device=values.device)
     dense.scatter_(-1, idx.to(values.device), values.reshape(n, groups, KEEP))
     return dense.reshape(n, k)
-
-
-@weight_decoder("spk.linear_sparse24")
-def _decode_sparse24(op: Op, args: list) -> torch.Tensor:
-    return decompress_24(args[0], args[1]).float()
-
-
-@declare("spk.linear_sparse24")
-def _linear_sparse24(op: Op):
-    arity(op, 3, 4)
-    x = tensor(op, 0, "input")
-    v = tensor(op, 1, "values")
-    m = tensor(op, 2, "meta")
-    expect(v.rank == 2 and v.is_static, f"values must be a static 2-D [out, in/2] tensor, got {v}")
-    expect(v.dtype == x.dtype, f"values ({v.dtype}) must have the input's dtype ({x.dtype})")
-    n, half = v.shape
-    expect(half % 2 == 0, f"values have {half} columns: in-features {2 * half} not divisible by 4")
-    k = 2 * half
-    expect(x.rank >= 1 and (x.shape[-1] is None or x.shape[-1] == k),
-           f"input's last dim {x.shape[-1]} != in-features {k} (2 x values' columns)")
-    expect(m.dtype == "ui8" and m.shape == (n, meta_cols(k)),
-           f"meta must be tensor<{n}x{meta_cols(k)}xui8> for values {v}, got {m}")
-    if len(op.operands) == 4:
-        b = tensor(op, 3, "bias")
-        expect(b.rank == 1 and b.shape[0] in (None, n) and b.dtype == x.dtype,
-               f"bias must be tensor<{n}x{x.dtype}>, got {b}")
-    return [TensorType(x.shape[:-1] + (n,), x.dtype)]

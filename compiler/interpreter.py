@@ -1,0 +1,144 @@
+"""The IR interpreter: runs a function op by op with torch eager ops.
+
+It is the core's way to execute IR, so calibration, sequential calibration (`lockstep`) and
+the reference backend all run the same code; it favours exactness over speed. Each op runs
+by, in order: a kernel the caller passes in `kernels` (a backend overriding an op), the
+op record's `interpret` (the `spk` ops, `py.*` arithmetic), "decode, then a float GEMM" for
+a compressed linear without one, its region for a `region_body` op (`spk.fused`), and
+`torch.ops` through `compiler.aten.CallPlan` for any ATen op. Values are freed after their
+last use to keep peak memory near eager's.
+
+The observer hook `observe(value, data)` sees every block argument and op result as it is
+produced (values inside regions too); for an op result it may return a replacement that the
+rest of the program computes with (sequential calibration simulates a rewrite this way).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import torch
+
+from . import aten
+from .dialect import COMPRESSED_LINEAR, REGION_BODY, linear_reference, op_def
+from .errors import SpokeshaveError, UnsupportedError
+from .ir import Block, Function, Module, Op, Value
+from .weights import WeightStore
+
+Kernel = Callable[[Op, list[Any]], Any]
+Observer = Callable[[Value, Any], Any]
+
+# The IR has value semantics: types carry no strides, so passes may drop a `clone`/`contiguous`
+# or compose permutes. `view` must then not depend on the memory layout its input happens to
+# have: where torch's view would refuse the strides, reshape a contiguous copy (same values).
+_VIEW_OPS = ("aten.view", "aten._unsafe_view")
+
+
+def _layout_free_view(plan: aten.CallPlan) -> Callable[[list[Any]], Any]:
+    def run(args: list[Any]) -> Any:
+        try:
+            return plan.call(args)
+        except RuntimeError:
+            x = args[0]
+            if not isinstance(x, torch.Tensor) or x.is_contiguous():
+                raise
+            return plan.call([x.contiguous(), *args[1:]])
+    return run
+
+
+class _Program:
+    """A block prepared for repeated execution: per-op runners and last-use frees."""
+
+    def __init__(self, block: Block, kernels: Mapping[str, Kernel]):
+        self.block = block
+        self.kernels = kernels
+        self.body = block.ops[:-1]
+        self.outputs = block.ops[-1].operands
+        self.runners = [self._runner(op) for op in self.body]
+        last_use: dict[Value, int] = {}
+        for i, op in enumerate(self.body):
+            for v in op.operands:
+                last_use[v] = i
+        keep = set(self.outputs)
+        self.frees: list[list[Value]] = [[] for _ in self.body]
+        for v, i in last_use.items():
+            if v not in keep:
+                self.frees[i].append(v)
+
+    def _runner(self, op: Op) -> Callable[[list[Any], Observer | None], Any]:
+        k = self.kernels.get(op.name)
+        if k is not None:
+            return lambda args, observe: k(op, args)
+        d = op_def(op.name)
+        if d is not None and d.interpret is not None:
+            return lambda args, observe: d.interpret(op, args)
+        if d is not None and COMPRESSED_LINEAR in d.traits:
+            return lambda args, observe: linear_reference(op, args)
+        if d is not None and REGION_BODY in d.traits:
+            body = _Program(op.regions[0].block, self.kernels)
+
+            def run_region(args, observe):
+                outs = body.run(args, observe)
+                return outs[0] if len(outs) == 1 else outs
+            return run_region
+        if aten.is_aten_like(op.name):
+            plan = aten.CallPlan(op)
+            call = _layout_free_view(plan) if op.name in _VIEW_OPS else plan.call
+            return lambda args, observe: call(args)
+        raise UnsupportedError(f"the interpreter has no semantics for {op.describe()}: declare it "
+                               f"with an op record that has `interpret`, or pass a kernel")
+
+    def run(self, args: list[Any], observe: Observer | None = None) -> list[Any]:
+        env: dict[Value, Any] = dict(zip(self.block.args, args))
+        if observe is not None:
+            for a, x in zip(self.block.args, args):
+                observe(a, x)
+        for op, run, frees in zip(self.body, self.runners, self.frees):
+            try:
+                out = run([env[v] for v in op.operands], observe)
+            except SpokeshaveError:
+                raise
+            except Exception as e:
+                first = str(e).splitlines()[0] if str(e) else ""
+                raise SpokeshaveError(f"interpreting {op.describe()} failed: {type(e).__name__}: "
+                                      f"{first}") from e
+            if len(op.results) == 1:
+                env[op.results[0]] = out
+            else:
+                for r, o in zip(op.results, out):
+                    env[r] = o
+            if observe is not None:
+                for r in op.results:
+                    new = observe(r, env[r])
+                    if new is not None:
+                        env[r] = new
+            for v in frees:
+                del env[v]
+        return [env[v] for v in self.outputs]
+
+
+class Interpreter:
+    """Runs `module.entry` with parameters taken from the weight store: call it with the
+    user inputs (flat, in argument order); it returns the list of outputs."""
+
+    def __init__(self, module: Module, weights: WeightStore,
+                 kernels: Mapping[str, Kernel] | None = None):
+        self.func: Function = module.entry
+        body = self.func.body
+        if not body.ops or body.ops[-1].name != "func.return":
+            raise SpokeshaveError(f"@{self.func.name} does not end with return")
+        self.program = _Program(body, dict(kernels or {}))
+        missing = [n for n in self.func.params() if n not in weights]
+        if missing:
+            raise SpokeshaveError(f"the weight store lacks parameters: {', '.join(missing[:5])}"
+                                  f"{' ...' if len(missing) > 5 else ''}")
+        self.params = {a: weights[n] for a in self.func.args
+                       if (n := self.func.param_name(a)) is not None}
+        self.n_inputs = len(self.func.user_inputs())
+
+    def __call__(self, *inputs: Any, observe: Observer | None = None) -> list[Any]:
+        if len(inputs) != self.n_inputs:
+            raise SpokeshaveError(f"@{self.func.name} takes {self.n_inputs} inputs, got {len(inputs)}")
+        it = iter(inputs)
+        args = [self.params[a] if a in self.params else next(it) for a in self.func.args]
+        with torch.no_grad():
+            return self.program.run(args, observe)

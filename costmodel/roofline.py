@@ -1,0 +1,274 @@
+"""The roofline cost model: an analytical estimate, and the fallback of the learned one.
+
+A kernel takes as long as the slower of moving its bytes and doing its flops, plus a fixed
+launch / loop-nest overhead:
+
+    seconds = max(bytes / bandwidth, flops / peak_flops) + overhead_s
+
+* bytes are the group's boundary only (`compiler.cost.boundary`): what it reads from outside
+  and the results others read. Intermediates of a fused group are free, which is exactly
+  why fusing pays, and a compressed weight is cheaper to move simply because its operand
+  type is smaller (int8: 1 byte per weight, int4 packed in ui8: half a byte).
+* flops follow per-op rules in `op_flops` (GEMMs 2*M*N*K, attention, ~5 per element for
+  reductions and norms, 1 per element for cheap elementwise ops, 8 for transcendental ones,
+  0 for views).
+* peak and bandwidth are measured on the host in a short calibration (`measure_host`), or
+  taken from a rough table when the target is another machine (a parsed target, a GPU).
+
+It ignores: cache reuse and tiling (every boundary byte comes from memory once, nothing
+spills), vector width and dtype beyond the single peak (an int8 GEMM is not faster per
+flop than an fp32 one), dequantization and decompression work, sparsity speed-ups, thread
+and occupancy effects, and launch-to-launch overlap. That makes it good at "does this move
+fewer bytes" (fusion, weight compression at small batch) and poor at choosing tile
+configurations, which it does not distinguish. The learned LightGBM model replaces it behind
+the same `CostModel` protocol; this one stays as the fallback for targets without one.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from spokeshave.compiler.cost import Candidate, Cost, boundary
+from spokeshave.compiler.errors import SpokeshaveError
+from spokeshave.compiler.ir import ELEMENT_TYPES, Op, TensorType, Value, torch_dtype
+from spokeshave.compiler.target import Target
+
+_ITEMSIZE: dict[str, int] = {name: torch_dtype(name).itemsize for name in ELEMENT_TYPES}
+
+# ------------------------------------------------------------------ op classes
+
+# Ops that move nothing inside a fused kernel: value semantics without layouts make every
+# reshape/permute/slice an index computation. Matched on the name without its overload.
+_VIEW_LIKE = frozenset({
+    "aten.view", "aten.reshape", "aten._unsafe_view", "aten.permute", "aten.transpose",
+    "aten.t", "aten.expand", "aten.expand_as", "aten.slice", "aten.select", "aten.unsqueeze",
+    "aten.squeeze", "aten.flatten", "aten.unflatten", "aten.alias", "aten.detach",
+    "aten.split", "aten.split_with_sizes", "aten.chunk", "aten.unbind",
+    "spk.constant", "spk.none", "func.return", "spk.yield",
+})
+
+_GEMMS = frozenset({"aten.matmul", "aten.bmm", "aten.mm"})
+_GEMMS_WITH_BIAS_FIRST = frozenset({"aten.addmm", "aten.baddbmm"})  # (bias, a, b)
+
+_REDUCTIONS = frozenset({
+    "aten.softmax", "aten._softmax", "aten.log_softmax", "aten._log_softmax", "aten.layer_norm",
+    "aten.native_layer_norm", "aten.rms_norm", "aten.group_norm", "aten.mean", "aten.sum",
+    "aten.amax", "aten.amin", "aten.var", "aten.std",
+})
+_FLOPS_PER_REDUCED_ELEMENT = 5.0
+
+_TRANSCENDENTAL = frozenset({
+    "aten.gelu", "aten.silu", "aten.exp", "aten.tanh", "aten.sigmoid", "aten.rsqrt",
+    "aten.erf", "aten.log", "aten.sin", "aten.cos",
+})
+_FLOPS_PER_TRANSCENDENTAL = 8.0
+
+
+def _is_linear_like(op: Op) -> bool:
+    return op.name == "aten.linear" or op.name.startswith("spk.linear_")
+
+
+def _base_name(name: str) -> str:
+    """`aten.transpose.int` -> `aten.transpose`; other dialects keep their full name."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] in ("aten", "prims") else name
+
+
+def _dim(d: int | None, dim_hint: int) -> int:
+    return dim_hint if d is None else d
+
+
+def _numel(t: TensorType, dim_hint: int) -> int:
+    return math.prod(_dim(d, dim_hint) for d in t.shape)
+
+
+def _tensor(v: Value) -> TensorType | None:
+    return v.type if isinstance(v.type, TensorType) else None
+
+
+def value_bytes(value: Value, dim_hint: int = 128) -> float:
+    """Bytes of a tensor value (dynamic dims taken as `dim_hint`); 0 for scalars and `none`,
+    which travel as kernel arguments, not through memory."""
+    t = _tensor(value)
+    return 0.0 if t is None else float(_numel(t, dim_hint) * _ITEMSIZE.get(t.dtype, 4))
+
+
+def _moves_nothing(op: Op) -> bool:
+    return _base_name(op.name) in _VIEW_LIKE or not any(_tensor(r) for r in op.results)
+
+
+def op_flops(op: Op, dim_hint: int = 128) -> float:
+    """Floating-point (or integer MAC) operations of one op; dynamic dims are `dim_hint`."""
+    if op.name == "spk.fused":
+        return sum(op_flops(inner, dim_hint) for r in op.regions for b in r.blocks for inner in b.ops)
+    results = [t for r in op.results if (t := _tensor(r)) is not None]
+    base = _base_name(op.name)
+    if not results or base in _VIEW_LIKE:
+        return 0.0
+    out = results[0]
+    inputs = [_tensor(v) for v in op.operands]
+
+    if _is_linear_like(op):
+        x = inputs[0]
+        if x is None or not x.shape or not out.shape:
+            return 0.0
+        k, n = _dim(x.shape[-1], dim_hint), _dim(out.shape[-1], dim_hint)
+        tokens = _numel(out, dim_hint) // max(n, 1)
+        return 2.0 * tokens * n * k
+    if base in _GEMMS or base in _GEMMS_WITH_BIAS_FIRST:
+        a = inputs[1] if base in _GEMMS_WITH_BIAS_FIRST else inputs[0]
+        if a is None or not a.shape:
+            return 0.0
+        # Every output element is a K-long dot product, batch dims included.
+        return 2.0 * _numel(out, dim_hint) * _dim(a.shape[-1], dim_hint)
+    if base == "aten.scaled_dot_product_attention":
+        q, k, v = inputs[:3]
+        if q is None or k is None or v is None or min(q.rank, k.rank, v.rank) < 2:
+            return 0.0
+        lq, d = _dim(q.shape[-2], dim_hint), _dim(q.shape[-1], dim_hint)
+        lk, dv = _dim(k.shape[-2], dim_hint), _dim(v.shape[-1], dim_hint)
+        batch_heads = _numel(q, dim_hint) // max(lq * d, 1)
+        scores = batch_heads * lq * lk
+        # Q K^T and P V are 2*Lq*Lk*D each (4*B*H*Lq*Lk*D when Dv == D), then the softmax.
+        return 2.0 * scores * (d + dv) + _FLOPS_PER_REDUCED_ELEMENT * scores
+    if base in _REDUCTIONS:
+        x = inputs[0] if inputs else None
+        return _FLOPS_PER_REDUCED_ELEMENT * _numel(x if x is not None else out, dim_hint)
+    per_element = _FLOPS_PER_TRANSCENDENTAL if base in _TRANSCENDENTAL else 1.0
+    return per_element * sum(_numel(t, dim_hint) for t in results)
+
+
+# ------------------------------------------------------------------ machine constants
+
+# Rough figures for targets we cannot measure, sustained rather than datasheet numbers.
+# CPU, per core, by vector width: fp32 FLOP/s (two FMA pipes at ~3 GHz, derated) and a
+# core's share of memory bandwidth, capped for the socket.
+_CPU_FLOPS_PER_CORE = {512: 100e9, 256: 50e9, 128: 12e9, 0: 4e9}
+_CPU_BANDWIDTH_PER_CORE = 10e9
+_CPU_BANDWIDTH_CAP = 250e9
+
+# NVIDIA, by lowest compute capability: (typical SM count, fp32 FLOP/s per SM on CUDA
+# cores, HBM/GDDR bandwidth of a typical part). Tensor-core rates are not used: the IR's
+# dtype decides those and this model has a single peak.
+_CUDA_TABLE: tuple[tuple[tuple[int, int], int, float, float], ...] = (
+    ((7, 0), 80, 196e9, 900e9),    # V100
+    ((7, 5), 40, 204e9, 320e9),    # T4
+    ((8, 0), 108, 180e9, 1.9e12),  # A100
+    ((8, 6), 82, 435e9, 936e9),    # RTX 3090 / A40-class
+    ((8, 9), 128, 640e9, 1.0e12),  # RTX 4090 / L40-class
+    ((9, 0), 132, 507e9, 3.35e12),  # H100 SXM
+    ((10, 0), 148, 486e9, 8.0e12),  # B200
+    ((12, 0), 170, 665e9, 1.8e12),  # RTX 5090
+)
+
+
+def table_constants(target: Target) -> tuple[float, float]:
+    """(peak FLOP/s, bytes/s) of a target from the rough table above. A GPU parsed without
+    `sms=` (one SM) is taken as the typical part of its generation."""
+    if target.device == "cuda":
+        cc = target.compute_capability or (7, 0)
+        row = _CUDA_TABLE[0]
+        for entry in _CUDA_TABLE:
+            if cc >= entry[0]:
+                row = entry
+        _, typical_sms, per_sm, bandwidth = row
+        sms = target.cores if target.cores > 1 else typical_sms
+        return per_sm * sms, bandwidth
+    width = target.simd_bits if target.simd_bits in _CPU_FLOPS_PER_CORE else 0
+    per_core = _CPU_FLOPS_PER_CORE[width]
+    if width == 256 and "fma" not in target.features:
+        per_core /= 2  # AVX without FMA: separate multiply and add
+    cores = max(target.cores, 1)
+    return per_core * cores, min(_CPU_BANDWIDTH_PER_CORE * cores, _CPU_BANDWIDTH_CAP)
+
+
+_MEASURED: dict[str, tuple[float, float]] = {}
+
+
+def measure_host(budget_s: float = 0.3) -> tuple[float, float]:
+    """(peak FLOP/s, bytes/s) of this machine: the best of a few timed float32 512^3 torch
+    matmuls, and of 32 MiB tensor copies (read + write). Takes about `budget_s` once per
+    process; later calls return the first measurement."""
+    key = Target.host().key()
+    if key not in _MEASURED:
+        _MEASURED[key] = _measure(max(float(budget_s), 0.01))
+    return _MEASURED[key]
+
+
+def _best_time(fn, budget_s: float, min_repeats: int = 3, max_repeats: int = 50) -> float:
+    fn()  # warm-up: allocation, thread pool start, page faults
+    best = math.inf
+    start = time.perf_counter()
+    for i in range(max_repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+        if i + 1 >= min_repeats and time.perf_counter() - start > budget_s:
+            break
+    return max(best, 1e-9)  # a coarse clock must not yield a zero
+
+
+def _measure(budget_s: float) -> tuple[float, float]:
+    n = 512
+    copy_bytes = 32 << 20
+    with torch.inference_mode():
+        a = torch.randn(n, n)
+        b = torch.randn(n, n)
+        c = torch.empty(n, n)
+        peak = 2.0 * n ** 3 / _best_time(lambda: torch.mm(a, b, out=c), budget_s / 2)
+        src = torch.ones(copy_bytes // 4)
+        dst = torch.empty_like(src)
+        bandwidth = 2.0 * copy_bytes / _best_time(lambda: dst.copy_(src), budget_s / 2)
+    return peak, bandwidth
+
+
+# ------------------------------------------------------------------ the model
+
+
+class RooflineCostModel:
+    """`CostModel` by the roofline formula (see the module docstring).
+
+    `peak_flops` / `bandwidth` fix the machine for every target (deterministic tests, what-if
+    questions); when None, the host is measured (`measure_host`) if the target is the host,
+    and any other target takes the rough table. `overhead_s` is charged once per candidate:
+    one kernel launch or loop nest."""
+
+    name = "roofline"
+
+    def __init__(self, peak_flops: float | None = None, bandwidth: float | None = None,
+                 overhead_s: float = 2e-6):
+        for label, v in (("peak_flops", peak_flops), ("bandwidth", bandwidth)):
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise SpokeshaveError(f"roofline {label} must be a positive number, got {v!r}")
+        if not (isinstance(overhead_s, (int, float)) and math.isfinite(overhead_s) and overhead_s >= 0):
+            raise SpokeshaveError(f"roofline overhead_s must be a non-negative number, got {overhead_s!r}")
+        self.peak_flops = None if peak_flops is None else float(peak_flops)
+        self.bandwidth = None if bandwidth is None else float(bandwidth)
+        self.overhead_s = float(overhead_s)
+
+    def machine(self, target: Target) -> tuple[float, float]:
+        """(peak FLOP/s, bytes/s) used for `target`."""
+        if self.peak_flops is not None and self.bandwidth is not None:
+            return self.peak_flops, self.bandwidth
+        peak, bandwidth = measure_host() if target == Target.host() else table_constants(target)
+        return (self.peak_flops or peak), (self.bandwidth or bandwidth)
+
+    def predict(self, candidate: Candidate, target: Target) -> Cost:
+        ops = candidate.ops
+        if all(_moves_nothing(op) for op in ops):
+            return Cost.zero()  # no kernel is generated for views and constants alone
+        hint = candidate.dim_hint
+        inputs, outputs = boundary(ops)
+        moved = sum(value_bytes(v, hint) for v in inputs + outputs)
+        flops = sum(op_flops(op, hint) for op in ops)
+        peak, bandwidth = self.machine(target)
+        memory_s, compute_s = moved / bandwidth, flops / peak
+        bound = max((memory_s, "memory"), (compute_s, "compute"), (self.overhead_s, "overhead"),
+                    key=lambda term: term[0])[1]
+        return Cost(max(memory_s, compute_s) + self.overhead_s, flops, moved, bound)
+
+    def __repr__(self) -> str:
+        return (f"RooflineCostModel(peak_flops={self.peak_flops}, bandwidth={self.bandwidth}, "
+                f"overhead_s={self.overhead_s})")
