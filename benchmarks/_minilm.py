@@ -11,7 +11,7 @@ residual channel (dim 99). Rows therefore also show the second-lowest sentence.
 Calibration: 128 other sentences (`CALIBRATION`) and 16 short queries (`SHORT_CALIBRATION`),
 none in the evaluation set, sorted by length and batched by 8 (little padding; the model is exported with dynamic batch and
 sequence dims). The model is exported once; each pipeline runs on a copy of the imported
-IR and weights (what `spokeshave.compile` does after its export) on the reference backend.
+IR and weights (`spokeshave.compile_module`) on the reference backend.
 """
 from __future__ import annotations
 
@@ -29,10 +29,8 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from spokeshave.compiler.api import CompiledModel  # noqa: E402
-from spokeshave.compiler.frontend import import_model  # noqa: E402
-from spokeshave.compiler.passmanager import PassContext, PassManager  # noqa: E402
-from spokeshave.compiler.weights import WeightStore  # noqa: E402
+import spokeshave  # noqa: E402
+from spokeshave import CompiledModel  # noqa: E402
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -250,21 +248,15 @@ class Bench:
         batch = torch.export.Dim("batch", min=1, max=64)
         seq = torch.export.Dim("seq", min=2, max=128)
         t0 = time.perf_counter()
-        self.imported = import_model(self.model, self.inputs, None,
-                                     ({0: batch, 1: seq}, {0: batch, 1: seq}))
+        self.imported = spokeshave.import_model(self.model, self.inputs, None,
+                                                ({0: batch, 1: seq}, {0: batch, 1: seq}))
         self.export_s = time.perf_counter() - t0
 
     def compile(self, pipeline: str) -> tuple[CompiledModel, float]:
         """The compiled copy and its compile seconds."""
         t0 = time.perf_counter()
-        module = self.imported.module.clone()
-        ctx = PassContext(weights=WeightStore(dict(self.imported.weights.items())),
-                          calibration=self.calibration)
-        pm = PassManager.parse(pipeline)
-        pm.run(module, ctx)
-        ctx.weights.forget_originals()
-        cm = CompiledModel(module, ctx.weights, "reference", pm.pipeline, ctx,
-                           self.imported.in_spec, self.imported.out_spec, pm.timings)
+        cm = spokeshave.compile_module(self.imported, pipeline=pipeline,
+                                       calibration=self.calibration)
         return cm, time.perf_counter() - t0
 
     def cosines_of(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -45,12 +45,8 @@ import torch  # noqa: E402
 
 print = functools.partial(print, flush=True)  # progress shows when piped
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from spokeshave.compiler.api import CompiledModel  # noqa: E402
-from spokeshave.compiler.frontend import import_model  # noqa: E402
-from spokeshave.compiler.passmanager import PassContext, PassManager, parse_pipeline  # noqa: E402
-from spokeshave.compiler.weights import WeightStore  # noqa: E402
+import spokeshave  # noqa: E402
+from spokeshave import CompiledModel, parse_pipeline  # noqa: E402
 
 EVAL_MODULES = ["os", "json", "collections", "functools", "itertools", "re", "pathlib",
                 "argparse", "subprocess", "threading", "logging", "datetime", "random",
@@ -180,22 +176,9 @@ def target_of(passes, in_features: list[int]):
     return None
 
 
-def compile_copy(imported, pipeline: str, calibration: list) -> CompiledModel:
-    """Run `pipeline` on a copy of the imported IR and weights (what `spokeshave.compile`
-    does after its export) and build it on the reference backend."""
-    module = imported.module.clone()
-    ctx = PassContext(weights=WeightStore(dict(imported.weights.items())),
-                      calibration=[list(c) for c in calibration])
-    pm = PassManager.parse(pipeline)
-    pm.run(module, ctx)
-    return CompiledModel(module, ctx.weights, "reference", pm.pipeline, ctx,
-                         imported.in_spec, imported.out_spec, pm.timings)
-
-
 def skipped_layers(cm: CompiledModel) -> Counter:
     """(pass, reason) -> how many layers the compiled model's report lists as skipped."""
-    return Counter((e.get("pass", "?"), e.get("reason", "")) for e in cm.report.rows()
-                   if e.get("status") == "skipped")
+    return Counter((e.pass_name, e.reason) for e in cm.report.skipped())
 
 
 # ------------------------------------------------------------------ main
@@ -241,7 +224,7 @@ def main() -> None:
     calibration = [(b,) for b in batches(docstrings(CALIB_MODULES), args.calib)]
 
     t0 = time.perf_counter()
-    imported = import_model(model, (held_out[0],))
+    imported = spokeshave.import_model(model, (held_out[0],))
     export_s = time.perf_counter() - t0
     in_features = _linear_in_features(imported.module)
     cfg = lm.config
@@ -265,7 +248,7 @@ def main() -> None:
         label = target[0] if target else ""
         t0 = time.perf_counter()
         try:
-            cm = compile_copy(imported, pipeline, calibration)
+            cm = spokeshave.compile_module(imported, pipeline=pipeline, calibration=calibration)
             compile_s = time.perf_counter() - t0
             ppl = perplexity(cm, held_out)
         except Exception as e:  # noqa: BLE001 - one broken pipeline must not hide the others

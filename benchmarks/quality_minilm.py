@@ -16,7 +16,8 @@ import argparse
 import torch
 
 from _minilm import SENTENCES, Bench
-from spokeshave.compiler.api import CompiledModel
+from spokeshave import CompiledModel
+from spokeshave.compiler.dialect import LINEAR, has_trait, weight_operands
 
 DEFAULT_PIPELINES = [
     "canonicalize,cse,dce",
@@ -49,12 +50,11 @@ def linear_bytes(cm: CompiledModel) -> int:
     f = cm.module.entry
     total = 0
     for op in f.body.ops:
-        if op.name == "aten.linear" or op.name.startswith("spk.linear_"):
-            for v in op.operands[1:]:
+        if has_trait(op, LINEAR):
+            for v in weight_operands(op):
                 name = f.param_name(v)
-                if name is not None and not name.endswith(".bias"):
-                    t = cm.weights[name]
-                    total += t.numel() * t.element_size()
+                if name is not None:
+                    total += cm.weights[name].nbytes
     return total
 
 
@@ -80,9 +80,9 @@ def main() -> None:
         worst = SENTENCES[int(cos.argmin())]
         print(f"{p:<70} {float(srt[0]):8.5f} {float(srt[1]):8.5f} {float(cos.mean()):8.5f} "
               f"{nq:5d} {linear_bytes(cm) / 2**20:6.2f} {secs:5.1f}  {worst[:28]}", flush=True)
-        skipped = [e for e in cm.context.report if e.get("status") == "skipped"]
+        skipped = cm.report.skipped()
         if skipped:
-            print(f"    skipped {len(skipped)} layers: {skipped[0]['reason']} ...")
+            print(f"    skipped {len(skipped)} layers: {skipped[0].reason} ...")
 
 
 if __name__ == "__main__":

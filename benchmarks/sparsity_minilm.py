@@ -27,7 +27,7 @@ import torch
 
 import _minilm
 from _minilm import CALIBRATION, SENTENCES, SHORT_CALIBRATION, last_hidden
-from spokeshave.compiler.api import CompiledModel
+from spokeshave import CompiledModel
 from spokeshave.compiler.numerics.sparse import decompress_24
 
 

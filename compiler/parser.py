@@ -28,7 +28,8 @@ _SUFFIX = re.compile(r"[A-Za-z0-9_$.\-]+")
 _UINT = re.compile(r"\d+", re.ASCII)
 _NUMBER = re.compile(r"[-+]?\d+(\.\d*)?([eE][-+]?\d+)?", re.ASCII)
 _HEX = re.compile(r"0x[0-9A-Fa-f]+")
-_TENSOR = re.compile(r"tensor<((?:(?:\d+|\?)x)*)([A-Za-z][A-Za-z0-9]*(?:<[A-Za-z0-9]+>)?)>", re.ASCII)
+_TENSOR = re.compile(r"tensor<((?:(?:\d+|\?)x)*)([A-Za-z][A-Za-z0-9]*(?:<[A-Za-z0-9]+>)?)>",
+                     re.ASCII)
 _SCALAR_TYPES = re.compile(r"(i1|i8|i16|i32|i64|ui8|f16|bf16|f32|f64|index|none)\b", re.ASCII)
 _KEYWORD = {k: re.compile(k + r"\b", re.ASCII) for k in ("true", "false", "unit")}
 # What the printer writes between the quotes unescaped: an op name outside this set could not
@@ -38,6 +39,8 @@ _PARENS = re.compile(r"[()]")
 
 MAX_NESTING = 100  # lists in lists, regions in regions: far beyond real IR, well within the stack
 I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
+# What `N : type` may hold. MLIR's integers are signless (either range); i1 takes 0 and 1 only,
+# since the attribute becomes a bool.
 _INT_RANGES = {"i1": (0, 1), "i8": (-(1 << 7), (1 << 8) - 1), "i16": (-(1 << 15), (1 << 16) - 1),
                "i32": (-(1 << 31), (1 << 32) - 1), "i64": (I64_MIN, I64_MAX),
                "index": (I64_MIN, I64_MAX), "ui8": (0, (1 << 8) - 1)}
@@ -69,13 +72,23 @@ def read_source(path: str) -> tuple[str, str]:
     so an unreadable or binary input is one `SpokeshaveError`, not an OSError or
     UnicodeDecodeError traceback."""
     if path == "-":
-        return decode_source(sys.stdin.buffer.read(), "<stdin>"), "<stdin>"
+        stdin = getattr(sys.stdin, "buffer", None)
+        # A replaced sys.stdin (io.StringIO in tests, an embedding app) has text, no bytes: its
+        # text goes through the same checks (surrogatepass: a lone surrogate is then a bad byte).
+        data = (stdin.read() if stdin is not None
+                else sys.stdin.read().encode("utf-8", "surrogatepass"))
+        return decode_source(data, "<stdin>"), "<stdin>"
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as e:
         raise SpokeshaveError(f"{path}: error: cannot read input: {e.strerror}") from None
     return decode_source(data, path), path
+
+
+def _shorten(literal: str) -> str:
+    """A literal as an error message quotes it: a 5000-digit number would bury the message."""
+    return literal if len(literal) <= 40 else f"{literal[:20]}...{literal[-8:]}"
 
 
 def _text_end_location(prefix: str, filename: str) -> Location:
@@ -171,15 +184,14 @@ class Parser:
             value = -int(significant) if digits.startswith("-") else int(significant)
             if lo <= value <= hi:
                 return value
-        shown = digits if len(digits) <= 40 else digits[:20] + "..." + digits[-8:]
-        raise self.error(f"{what} {shown} is out of range [{lo}, {hi}]", pos)
+        raise self.error(f"{what} {_shorten(digits)} is out of range [{lo}, {hi}]", pos)
 
     # ------------------------------------------------------------------ top level
 
     def parse_module(self) -> Module:
         try:
             return self._parse_module()
-        except RecursionError:  # MAX_NESTING keeps us far from it, unless the caller is deep already
+        except RecursionError:  # MAX_NESTING keeps us far from it, unless the caller is deep
             raise self.error("nesting too deep for the Python stack") from None
 
     def _parse_module(self) -> Module:
@@ -611,12 +623,13 @@ class Parser:
         if isinstance(t, ScalarType) and t.name.startswith(("f", "bf")):
             is_float = True
         elif t is not None and is_float:
-            raise self.error(f"float literal {literal} cannot have integer type {t}", pos)
+            raise self.error(f"float literal {_shorten(literal)} cannot have integer type {t}",
+                             pos)
         if is_float:
             value = float(literal)
             if not math.isfinite(value):
-                raise self.error(f"float literal {literal[:24]} is out of range for f64; write "
-                                 f"infinity as 0x7FF0000000000000 : f64", pos)
+                raise self.error(f"float literal {_shorten(literal)} is out of range for f64; "
+                                 f"write infinity as 0x7FF0000000000000 : f64", pos)
             return value
         name = t.name if t is not None else "i64"
         lo, hi = _INT_RANGES.get(name, (I64_MIN, I64_MAX))
@@ -640,7 +653,8 @@ class Parser:
                     raise self.error("expected a column number in loc(\"file\":line:col)")
                 self.expect(")")
                 bound = (1 << 32) - 1  # MLIR keeps both as unsigned 32-bit
-                return Location(file, self.bounded_int(line.group(0), 0, bound, "line", line.start()),
+                return Location(file,
+                                self.bounded_int(line.group(0), 0, bound, "line", line.start()),
                                 self.bounded_int(col.group(0), 0, bound, "column", col.start()))
             self.expect(")")
             return Location(file, 0, 0)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TextIO
 
 from .errors import Diagnostic, PipelineError, SpokeshaveError, VerifyError
-from .ir import Module, Op
+from .ir import Function, Module, Op
 from .registry import Registry
 from .report import LayerEntry
 from .target import Target
@@ -270,8 +270,9 @@ class PassContext:
     def stat(self, pass_name: str, key: str, n: int = 1) -> None:
         self.stats[pass_name][key] += n
 
-    def remark(self, where: Op | None, message: str) -> None:
-        """Record what a pass chose not to do, at the op it is about (None: the module)."""
+    def remark(self, where: Op | Function | None, message: str) -> None:
+        """Record what a pass did or chose not to do, at the op (or function) it is about
+        (None: the module)."""
         self.diagnostics.append(Diagnostic("remark", message, where.loc if where is not None else None))
 
 

@@ -13,8 +13,9 @@ import struct
 from .errors import Location
 from .ir import UNIT, Attr, Function, Module, Op, TypeAttr, Value
 
-_BARE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_$.]*$")
-_SUFFIX_ID = re.compile(r"^[A-Za-z_$.\-][A-Za-z0-9_$.\-]*$")
+# Used with fullmatch: `$` would also match before a trailing newline.
+_BARE_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_$.]*")
+_SUFFIX_ID = re.compile(r"[A-Za-z_$.\-][A-Za-z0-9_$.\-]*")
 
 
 def format_float(x: float) -> str:
@@ -62,7 +63,7 @@ def format_attr(a: Attr) -> str:
 def format_attr_dict(attrs: dict[str, Attr]) -> str:
     parts = []
     for k, v in attrs.items():
-        key = k if _BARE_ID.match(k) else format_string(k)
+        key = k if _BARE_ID.fullmatch(k) else format_string(k)
         parts.append(key if v is UNIT else f"{key} = {format_attr(v)}")
     return "{" + ", ".join(parts) + "}"
 
@@ -89,9 +90,9 @@ class _Namer:
 
     def name_arg(self, v: Value) -> str:
         hint = v.name_hint
-        if hint is not None and not _SUFFIX_ID.match(hint):
+        if hint is not None and not _SUFFIX_ID.fullmatch(hint):
             hint = re.sub(r"[^A-Za-z0-9_$.\-]", "_", hint)
-            if not _SUFFIX_ID.match(hint):
+            if not _SUFFIX_ID.fullmatch(hint):
                 hint = "_" + hint
         while hint is None or hint in self.taken:
             hint = f"arg{self.next_arg}"

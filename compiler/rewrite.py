@@ -21,6 +21,12 @@ _IMPURE_MARKERS = ("rand", "bernoulli", "normal", "uniform", "multinomial", "exp
                    "empty", "_assert", "print", "seed")
 
 
+# Without an explicit bound, a fixpoint that needs more than this many rewrites per op (of
+# at least this many ops) is taken for two patterns undoing each other: real rule sets
+# converge in a few rewrites per op.
+REWRITES_PER_OP, MIN_REWRITE_BUDGET_OPS = 20, 100
+
+
 def is_pure(op: Op) -> bool:
     """No side effects and deterministic: safe to erase when unused and to merge by CSE.
     A recorded op is pure when its record says so (and, with regions, so is its body)."""
@@ -214,7 +220,8 @@ def apply_patterns_greedily(target: Module | Function, patterns: PatternSet,
     for f in funcs:
         worklist = deque(_ops_of(f.body))
         queued = set(worklist)
-        limit = max_rewrites if max_rewrites is not None else 20 * max(len(worklist), 100)
+        limit = max_rewrites if max_rewrites is not None else \
+            REWRITES_PER_OP * max(len(worklist), MIN_REWRITE_BUDGET_OPS)
         rw = Rewriter()
         while worklist:
             op = worklist.popleft()

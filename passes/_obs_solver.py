@@ -40,9 +40,8 @@ pruned entries set to 0 for pruning), as a float tensor of shape [N]. `state` is
 * `state.hinv_diag(j, width)`  the diagonal of `U` for those columns ([width]); SparseGPT's
                       saliency of w_ij is `w_ij^2 / U_jj^2`.
 
-The solver returns `ObsResult(Q, loss)`: `Q` [N, K] float64 holds the returned columns in
-the original column order, and `loss` [N] is each row's OBS error estimate
-`sum_j (w_j - q_j)^2 / U_jj^2 / 2`. The callback may record anything else it needs
+The solver returns `ObsResult(Q)`: `Q` [N, K] float64 holds the returned columns in the
+original column order. The callback may record anything else it needs
 (integer codes, masks) in its own closure, indexed by `state.col(j)`.
 """
 from __future__ import annotations
@@ -56,8 +55,6 @@ import torch
 @dataclass
 class ObsResult:
     Q: torch.Tensor      # [N, K] float64, original column order
-    loss: torch.Tensor   # [N] float64
-    damp: float          # the damping finally added to diag(H)
 
 
 class ObsState:
@@ -88,19 +85,24 @@ class ObsState:
 RoundColumn = Callable[[int, ObsState], torch.Tensor]
 
 
-def inverse_hessian_factor(H: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, float]:
+# When H + damp I does not factorise (a rank-deficient calibration set), the damping grows
+# by this factor, at most this many times: 10^4 x percdamp is still far below diag(H).
+DAMP_GROWTH, DAMP_TRIES = 10.0, 5
+
+
+def inverse_hessian_factor(H: torch.Tensor, percdamp: float) -> torch.Tensor:
     """Upper Cholesky factor of (H + damp I)^-1, damping raised until it factorises."""
     diag_mean = float(torch.diagonal(H).mean()) if H.numel() else 1.0
     damp = percdamp * (diag_mean if diag_mean > 0 else 1.0)
     eye = torch.eye(H.shape[0], dtype=H.dtype)
-    for _ in range(5):
+    for _ in range(DAMP_TRIES):
         L, info = torch.linalg.cholesky_ex(H + damp * eye)
         if int(info) == 0:
             Hinv = torch.cholesky_inverse(L)
             U, info = torch.linalg.cholesky_ex(Hinv, upper=True)
             if int(info) == 0:
-                return U, damp
-        damp *= 10.0
+                return U
+        damp *= DAMP_GROWTH
     raise ValueError("the calibration Hessian is not positive definite even after damping; "
                      "use more calibration data")
 
@@ -113,7 +115,7 @@ def obs_solve(W: torch.Tensor, H: torch.Tensor, round_column: RoundColumn, *,
         raise ValueError(f"W must be [N, K] and H [K, K]; got {tuple(W.shape)} and {tuple(H.shape)}")
     W = W.detach().to(torch.float64).clone()
     H = H.detach().to(torch.float64).clone()
-    n, k = W.shape
+    k = W.shape[1]
     dead = torch.diagonal(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
@@ -122,12 +124,11 @@ def obs_solve(W: torch.Tensor, H: torch.Tensor, round_column: RoundColumn, *,
         perm = torch.argsort(torch.diagonal(H), descending=True)
         W = W[:, perm]
         H = H[perm][:, perm]
-    U, damp = inverse_hessian_factor(H, percdamp)
+    U = inverse_hessian_factor(H, percdamp)
     align = max(int(align), 1)
     bs = max(block_size // align, 1) * align
     state = ObsState(perm, U)
     Q = torch.zeros_like(W)
-    loss = torch.zeros(n, dtype=torch.float64)
     for i1 in range(0, k, bs):
         i2 = min(i1 + bs, k)
         W1 = W[:, i1:i2].clone()
@@ -141,11 +142,10 @@ def obs_solve(W: torch.Tensor, H: torch.Tensor, round_column: RoundColumn, *,
             q = round_column(i1 + i, state).to(torch.float64)
             Q[:, i1 + i] = q
             err = (w - q) / d
-            loss += (w - q) ** 2 / d ** 2 / 2
             W1[:, i:] -= err[:, None] * U1[i, i:][None, :]
             Err1[:, i] = err
         if i2 < k:
             W[:, i2:] -= Err1 @ U[i1:i2, i2:]
     if perm is not None:
         Q = Q[:, torch.argsort(perm)]
-    return ObsResult(Q, loss, damp)
+    return ObsResult(Q)

@@ -34,15 +34,15 @@ from dataclasses import dataclass
 
 import torch
 
-from spokeshave.compiler.calibration import HESSIAN, CalibrationStats, require_calibration
+from spokeshave.compiler.calibration import HESSIAN, require_calibration
 from spokeshave.compiler.dialect import (COMPRESSED_LINEAR, bits_per_weight, decode_weight,
                                          has_trait, weight_operands)
-from spokeshave.compiler.ir import Function, Module, Op, TensorType
+from spokeshave.compiler.ir import Function, Module, Op
 from spokeshave.compiler.passmanager import Pass, PassContext, Range, option
 from spokeshave.compiler.report import LayerEntry
 
-from ._compression import (LayerSelection, add_weight_params, layer_name, percdamp_option,
-                           pooled_hessian, relative_error, skip_layer)
+from ._compression import (LayerSelection, add_weight_params, calibration_stats, layer_name,
+                           percdamp_option, pooled_hessian, relative_error, skip_layer)
 
 
 def low_rank_factors(error: torch.Tensor, rank: int, hessian: torch.Tensor | None = None,
@@ -81,7 +81,7 @@ class Lorc(LayerSelection, Pass):
     def run(self, module: Module, ctx: PassContext) -> bool:
         if self.whiten:
             require_calibration(ctx, "lorc{whiten=true}")
-        stats = ctx.analyses.get(CalibrationStats, module) if ctx.calibration else None
+        stats = calibration_stats(module, ctx, frozenset({HESSIAN}))
         changed = False
         for f in module.functions:
             done: dict[str, tuple | None] = {}  # weight param -> its factor params (None: skipped)

@@ -39,7 +39,7 @@ from typing import Callable
 
 import torch
 
-from spokeshave.compiler.calibration import HESSIAN, CalibrationStats, require_calibration
+from spokeshave.compiler.calibration import HESSIAN, require_calibration
 from spokeshave.compiler.dialect import bits_per_weight, decode_weight
 from spokeshave.compiler.errors import PipelineError
 from spokeshave.compiler.ir import Function, Module, Op, TensorType, Value
@@ -48,8 +48,9 @@ from spokeshave.compiler.passmanager import Pass, PassContext, option
 from spokeshave.compiler.registry import Registry
 from spokeshave.compiler.report import LayerEntry
 
-from ._compression import (LayerSelection, add_weight_params, layer_name, percdamp_option,
-                           relative_error, replace_linear, retire_replaced, skip_layer)
+from ._compression import (LayerSelection, add_weight_params, calibration_stats, layer_name,
+                           percdamp_option, relative_error, replace_linear, retire_replaced,
+                           skip_layer)
 from ._obs_solver import obs_solve
 
 METHODS = ("rtn", "gptq")
@@ -102,32 +103,24 @@ def register_format(fmt: Format, registry: Registry[Format] | None = None) -> Fo
 # ------------------------------------------------------------------ the built-in formats
 
 
-def _int8(w: torch.Tensor, opts: QuantOptions, H: torch.Tensor | None) -> Quantized:
-    if H is None:
-        q, s = quant.quantize_int8_per_channel(w)
-        return Quantized({"qweight": q, "scale": s}, {})
-    scale64 = quant.int8_channel_scale(w).double()
+def _per_channel(channel_scale: Callable, round_to_grid: Callable, codes: Callable) -> Quantizer:
+    """A quantizer for a grid with one scale per output row (int8, fp8): round to nearest,
+    or, given a covariance, GPTQ with the scales of the original weight (as GPTQ does for
+    per-channel grids)."""
+    def quantize(w: torch.Tensor, opts: QuantOptions, H: torch.Tensor | None) -> Quantized:
+        w = w.float()
+        scale = channel_scale(w)
+        if H is None:
+            return Quantized({"qweight": codes(w, scale), "scale": scale}, {})
+        scale64 = scale.double()
+        res = obs_solve(w, H, lambda j, state: round_to_grid(state.w, scale64),
+                        percdamp=opts.percdamp, act_order=opts.act_order)
+        return Quantized({"qweight": codes(res.Q, scale64), "scale": scale}, {})
+    return quantize
 
-    def round_int8(j, state):
-        return torch.round(state.w / scale64).clamp(-quant.INT8_MAX, quant.INT8_MAX) * scale64
 
-    res = obs_solve(w, H, round_int8, percdamp=opts.percdamp, act_order=opts.act_order)
-    q = torch.round(res.Q / scale64[:, None]).clamp(-quant.INT8_MAX, quant.INT8_MAX).to(torch.int8)
-    return Quantized({"qweight": q, "scale": scale64.float()}, {})
-
-
-def _fp8(w: torch.Tensor, opts: QuantOptions, H: torch.Tensor | None) -> Quantized:
-    if H is None:
-        q, s = quant.quantize_fp8_per_channel(w)
-        return Quantized({"qweight": q, "scale": s}, {})
-    scale64 = quant.fp8_channel_scale(w).double()
-
-    def round_fp8(j, state):
-        return quant.fp8_round(state.w, scale64)
-
-    res = obs_solve(w, H, round_fp8, percdamp=opts.percdamp, act_order=opts.act_order)
-    q = (res.Q / scale64[:, None]).float().clamp(-quant.FP8_MAX, quant.FP8_MAX).to(torch.float8_e4m3fn)
-    return Quantized({"qweight": q, "scale": scale64.float()}, {})
+_int8 = _per_channel(quant.int8_channel_scale, quant.int8_round, quant.int8_codes)
+_fp8 = _per_channel(quant.fp8_channel_scale, quant.fp8_round, quant.fp8_codes)
 
 
 def _w4g_tensors(codes: torch.Tensor, params: quant.GroupParams, symmetric: bool) -> Quantized:
@@ -215,7 +208,7 @@ class Quantize(LayerSelection, Pass):
     def run(self, module: Module, ctx: PassContext) -> bool:
         if self.method == "gptq":
             require_calibration(ctx, "quantize{method=gptq}")
-        stats = ctx.analyses.get(CalibrationStats, module) if ctx.calibration else None
+        stats = calibration_stats(module, ctx, frozenset({HESSIAN}))
         fmt = FORMATS[self.scheme]
         opts = QuantOptions(self.group, self.symmetric, self.percdamp, self.act_order)
         changed = False

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from spokeshave.compiler.calibration import ABSMAX, MEAN_SQUARE, CalibrationStats
+from spokeshave.compiler.calibration import ABSMAX, MEAN_SQUARE
 from spokeshave.compiler.ir import Module, Op
 from spokeshave.compiler.passmanager import Pass, PassContext, option
 from spokeshave.compiler.report import LayerEntry
@@ -63,14 +63,8 @@ class ReorderOutliers(LayerSelection, Pass):
 
     def run(self, module: Module, ctx: PassContext) -> bool:
         func, groups, changed = calibrated_norm_groups(module, ctx, self.name, self)
-        if not groups:
-            return changed
-        stats = ctx.analyses.get(CalibrationStats, module)
         unused = unused_params(func)
-        for grp in groups:
-            st = stats.get(grp.parts.op.result)
-            if st is None:
-                continue
+        for grp, st in groups:
             if self.metric == "weight":
                 key = torch.cat([param_tensor(func, ctx.weights, lin.operands[1]).double()
                                  for lin in grp.linears]).abs().amax(dim=0)

@@ -220,7 +220,7 @@ class Slice(Pass):
         ctx.stat(self.name, "channels deleted", d - k)
         ctx.stat(self.name, "parameters before", before)
         ctx.stat(self.name, "parameters after", after)
-        ctx.remark(None, f"slice: residual stream {d} -> {k} channels; parameters {before} -> {after}")
+        ctx.remark(func, f"slice: residual stream {d} -> {k} channels; parameters {before} -> {after}")
         return True
 
 

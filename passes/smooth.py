@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from spokeshave.compiler.calibration import ABSMAX, CalibrationStats, require_calibration
+from spokeshave.compiler.calibration import ABSMAX, CalibrationStats, ValueStats, require_calibration
 from spokeshave.compiler.ir import Function, Module, Op, Value
 from spokeshave.compiler.passmanager import Pass, PassContext, Range, option
 from spokeshave.compiler.report import LayerEntry
@@ -172,10 +172,12 @@ def record_loose(ctx: PassContext, pass_name: str, func: Function, loose: list[O
 
 
 def calibrated_norm_groups(module: Module, ctx: PassContext, pass_name: str,
-                           selection: LayerSelection) -> tuple[Function, list, bool]:
+                           selection: LayerSelection
+                           ) -> tuple[Function, list[tuple[NormGroup, ValueStats]], bool]:
     """The entry function, normalised (Conv1D -> linear, RMSNorm chains -> rms_norm), and its
-    norm -> linears groups; linears not fed by a norm are recorded. Shared by `smooth` and
-    `reorder-outliers`. Returns (function, groups, whether normalising changed the IR)."""
+    norm -> linears groups with the calibration statistics of each norm's output; linears
+    not fed by a norm are recorded. Shared by `smooth` and `reorder-outliers`. Returns
+    (function, groups, whether normalising changed the IR)."""
     func = module.entry
     changed = False
     if any(op.name in ("aten.linear", "aten.addmm") for op in func.ops):
@@ -185,7 +187,11 @@ def calibrated_norm_groups(module: Module, ctx: PassContext, pass_name: str,
             changed = True
     groups, loose = norm_linear_groups(func, ctx, selection)
     record_loose(ctx, pass_name, func, loose)
-    return func, groups, changed
+    if not groups:
+        return func, [], changed
+    stats = ctx.analyses.get(CalibrationStats, module)
+    measured = [(g, st) for g in groups if (st := stats.get(g.parts.op.result)) is not None]
+    return func, measured, changed
 
 
 @dataclass
@@ -201,14 +207,8 @@ class Smooth(LayerSelection, Pass):
 
     def run(self, module: Module, ctx: PassContext) -> bool:
         func, groups, changed = calibrated_norm_groups(module, ctx, self.name, self)
-        if not groups:
-            return changed
-        stats = ctx.analyses.get(CalibrationStats, module)
         unused = unused_params(func)
-        for grp in groups:
-            st = stats.get(grp.parts.op.result)
-            if st is None:
-                continue
+        for grp, st in groups:
             xmax = st.absmax.double()
             ws = [param_tensor(func, ctx.weights, lin.operands[1]).double() for lin in grp.linears]
             wmax = torch.cat(ws, dim=0).abs().amax(dim=0)

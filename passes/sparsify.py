@@ -40,7 +40,7 @@ reported (a remark, a statistic and a `ctx.report` entry), never crashed on.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -52,9 +52,9 @@ from spokeshave.compiler.numerics.sparse import GROUP, compress_24, mask_topk_24
 from spokeshave.compiler.passmanager import Pass, PassContext, Range, option
 from spokeshave.compiler.report import LayerEntry
 
-from ._compression import (LayerSelection, add_weight_params, layer_name, percdamp_option,
-                           pooled_hessian, relative_error, replace_linear, retire_replaced,
-                           skip_layer)
+from ._compression import (LayerSelection, add_weight_params, calibration_stats, layer_name,
+                           percdamp_option, pooled_hessian, relative_error, replace_linear,
+                           retire_replaced, skip_layer)
 from ._obs_solver import obs_solve
 
 PATTERNS = ("2:4",)
@@ -142,7 +142,7 @@ class Sparsify(LayerSelection, Pass):
     def run(self, module: Module, ctx: PassContext) -> bool:
         if self.method != "magnitude":
             require_calibration(ctx, f"sparsify{{method={self.method}}}")
-        stats = ctx.analyses.get(CalibrationStats, module) if ctx.calibration else None
+        stats = calibration_stats(module, ctx, self.statistics() | {HESSIAN})
         sequential = self.sequential and self.method != "magnitude"
         done: dict[str, list] = {}  # weight param -> its (values, meta) params
         replaced: dict[str, str] = {}

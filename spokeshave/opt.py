@@ -20,7 +20,7 @@ import sys
 
 from .compiler.calibration import load_batches, synthetic_batches
 from .compiler.errors import Diagnostic, SpokeshaveError
-from .compiler.parser import parse_module
+from .compiler.parser import parse_module, read_source
 from .compiler.passmanager import (PASSES, Pass, PassContext, PassManager, describe_options,
                                    parse_pipeline)
 from .compiler.printer import print_module
@@ -132,8 +132,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         # A bad pipeline is reported once, before any input is read (as mlir-opt does).
         passes = parse_pipeline(args.pass_pipeline)
-        from .compiler.parser import read_source  # here, not above: keeps this change to these lines
-
         text, filename = read_source(args.input)  # bytes, decoded: a binary file is a located error
         weights = WeightStore.load(args.weights) if args.weights else None
         out = io.StringIO()

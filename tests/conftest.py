@@ -163,6 +163,12 @@ class Case:
         return self.cache.get(key, run)
 
 
+@pytest.fixture(scope="session")
+def cases(request, compiled_cache):
+    """`cases(name)`: the `Case` of a model in `models.ALL`, sharing the session's compiles."""
+    return lambda name: Case(name, request, compiled_cache)
+
+
 @pytest.fixture
 def case(request, compiled_cache) -> Case:
     """Indirectly parametrized with a model name: `@pytest.mark.parametrize("case", [...], indirect=True)`."""

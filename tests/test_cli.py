@@ -7,7 +7,6 @@ The pass behaviour itself is tested by the FileCheck suite (tests/filecheck).
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,10 +47,8 @@ func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
 
 
 def run_opt(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     return subprocess.run([sys.executable, "-m", "spokeshave.opt", *args], input=stdin,
-                          capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -422,3 +419,50 @@ def test_pipeline_text_normalises(text, canonical):
 def test_anchored_pipeline_through_the_cli(good_file, capsys):
     assert opt.main([str(good_file), "--pass-pipeline=builtin.module(canonicalize,cse,dce)"]) == 0
     assert capsys.readouterr().out == OPTIMIZED
+
+
+# ----------------------------------------------------------------------------- --verify-diagnostics
+
+ANNOTATED = """\
+func.func @a(%x: tensor<4x8xf32>, %w: tensor<16x9xf32> {spk.param = "w"}) -> tensor<4x16xf32> {
+  // expected-error@+1 {{input's last dim 8 != weight's in-features 9}}
+  %0 = "aten.linear"(%x, %w) : (tensor<4x8xf32>, tensor<16x9xf32>) -> tensor<4x16xf32>
+  return %0 : tensor<4x16xf32>
+}
+// -----
+func.func @b(%x: tensor<4x6xf32>, %w: tensor<8x6xf32> {spk.param = "w"}) -> tensor<4x8xf32> {
+  %0 = "aten.linear"(%x, %w) : (tensor<4x6xf32>, tensor<8x6xf32>) -> tensor<4x8xf32> // expected-remark {{in-features 6 not divisible by 4}}
+  return %0 : tensor<4x8xf32>
+}
+"""
+
+
+def _verify_diagnostics(tmp_path, text: str, capsys, *extra: str) -> tuple[int, str]:
+    path = tmp_path / "cases.mlir"
+    path.write_text(text)
+    rc = opt.main([str(path), "--split-input-file", "--verify-diagnostics", "-p", "sparsify", *extra])
+    return rc, capsys.readouterr().err
+
+
+def test_verify_diagnostics_matches_errors_and_remarks_at_their_lines(tmp_path, capsys):
+    rc, err = _verify_diagnostics(tmp_path, ANNOTATED, capsys)
+    assert rc == 0 and err == ""
+
+
+def test_verify_diagnostics_reports_a_missing_and_an_unexpected_diagnostic(tmp_path, capsys):
+    moved = ANNOTATED.replace("expected-error@+1", "expected-error@+2")
+    rc, err = _verify_diagnostics(tmp_path, moved, capsys)
+    assert rc == 1
+    assert "cases.mlir:2:3: error: expected error \"input's last dim 8" in err and "at line 4 was not produced" in err
+    assert "cases.mlir:3:3: error: unexpected error: verification failed: op \"aten.linear\"" in err
+    silent = ANNOTATED.replace(" // expected-remark {{in-features 6 not divisible by 4}}", "")
+    rc, err = _verify_diagnostics(tmp_path, silent, capsys)
+    assert rc == 1 and "cases.mlir:8:3: error: unexpected remark: sparsify: skipped layer 'w'" in err
+
+
+def test_verify_diagnostics_pins_a_column(tmp_path, capsys):
+    pinned = ANNOTATED.replace("expected-error@+1 {{", "expected-error@+1:3 {{")
+    assert _verify_diagnostics(tmp_path, pinned, capsys)[0] == 0
+    wrong = ANNOTATED.replace("expected-error@+1 {{", "expected-error@+1:4 {{")
+    rc, err = _verify_diagnostics(tmp_path, wrong, capsys)
+    assert rc == 1 and "at line 3:4 was not produced" in err

@@ -42,8 +42,18 @@ def quantize_int8_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     """`w` [N, K] float -> (q int8 [N, K], scale float32 [N]) with `w ~ q * scale[:, None]`."""
     w = w.float()
     scale = int8_channel_scale(w)
-    q = torch.round(w / scale[:, None]).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
-    return q, scale
+    return int8_codes(w, scale), scale
+
+
+def int8_codes(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The int8 codes of `w` [N, K] on the per-row grid `scale` [N] (computed in `w`'s dtype)."""
+    return torch.round(w / scale[:, None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+
+
+def int8_round(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Round `w` to the int8 grid `scale` (same shape or broadcastable); returns the
+    dequantized values. GPTQ's column-by-column solver rounds with it."""
+    return torch.round(w / scale).clamp(-INT8_MAX, INT8_MAX) * scale
 
 
 def int8_channel_scale(w: torch.Tensor) -> torch.Tensor:
@@ -169,8 +179,12 @@ def fp8_channel_scale(w: torch.Tensor) -> torch.Tensor:
 def quantize_fp8_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`w` [N, K] -> (float8_e4m3fn [N, K], scale float32 [N]), `w ~ float(q) * scale`."""
     scale = fp8_channel_scale(w)
-    q = (w.float() / scale[:, None]).clamp_(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-    return q, scale
+    return fp8_codes(w.float(), scale), scale
+
+
+def fp8_codes(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """`w` [N, K] as float8_e4m3fn on the per-row scale `scale` [N] (divided in `w`'s dtype)."""
+    return (w / scale[:, None]).float().clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
 
 
 def fp8_round(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
