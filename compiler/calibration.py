@@ -32,6 +32,10 @@ from .interpreter import Interpreter
 from .ir import Module, Op, TensorType, Value
 
 ABSMAX, MEAN_SQUARE, HESSIAN = "absmax", "mean_square", "hessian"
+# Synthetic batches (IR text without data) are small: dynamic dims take this size, and
+# integer inputs (token ids) values below this bound, which any embedding table of a test
+# module has rows for.
+SYNTHETIC_DYNAMIC_DIM, SYNTHETIC_TOKEN_IDS = 4, 8
 STATISTICS = frozenset({ABSMAX, MEAN_SQUARE, HESSIAN})
 
 
@@ -203,7 +207,7 @@ def synthetic_batches(module: Module, n: int, seed: int = 0) -> list[list[torch.
             if not isinstance(t, TensorType):
                 raise SpokeshaveError(f"synthetic calibration: input {i} of @{func.name} is not a "
                                       f"tensor ({t}); pass real batches instead")
-            shape = tuple(4 if d is None else d for d in t.shape)
+            shape = tuple(SYNTHETIC_DYNAMIC_DIM if d is None else d for d in t.shape)
             dtype = t.torch_dtype
             if dtype.is_floating_point:
                 if i not in channel_scale:
@@ -213,7 +217,7 @@ def synthetic_batches(module: Module, n: int, seed: int = 0) -> list[list[torch.
             elif dtype == torch.bool:
                 batch.append(torch.randint(0, 2, shape, generator=g).bool())
             else:
-                batch.append(torch.randint(0, 8, shape, generator=g).to(dtype))
+                batch.append(torch.randint(0, SYNTHETIC_TOKEN_IDS, shape, generator=g).to(dtype))
         batches.append(batch)
     return batches
 

@@ -11,7 +11,8 @@ model (the learned LightGBM one, `spokeshave.costmodel`) improves every decision
 * `Cost`: predicted seconds with the flops and bytes behind them and what bounds them;
   costs add (separate kernels run one after the other) and compare by seconds.
 * `CostModel`: anything with a `name` and `predict(candidate, target) -> Cost`.
-* `boundary(ops)`: the only values a fused group moves through memory.
+* `boundary(ops)` (from `compiler.rewrite`, where `outline` uses it too): the only values a
+  fused group moves through memory.
 * `CostModelAnalysis`: the pass manager's cached view, `ctx.analyses.get(CostModelAnalysis,
   module)`, which memoises predictions until a pass changes the IR.
 
@@ -24,15 +25,11 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Protocol, runtime_checkable
 
 from .errors import SpokeshaveError
-from .ir import Module, Op, Value
+from .ir import Module, Op
+from .rewrite import boundary  # noqa: F401  (part of this module's interface)
 from .target import Target
 
 BOUNDS = ("memory", "compute", "overhead")
-
-# Terminators hand values to the enclosing function / fused op: a value they read must be
-# written out, and they move nothing themselves.
-_TERMINATORS = frozenset({"func.return", "spk.yield"})
-
 
 @dataclass(frozen=True)
 class Candidate:
@@ -126,30 +123,6 @@ class CostModel(Protocol):
     name: str
 
     def predict(self, candidate: Candidate, target: Target) -> Cost: ...
-
-
-def boundary(ops: Iterable[Op]) -> tuple[list[Value], list[Value]]:
-    """(inputs, outputs) of a group of ops: the values it reads from outside the group, in
-    order of first use, and the results it must write because an op outside the group or
-    the function's return reads them. These are the only bytes a fused group moves; a
-    result read only inside the group stays in registers or cache, and one nobody reads is
-    not written at all. A terminator in the group moves nothing: what it reads is output."""
-    group = list(ops)
-    members = {id(op) for op in group if op.name not in _TERMINATORS}
-    defined: set[int] = set()
-    inputs: list[Value] = []
-    seen_inputs: set[int] = set()
-    for op in group:
-        if op.name in _TERMINATORS:
-            continue
-        for value in op.operands:
-            if id(value) not in defined and id(value) not in seen_inputs:
-                seen_inputs.add(id(value))
-                inputs.append(value)
-        defined.update(id(r) for r in op.results)
-    outputs = [r for op in group if id(op) in members for r in op.results
-               if any(id(user) not in members for user in r.uses)]
-    return inputs, outputs
 
 
 class CostModelAnalysis:

@@ -129,6 +129,9 @@ def describe_options(cls: type[Pass]) -> str:
     for f in fs:
         choices = _choices(f)
         kind = "|".join(map(str, choices)) if choices else f.type if isinstance(f.type, str) else f.type.__name__
+        rng = f.metadata.get("range")
+        if rng is not None:
+            kind += " " + rng.describe(integer=False)
         parts.append(f"{_opt(f.name)}=<{kind}> (default {f.default!r})")
     return ", ".join(parts)
 

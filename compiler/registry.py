@@ -39,7 +39,8 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             known = ", ".join(sorted(self._items)) or "none"
-            raise SpokeshaveError(f"unknown {self.what} '{name}'; known {self.what}s: {known}") from None
+            plural = self.what + ("es" if self.what.endswith("s") else "s")
+            raise SpokeshaveError(f"unknown {self.what} '{name}'; known {plural}: {known}") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

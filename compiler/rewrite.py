@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable, Iterable
 
-from .dialect import PURE, op_def
+from .dialect import PURE, TERMINATOR, has_trait, op_def
 from .errors import SpokeshaveError
 from .ir import Block, Function, Module, Op, Region, Value
 
@@ -39,6 +39,26 @@ def is_pure(op: Op) -> bool:
     elif any(m in op.name for m in _IMPURE_MARKERS):
         return False
     return all(is_pure(inner) for r in op.regions for b in r.blocks for inner in b.ops[:-1])
+
+
+def boundary(ops: Iterable[Op]) -> tuple[list[Value], list[Value]]:
+    """(inputs, outputs) of a group of ops: the values it reads from outside the group, in
+    order of first use, and the results it must write because an op outside the group (or
+    the function's return) reads them. These are the only values a fused group moves; a
+    result read only inside the group stays in registers or cache, and one nobody reads is
+    not written at all. A terminator in the group moves nothing: what it reads is output."""
+    group = [op for op in ops if not has_trait(op, TERMINATOR)]
+    members = {id(op) for op in group}
+    defined: set[int] = set()
+    inputs: dict[int, Value] = {}
+    for op in group:
+        for value in op.operands:
+            if id(value) not in defined:
+                inputs.setdefault(id(value), value)
+        defined.update(id(r) for r in op.results)
+    outputs = [r for op in group for r in op.results
+               if any(id(user) not in members for user in r.uses)]
+    return list(inputs.values()), outputs
 
 
 class RewritePattern:
@@ -155,10 +175,7 @@ class Rewriter:
         if any(v.defining_op in tainted for o in members for v in o.operands):
             raise ValueError("outline: the group is not convex (an outside op between its "
                              "members both reads it and feeds it)")
-        inputs = list(dict.fromkeys(v for o in members for v in o.operands
-                                    if v.defining_op not in group))
-        outputs = [r for o in members for r in o.results
-                   if any(u not in group for u in r.uses)]
+        inputs, outputs = boundary(members)
         span = block.ops[lo:hi + 1]
         moved = [o for o in span if o in tainted]
         # the new op goes after the outside ops of the span that do not read the group

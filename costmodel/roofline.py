@@ -31,6 +31,7 @@ import time
 import torch
 
 from spokeshave.compiler.cost import Candidate, Cost, boundary
+from spokeshave.compiler.dialect import LINEAR, has_trait
 from spokeshave.compiler.errors import SpokeshaveError
 from spokeshave.compiler.ir import ELEMENT_TYPES, Op, TensorType, Value, torch_dtype
 from spokeshave.compiler.target import Target
@@ -67,7 +68,7 @@ _FLOPS_PER_TRANSCENDENTAL = 8.0
 
 
 def _is_linear_like(op: Op) -> bool:
-    return op.name == "aten.linear" or op.name.startswith("spk.linear_")
+    return has_trait(op, LINEAR)
 
 
 def _base_name(name: str) -> str:

@@ -11,7 +11,7 @@
 // UNKNOWN-PASS-NOT:   Traceback
 
 // UNKNOWN-OPTION-NOT: Traceback
-// UNKNOWN-OPTION:     error: pass 'canonicalize' has no option 'max-rewrite'; its options: max-rewrites=<int> (default 0)
+// UNKNOWN-OPTION:     error: pass 'canonicalize' has no option 'max-rewrite'; its options: max-rewrites=<int >= 0> (default 0)
 // UNKNOWN-OPTION-NOT: error:
 // UNKNOWN-OPTION-NOT: func.func
 // UNKNOWN-OPTION-NOT: Traceback
