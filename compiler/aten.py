@@ -15,7 +15,7 @@ Any ATen overload is representable without declaring it: the op name names the o
   argument takes one, each `Tensor?` one while operands remain), the op carries
   `operand_segments = [...]`: how many operands each schema argument takes, in order.
 
-Both the frontend (encoding) and the reference backend (decoding) use this module, so the
+Both the frontend (encoding) and the interpreter (decoding) use this module, so the
 two directions cannot drift apart.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 2:4 semi-structured pruning of `aten.linear` weights, stored compressed.
 
 In every group of 4 consecutive input features of each output row, 2 weights are kept.
-The pruned weight is stored as values + 2-bit positions (`compiler.sparse`) and the linear
+The pruned weight is stored as values + 2-bit positions (`compiler.numerics.sparse`) and the linear
 becomes `spk.linear_sparse24(x, values, meta[, bias])`, which the backends run by
 decompressing ("load compressed, compute dense").
 

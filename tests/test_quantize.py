@@ -1,4 +1,4 @@
-"""`quantize` and what it stands on: the int8/int4/fp8 numerics (`compiler.quant`), the
+"""`quantize` and what it stands on: the int8/int4/fp8 numerics (`compiler.numerics.quant`), the
 calibration statistics analysis, the shared OBS solver (GPTQ), and differential tests of
 compiled random models against the fp32 reference."""
 from __future__ import annotations

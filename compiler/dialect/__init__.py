@@ -294,17 +294,6 @@ def weight_operands(op: Op) -> list[Value]:
     return d.bind(op).by_role(WEIGHT)
 
 
-def bias_operand(op: Op) -> Value | None:
-    d = OPS[op.name]
-    found = d.bind(op).by_role(BIAS)
-    return found[0] if found else None
-
-
-def decoder_of(op: Op) -> Decode | None:
-    d = OPS.get(op.name)
-    return None if d is None else d.decode
-
-
 def decode_weight(op: Op, weights: list[torch.Tensor]) -> torch.Tensor:
     """The float32 [N, K] weight a compressed linear multiplies by, from its weight tensors."""
     return OPS[op.name].decode(op, weights)

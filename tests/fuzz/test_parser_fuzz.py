@@ -566,8 +566,8 @@ REGRESSIONS = {
     "arabic-digit-dimension": "func.func @f(%x: tensor<٣xf32>) -> tensor<٣xf32> {\n  return %x : tensor<٣xf32>\n}\n",
     "nbsp-as-whitespace": "func.func\u00a0@f() {\n  return\n}\n",
     "invalid-utf8-escape-replaced": FUNC.format(attr='"\\FF"'),
-    "zero-result-count": M.format(f'  %0:0 = "a.b"(%x) : (tensor<4xf32>) -> ()'),
-    "negative-result-count": M.format(f'  %0:-1, %1:2 = "a.b"(%x) : (tensor<4xf32>) -> (i64)'),
+    "zero-result-count": M.format('  %0:0 = "a.b"(%x) : (tensor<4xf32>) -> ()'),
+    "negative-result-count": M.format('  %0:-1, %1:2 = "a.b"(%x) : (tensor<4xf32>) -> (i64)'),
     "multi-and-single-result-same-name": M.format(f'  %0:2 = "a.b"(%x) : (tensor<4xf32>) -> (i64, i64)\n'
                                                   f'  %0 = {RELU}'),
     "bool-from-int-2": FUNC.format(attr="2 : i1"),
@@ -583,4 +583,4 @@ def test_regressions(name):
 
 def test_quoted_key_ending_in_newline_round_trips():
     """A quoted attribute name ending in a newline must print quoted (found by fuzzing)."""
-    assert check(M.format(f'  %0 = "aten.foo"(%x) {{"A\\n"}} : (tensor<4xf32>) -> tensor<4xf32>')) is not None
+    assert check(M.format('  %0 = "aten.foo"(%x) {"A\\n"} : (tensor<4xf32>) -> tensor<4xf32>')) is not None
