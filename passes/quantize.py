@@ -214,18 +214,18 @@ class Quantize(LayerSelection, Pass):
         changed = False
         replaced: dict[str, str] = {}  # float weight -> the param holding its quantized codes
         for f in module.functions:
-            done: dict[str, list[Value]] = {}  # a weight shared by several linears: once
+            done: dict[str, tuple[list[Value], dict]] = {}  # shared weight: params, attrs, once
             for op in [o for o in f.body.ops if o.name == "aten.linear"]:
                 wname = f.param_name(op.operands[1])
                 new = self._rewrite(f, op, ctx, fmt, opts, stats if f is module.entry else None, done)
                 if new is not None:
-                    replaced.setdefault(wname, f.param_name(done[wname][0]))
+                    replaced.setdefault(wname, f.param_name(done[wname][0][0]))
                     changed = True
         retire_replaced(module, ctx, replaced)
         return changed
 
     def _rewrite(self, f: Function, op: Op, ctx: PassContext, fmt: Format, opts: QuantOptions,
-                 stats, done: dict[str, list[Value]]) -> Op | None:
+                 stats, done: dict[str, tuple[list[Value], dict]]) -> Op | None:
         wname = f.param_name(op.operands[1])
         if wname is None:
             return None  # a computed weight: nothing to quantize at compile time
@@ -250,17 +250,16 @@ class Quantize(LayerSelection, Pass):
                        "no calibration statistics", scheme=self.scheme)
             return None
         w = ctx.weights[wname].float()
-        q = None
         if wname not in done:
             q = fmt.quantize(w, opts, H if self.method == "gptq" else None)
-            done[wname] = add_weight_params(f, ctx, layer, q.tensors)
-        attrs = q.attrs if q is not None else dict(done[wname][0].uses[0].attributes)
-        new = replace_linear(op, fmt.op, done[wname], attrs)
-        dq = decode_weight(new, [ctx.weights[f.param_name(v)] for v in done[wname]])
+            done[wname] = add_weight_params(f, ctx, layer, q.tensors), q.attrs
+        params, attrs = done[wname]
+        new = replace_linear(op, fmt.op, params, attrs)
+        dq = decode_weight(new, [ctx.weights[f.param_name(v)] for v in params])
         ctx.report.append(LayerEntry(
             self.name, layer, "quantized", scheme=self.scheme, method=self.method, op=fmt.op,
             in_features=k, out_features=n, bits_per_weight=bits_per_weight(new),
-            bytes=sum(ctx.weights[f.param_name(v)].nbytes for v in done[wname]),
+            bytes=sum(ctx.weights[f.param_name(v)].nbytes for v in params),
             weight_rel_err=relative_error(w, dq),
             rel_err=relative_error(w, dq, H) if H is not None else None))
         ctx.stat(self.name, f"linears quantized ({self.scheme})")

@@ -100,10 +100,7 @@ def compile(model: torch.nn.Module, example_inputs: tuple | list | torch.Tensor,
     `calibration` is a list of input batches (each a tuple of positional inputs, a dict of
     keyword inputs, or an `(args, kwargs)` pair) that compression passes measure statistics
     on; `target` (a `Target`, or text such as "cpu:x86_64:avx2,fma") defaults to this machine."""
-    chosen = _backend(backend)
-    tgt = _target(target, chosen)
-    # a bad pipeline fails before the slow export
-    pm = PassManager.parse(chosen.default_pipeline if pipeline is None else pipeline)
+    chosen, tgt, pm = _plan(backend, target, pipeline)  # bad options fail before the slow export
     imported = import_model(model, example_inputs, example_kwargs, dynamic_shapes)
     return _compile(imported.module, imported.weights, pm, chosen, tgt, calibration,
                     imported.in_spec, imported.out_spec, model, cost_model, verify,
@@ -128,9 +125,7 @@ def compile_module(module: Module | Imported, weights: WeightStore | None = None
                                               module.out_spec)
     if weights is None:
         raise SpokeshaveError("compile_module: pass the module's weights (a WeightStore)")
-    chosen = _backend(backend)
-    tgt = _target(target, chosen)
-    pm = PassManager.parse(chosen.default_pipeline if pipeline is None else pipeline)
+    chosen, tgt, pm = _plan(backend, target, pipeline)
     return _compile(module.clone(), WeightStore(dict(weights.items())), pm, chosen, tgt,
                     calibration, in_spec, out_spec, reference, cost_model, verify,
                     print_ir_after_all)
@@ -142,19 +137,23 @@ def _compile(module: Module, weights: WeightStore, pm: PassManager, backend: Bac
              print_ir_after_all: bool) -> CompiledModel:
     """Run the pipeline on `module` (owned: it is changed) and build it."""
     pm.verify, pm.print_ir_after_all = verify, print_ir_after_all
-    batches = None if calibration is None else _flatten_calibration(calibration, in_spec)
+    split = None if calibration is None else _split_calibration(calibration)
+    batches = None if split is None else _flatten_calibration(split, in_spec)
     ctx = PassContext(weights=weights, calibration=batches, target=target,
                       cost_model=cost_model if cost_model is not None else RooflineCostModel())
     pm.run(module, ctx)
     ctx.weights.forget_originals()  # float weights kept for `lorc` are not part of the model
     executable = backend.build(module, ctx.weights, target)
-    split = None if calibration is None else [_split_batch(b, i) for i, b in enumerate(calibration)]
     return CompiledModel(module, ctx.weights, executable, backend.name, pm.pipeline, ctx,
                          in_spec, out_spec, pm.timings, reference, split)
 
 
-def _backend(name: str) -> Backend:
-    return BACKENDS[name]
+def _plan(backend: str, target: Target | str | None, pipeline: str | None
+          ) -> tuple[Backend, Target, PassManager]:
+    """The backend, the target it must fit and the pipeline (default: the backend's)."""
+    chosen = BACKENDS[backend]
+    return (chosen, _target(target, chosen),
+            PassManager.parse(chosen.default_pipeline if pipeline is None else pipeline))
 
 
 def _target(target: Target | str | None, backend: Backend) -> Target:
@@ -187,14 +186,18 @@ def _split_batch(batch: Any, i: int) -> tuple[tuple, dict]:
                           f"tensor, a tuple of positional inputs or a dict of keyword inputs")
 
 
-def _flatten_calibration(calibration: list, in_spec: Any) -> list[list[Any]]:
-    """Calibration batches as the compiled function's flat user inputs."""
+def _split_calibration(calibration: Any) -> list[tuple[tuple, dict]]:
+    """The calibration batches as (args, kwargs) pairs."""
     if isinstance(calibration, torch.Tensor) or not isinstance(calibration, (list, tuple)):
         raise SpokeshaveError("calibration must be a list of batches (each a tuple of the model's "
                               f"positional inputs), got {type(calibration).__name__}")
+    return [_split_batch(b, i) for i, b in enumerate(calibration)]
+
+
+def _flatten_calibration(batches: list[tuple[tuple, dict]], in_spec: Any) -> list[list[Any]]:
+    """(args, kwargs) calibration batches as the compiled function's flat user inputs."""
     out = []
-    for i, batch in enumerate(calibration):
-        args, kwargs = _split_batch(batch, i)
+    for i, (args, kwargs) in enumerate(batches):
         if in_spec is None:
             if kwargs:
                 raise SpokeshaveError(f"calibration batch {i} has keyword inputs, but IR compiled "

@@ -337,3 +337,23 @@ def test_tiny_llama_all_schemes():
     assert errs["quantize{scheme=w8}"] < 1e-4
     assert errs["quantize{scheme=w8}"] < errs["quantize{scheme=w8a8}"] < errs["quantize{scheme=w4g group=32}"]
     assert errs["quantize{scheme=w4g group=32}"] < 0.1 and errs["gptq"] < 0.1
+
+
+def test_a_weight_shared_by_two_linears_is_quantized_once():
+    """Both readers get the same parameters and the same attributes (the second one from the
+    first one's quantization, not a second run)."""
+    from spokeshave.compiler.weights import complete_weights
+
+    m = spokeshave.parse(
+        'func.func @f(%x: tensor<2x32xf32>, %y: tensor<3x32xf32>, %w: tensor<4x32xf32> {spk.param = "p.weight"})'
+        ' -> (tensor<2x4xf32>, tensor<3x4xf32>) {\n'
+        '  %0 = "aten.linear"(%x, %w) : (tensor<2x32xf32>, tensor<4x32xf32>) -> tensor<2x4xf32>\n'
+        '  %1 = "aten.linear"(%y, %w) : (tensor<3x32xf32>, tensor<4x32xf32>) -> tensor<3x4xf32>\n'
+        '  return %0, %1 : tensor<2x4xf32>, tensor<3x4xf32>\n}\n')
+    cm = spokeshave.compile_module(m, complete_weights(m, None),
+                                   pipeline="quantize{scheme=w4g group=16 symmetric=false}")
+    a, b = [op for op in cm.module.entry.ops if op.name == "spk.linear_w4g"]
+    assert a.operands[1:] == b.operands[1:] and len(a.operands) == 4
+    assert a.attributes == b.attributes == {"group": 16, "symmetric": False}
+    assert sorted(cm.module.entry.params()) == ["p.qweight", "p.scale", "p.zeros"]
+    assert [e.layer for e in cm.report.layers] == ["p", "p"]
