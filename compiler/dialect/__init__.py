@@ -44,8 +44,16 @@ ISOLATED_FROM_ABOVE = "isolated_from_above"
 REGION_BODY = "region_body"
 LINEAR = "linear"
 COMPRESSED_LINEAR = "compressed_linear"
+# Fusion and codegen classes: `pointwise` ops compute each output element from the elements
+# of their (broadcast) inputs at the same index; `reduction` ops reduce over some dims
+# (`reduces_last_dim` says whether only the last one, the shape a row-wise loop nest
+# fuses); `view` ops only re-index (reshape, permute, expand, slice), moving no data
+# when the layout allows.
+POINTWISE = "pointwise"
+REDUCTION = "reduction"
+VIEW = "view"
 KNOWN_TRAITS = frozenset({PURE, TERMINATOR, ISOLATED_FROM_ABOVE, REGION_BODY, LINEAR,
-                          COMPRESSED_LINEAR})
+                          COMPRESSED_LINEAR, POINTWISE, REDUCTION, VIEW})
 
 INPUT, WEIGHT, BIAS = "input", "weight", "bias"
 
@@ -274,6 +282,23 @@ def ops_with(trait: str) -> tuple[str, ...]:
 def has_trait(op: Op, trait: str) -> bool:
     d = OPS.get(op.name)
     return d is not None and trait in d.traits
+
+
+def reduces_last_dim(op: Op) -> bool:
+    """True for a `reduction` op that reduces over the last dim only (layer_norm / rms_norm
+    over one trailing dim, softmax over the last dim, a keepdim mean/sum/amax over -1)."""
+    if not has_trait(op, REDUCTION) or not op.operands or not isinstance(op.operands[0].type, TensorType):
+        return False
+    rank = op.operands[0].type.rank
+    a = op.attributes
+    if "normalized_shape" in a:
+        return isinstance(a["normalized_shape"], list) and len(a["normalized_shape"]) == 1
+    dim = a.get("dim")
+    if isinstance(dim, list):
+        if len(dim) != 1 or not a.get("keepdim", False):
+            return False
+        dim = dim[0]
+    return isinstance(dim, int) and dim in (-1, rank - 1)
 
 
 def load_builtin(registry: Registry[OpDef] | None = None) -> None:

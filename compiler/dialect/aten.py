@@ -8,9 +8,13 @@ attributes are schema arguments, so undeclared ones are allowed (`strict_attribu
 from __future__ import annotations
 
 from ..ir import Op
-from . import BIAS, INPUT, LINEAR, PURE, WEIGHT, OpDef, Operand, Operands, dim_eq, expect
+from . import (BIAS, INPUT, LINEAR, POINTWISE, PURE, REDUCTION, VIEW, WEIGHT, OpDef, Operand,
+               Operands, dim_eq, expect)
 
 _PURE = frozenset({PURE})
+_POINTWISE = frozenset({PURE, POINTWISE})
+_REDUCTION = frozenset({PURE, REDUCTION})
+_VIEW = frozenset({PURE, VIEW})
 
 
 def _linear(op: Op, ops: Operands):
@@ -32,7 +36,7 @@ def _layer_norm(op: Op, ops: Operands):
     expect(len(shape) <= x.rank and all(dim_eq(a, b) for a, b in zip(x.shape[-len(shape):], shape)),
            f"normalized_shape {shape} does not match the trailing dims of {x}")
     for name in ("weight", "bias"):
-        p = ops.type(name)
+        p = ops.type(name) if name in ops.values else None
         if p is not None:
             expect(list(p.shape) == shape, f"weight/bias must have shape {shape}, got {p}")
     return [x]
@@ -63,7 +67,21 @@ def _aten(name: str, summary: str, operands: tuple[Operand, ...], verify, traits
 
 _X = (Operand("input"),)
 _UNARY = ("aten.relu", "aten.silu", "aten.tanh", "aten.sigmoid", "aten.neg", "aten.rsqrt",
-          "aten.exp", "aten.clone")
+          "aten.exp", "aten.clone", "aten.sqrt", "aten.erf", "aten.abs", "aten.log",
+          "aten.reciprocal")
+# binary elementwise ops with broadcasting; `.Scalar` forms carry `other` as an attribute
+_BINARY = ("aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor", "aten.div.Tensor",
+           "aten.maximum", "aten.minimum")
+_SCALAR = ("aten.add.Scalar", "aten.sub.Scalar", "aten.mul.Scalar", "aten.div.Scalar",
+           "aten.pow.Tensor_Scalar")
+_XY = (Operand("input", tensor=False), Operand("other", optional=True, tensor=False))
+_REDUCTIONS = ("aten.mean.dim", "aten.sum.dim_IntList", "aten.amax")
+# re-indexing only: no arithmetic, and no data movement where the layout allows
+_VIEWS = ("aten.view", "aten._unsafe_view", "aten.reshape", "aten.permute", "aten.transpose.int",
+          "aten.t", "aten.expand", "aten.slice.Tensor", "aten.select.int", "aten.unsqueeze",
+          "aten.squeeze.dim", "aten.squeeze.dims", "aten.alias", "aten.contiguous",
+          "aten.unflatten.int", "aten.flatten.using_ints", "aten.split.Tensor", "aten.split_with_sizes",
+          "aten.chunk", "aten.unbind.int", "aten.detach")
 
 OPS = (
     _aten("aten.linear", "y = x W^T (+ b): the op compression passes rewrite.",
@@ -71,9 +89,17 @@ OPS = (
            Operand("bias", BIAS, optional=True)), _linear, frozenset({PURE, LINEAR})),
     _aten("aten.layer_norm", "LayerNorm over the trailing `normalized_shape` dims.",
           (Operand("input"), Operand("weight", optional=True), Operand("bias", optional=True)),
-          _layer_norm),
-    _aten("aten.gelu", "GELU, exact (`none`) or `tanh`-approximated.", _X, _gelu),
-    *(_aten(name, "Elementwise; the result has the input's type.", _X, _same_as_input)
+          _layer_norm, _REDUCTION),
+    _aten("aten.gelu", "GELU, exact (`none`) or `tanh`-approximated.", _X, _gelu, _POINTWISE),
+    *(_aten(name, "Elementwise; the result has the input's type.", _X, _same_as_input, _POINTWISE)
       for name in _UNARY),
-    *(_aten(name, "Softmax over `dim`.", _X, _softmax) for name in ("aten.softmax.int", "aten._softmax")),
+    *(_aten(name, "Elementwise with broadcasting.", _XY, None, _POINTWISE)
+      for name in _BINARY + _SCALAR),
+    *(_aten(name, "Softmax over `dim`.", _X, _softmax, _REDUCTION)
+      for name in ("aten.softmax.int", "aten._softmax")),
+    _aten("aten.rms_norm", "RMSNorm over the trailing `normalized_shape` dims.",
+          (Operand("input"), Operand("weight", optional=True)), _layer_norm, _REDUCTION),
+    *(_aten(name, "A reduction over `dim`.", _X, None, _REDUCTION) for name in _REDUCTIONS),
+    *(OpDef(name, "Re-indexes its input.", operands=(Operand("input", variadic=True, tensor=False),),
+            results=None, traits=_VIEW, strict_attributes=False) for name in _VIEWS),
 )

@@ -1,0 +1,7 @@
+"""The CPU backend: generated C++ per fused group, compiled once with the system compiler.
+
+`toolchain` finds the compiler, compiles translation units in parallel into one shared
+object per model and caches them on disk; `gemm` generates the compressed-linear kernels
+(int8, int4, fp8, 2:4, the outlier splits) for the ISA of the `Target`; `codegen` lowers a
+fused group's region to loop nests; `runtime` runs the compiled function.
+"""
