@@ -6,7 +6,9 @@ by, in order: a kernel the caller passes in `kernels` (a backend overriding an o
 op record's `interpret` (the `spk` ops, `py.*` arithmetic), "decode, then a float GEMM" for
 a compressed linear without one, its region for a `region_body` op (`spk.fused`), and
 `torch.ops` through `compiler.aten.CallPlan` for any ATen op. Values are freed after their
-last use to keep peak memory near eager's.
+last use to keep peak memory near eager's. A backend that compiles some top-level ops
+passes `select(op) -> runner | None`: a runner it returns replaces the op's default (the
+CPU backend runs its compiled groups this way and leaves the rest to the interpreter).
 
 The observer hook `observe(value, data)` sees every block argument and op result as it is
 produced (values inside regions too); for an op result it may return a replacement that the
@@ -45,12 +47,16 @@ def _layout_free_view(plan: aten.CallPlan) -> Callable[[list[Any]], Any]:
     return run
 
 
+Select = Callable[[Op], "Callable[[list[Any]], Any] | None"]
+
+
 class _Program:
     """A block prepared for repeated execution: per-op runners and last-use frees."""
 
-    def __init__(self, block: Block, kernels: Mapping[str, Kernel]):
+    def __init__(self, block: Block, kernels: Mapping[str, Kernel], select: Select | None = None):
         self.block = block
         self.kernels = kernels
+        self.select = select
         self.body = block.ops[:-1]
         self.outputs = block.ops[-1].operands
         self.runners = [self._runner(op) for op in self.body]
@@ -65,6 +71,9 @@ class _Program:
                 self.frees[i].append(v)
 
     def _runner(self, op: Op) -> Callable[[list[Any], Observer | None], Any]:
+        chosen = self.select(op) if self.select is not None else None
+        if chosen is not None:
+            return lambda args, observe: chosen(args)
         k = self.kernels.get(op.name)
         if k is not None:
             return lambda args, observe: k(op, args)
@@ -121,12 +130,12 @@ class Interpreter:
     user inputs (flat, in argument order); it returns the list of outputs."""
 
     def __init__(self, module: Module, weights: WeightStore,
-                 kernels: Mapping[str, Kernel] | None = None):
+                 kernels: Mapping[str, Kernel] | None = None, select: Select | None = None):
         self.func: Function = module.entry
         body = self.func.body
         if not body.ops or body.ops[-1].name != "func.return":
             raise SpokeshaveError(f"@{self.func.name} does not end with return")
-        self.program = _Program(body, dict(kernels or {}))
+        self.program = _Program(body, dict(kernels or {}), select)
         missing = [n for n in self.func.params() if n not in weights]
         if missing:
             raise SpokeshaveError(f"the weight store lacks parameters: {', '.join(missing[:5])}"
@@ -142,3 +151,18 @@ class Interpreter:
         args = [self.params[a] if a in self.params else next(it) for a in self.func.args]
         with torch.no_grad():
             return self.program.run(args, observe)
+
+
+def reference_runner(op: Op) -> Callable[[list[Any]], Any]:
+    """How the interpreter runs `op` on its own (a region op runs its body): a backend's
+    path for an op it has no kernel for, and its fallback for a group it could not build."""
+    run = _Program._runner(_NO_OVERRIDES, op)  # type: ignore[arg-type]
+    return lambda args: run(args, None)
+
+
+class _NoOverrides:
+    kernels: Mapping[str, Kernel] = {}
+    select = None
+
+
+_NO_OVERRIDES = _NoOverrides()

@@ -5,3 +5,13 @@ object per model and caches them on disk; `gemm` generates the compressed-linear
 (int8, int4, fp8, 2:4, the outlier splits) for the ISA of the `Target`; `codegen` lowers a
 fused group's region to loop nests; `runtime` runs the compiled function.
 """
+from __future__ import annotations
+
+from spokeshave.compiler.backend import Backend
+
+from .runtime import build
+
+BACKEND = Backend(
+    "cpu", device="cpu", build=build, default_pipeline="canonicalize,cse,dce,fuse",
+    provides=frozenset({"any-aten-op", "dynamic-shapes", "fusion", "generated-cpp"}),
+    doc=__doc__)

@@ -1,0 +1,423 @@
+"""Row-wise loop nests: pointwise ops and last-dim reductions as one C++ function.
+
+Every value of a row kernel is, per row of the iteration space (all dims but the last,
+parallelised with OpenMP), either a *vector* (the row's `C` elements) or a *scalar* (one
+float: a reduction's result, a `[..., 1]` input). Ops are emitted in order into
+segments: consecutive pointwise ops on vectors share one `#pragma omp simd` loop over the
+row, their intermediates living in registers; a reduction ends the segment (its passes
+read a stored row) and its elementwise tail (LayerNorm's normalisation, softmax's
+division) opens the next one. A vector is stored only when it crosses a segment or leaves
+the kernel, into the kernel's output row or a per-thread scratch row (`C` floats, in L1).
+
+Inputs broadcast in the outer dims by runtime strides (so one compile serves every shape)
+and in the last dim by kind: a `[..., 1]` input is a scalar per row. A value the fusion
+pass marked for a w8a8 prologue is written as quantized int8 rows plus their scales
+instead of floats, by the consuming kernel's own `quantize_row`.
+
+The Python side (`RowKernel.run`) computes the iteration shape, strides and output
+buffers per call and returns None when a call does not fit what was compiled (a dim the
+types left dynamic turns out to broadcast), so the caller takes the reference path.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from spokeshave.compiler.dialect import POINTWISE, has_trait, op_def, reduces_last_dim
+from spokeshave.compiler.ir import Op, TensorType, Value
+
+VEC, SCALAR = "vec", "scalar"
+FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
+
+
+def c_float(x: float) -> str:
+    """A float attribute as an exact C++ literal (hex float), rounded to float as torch does
+    when it applies a Python scalar to a float32 tensor."""
+    x = float(x)
+    if x != x:
+        return "NAN"
+    if x in (float("inf"), float("-inf")):
+        return "INFINITY" if x > 0 else "(-INFINITY)"
+    return f"((float){x.hex()})"
+
+
+def _operands(op: Op) -> dict[str, Value | None]:
+    d = op_def(op.name)
+    return dict(d.bind(op).values) if d is not None else {}
+
+
+def _other(op: Op, ref: Callable[[Value], str]) -> str:
+    vals = _operands(op)
+    if vals.get("other") is not None:
+        return ref(vals["other"])
+    return c_float(op.attributes["other"])
+
+
+def _alpha(op: Op, rhs: str) -> str:
+    alpha = op.attributes.get("alpha", 1)
+    return rhs if alpha == 1 else f"({c_float(alpha)} * {rhs})"
+
+
+def _pow(op: Op, a: str) -> str:
+    e = op.attributes.get("exponent")
+    table = {2: f"({a} * {a})", 3: f"({a} * {a} * {a})", 1: a, 0.5: f"sqrtf({a})",
+             -1: f"(1.0f / {a})", -0.5: f"(1.0f / sqrtf({a}))"}
+    return table.get(e, f"powf({a}, {c_float(e)})")
+
+
+def _gelu(op: Op, a: str) -> str:
+    if op.attributes.get("approximate", "none") == "tanh":
+        return (f"(0.5f * {a} * (1.0f + spk_tanh(0.7978845608028654f * ({a} + 0.044715f * {a} * {a} * {a}))))")
+    return f"(0.5f * {a} * (1.0f + spk_erf({a} * 0.7071067811865476f)))"
+
+
+# pointwise op -> C++ expression from its operands' C++ references
+POINTWISE_EMITTERS: dict[str, Callable[[Op, list[str], Callable[[Value], str]], str]] = {
+    "aten.add.Tensor": lambda op, a, ref: f"({a[0]} + {_alpha(op, _other(op, ref))})",
+    "aten.sub.Tensor": lambda op, a, ref: f"({a[0]} - {_alpha(op, _other(op, ref))})",
+    "aten.mul.Tensor": lambda op, a, ref: f"({a[0]} * {_other(op, ref)})",
+    "aten.div.Tensor": lambda op, a, ref: f"({a[0]} / {_other(op, ref)})",
+    "aten.add.Scalar": lambda op, a, ref: f"({a[0]} + {_alpha(op, _other(op, ref))})",
+    "aten.sub.Scalar": lambda op, a, ref: f"({a[0]} - {_alpha(op, _other(op, ref))})",
+    "aten.mul.Scalar": lambda op, a, ref: f"({a[0]} * {_other(op, ref)})",
+    "aten.div.Scalar": lambda op, a, ref: f"({a[0]} / {_other(op, ref)})",
+    "aten.maximum": lambda op, a, ref: f"spk_max({a[0]}, {a[1]})",
+    "aten.minimum": lambda op, a, ref: f"spk_min({a[0]}, {a[1]})",
+    "aten.pow.Tensor_Scalar": lambda op, a, ref: _pow(op, a[0]),
+    "aten.gelu": lambda op, a, ref: _gelu(op, a[0]),
+    "aten.relu": lambda op, a, ref: f"spk_relu({a[0]})",
+    "aten.silu": lambda op, a, ref: f"({a[0]} * spk_sigmoid({a[0]}))",
+    "aten.sigmoid": lambda op, a, ref: f"spk_sigmoid({a[0]})",
+    "aten.tanh": lambda op, a, ref: f"spk_tanh({a[0]})",
+    "aten.exp": lambda op, a, ref: f"spk_exp({a[0]})",
+    "aten.erf": lambda op, a, ref: f"spk_erf({a[0]})",
+    "aten.neg": lambda op, a, ref: f"(-{a[0]})",
+    "aten.abs": lambda op, a, ref: f"fabsf({a[0]})",
+    "aten.sqrt": lambda op, a, ref: f"sqrtf({a[0]})",
+    "aten.rsqrt": lambda op, a, ref: f"(1.0f / sqrtf({a[0]}))",
+    "aten.reciprocal": lambda op, a, ref: f"(1.0f / {a[0]})",
+    "aten.log": lambda op, a, ref: f"logf({a[0]})",
+    "aten.clone": lambda op, a, ref: a[0],
+}
+REDUCTIONS = ("aten.layer_norm", "aten.rms_norm", "aten.softmax.int", "aten._softmax",
+              "aten.mean.dim", "aten.sum.dim_IntList", "aten.amax")
+
+
+def _f32(v: Value) -> bool:
+    return isinstance(v.type, TensorType) and v.type.dtype == "f32"
+
+
+def row_op_supported(op: Op) -> bool:
+    """An op a row kernel can compute: f32 in and out, pointwise with an emitter or a
+    last-dim reduction we lower, no attribute we would ignore."""
+    if not op.results or not all(_f32(r) for r in op.results) or len(op.results) != 1:
+        return False
+    tensor_operands = [v for v in op.operands if isinstance(v.type, TensorType)]
+    if len(tensor_operands) != len(op.operands) or not all(_f32(v) for v in tensor_operands):
+        return False
+    a = op.attributes
+    if has_trait(op, POINTWISE):
+        if op.name not in POINTWISE_EMITTERS:
+            return False
+        if op.name == "aten.div.Tensor" and a.get("rounding_mode") is not None:
+            return False
+        if "other" in a and not isinstance(a["other"], (int, float)):
+            return False
+        return True
+    if op.name in REDUCTIONS and reduces_last_dim(op):
+        if op.name in ("aten.mean.dim", "aten.sum.dim_IntList") and a.get("dtype") is not None:
+            return False
+        if op.name == "aten._softmax" and a.get("half_to_float", False):
+            return False
+        if op.name == "aten.softmax.int" and a.get("dtype") is not None:
+            return False
+        return True
+    return False
+
+
+def _is_scalar_type(v: Value) -> bool:
+    t = v.type
+    return isinstance(t, TensorType) and (t.rank == 0 or t.shape[-1] == 1)
+
+
+@dataclass
+class RowKernel:
+    """One generated row-wise function and how to call it."""
+
+    symbol: str
+    source: str
+    ops: tuple[Op, ...]
+    inputs: list[Value]
+    input_kinds: list[str]
+    outputs: list[Value]
+    output_kinds: list[str]
+    quantized: list[tuple[Value, int]] = field(default_factory=list)  # (value, bytes per row)
+    fn: Any = None
+
+    def run(self, args: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """Call the kernel on `args` (tensors for `inputs`); returns the outputs (then the
+        (q, scale) pair of each quantized value), or None when the call does not fit."""
+        tensors = []
+        for t, kind in zip(args, self.input_kinds):
+            if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
+                return None
+            tensors.append(t)
+        shapes = [tuple(t.shape) for t in tensors]
+        try:
+            full = torch.broadcast_shapes(*shapes)
+        except RuntimeError:
+            return None
+        rank = len(full)
+        if rank == 0:
+            return None
+        cols = full[-1]
+        outer = full[:-1]
+        rows = 1
+        for d in outer:
+            rows *= d
+        if any(v.type.rank != rank for v in self.outputs):
+            return None  # an output broadcasts to fewer dims than the kernel iterates
+        meta = [rows, cols, len(outer), *outer]
+        ptrs = []
+        alive = []
+        for t, kind in zip(tensors, self.input_kinds):
+            if kind == VEC:
+                if t.dim() == 0 or (t.shape[-1] != cols) or (cols > 1 and t.stride(-1) != 1):
+                    if t.dim() and t.shape[-1] == 1 and cols > 1:
+                        return None  # compiled as a full row, broadcasts at run time
+                    t = t.contiguous()
+            elif t.dim() and t.shape[-1] != 1:
+                return None
+            e = t.reshape((1,) * (rank - t.dim()) + tuple(t.shape)) if t.dim() < rank else t
+            e = e.expand(full if kind == VEC else (*outer, 1))
+            meta.extend(e.stride()[:-1])
+            ptrs.append(e.data_ptr())
+            alive.append(e)
+        outs = []
+        for kind in self.output_kinds:
+            o = torch.empty((*outer, cols) if kind == VEC else (*outer, 1), dtype=torch.float32)
+            outs.append(o)
+            ptrs.append(o.data_ptr())
+        extra = []
+        for _, row_bytes in self.quantized:
+            q = torch.empty((rows, row_bytes), dtype=torch.uint8)
+            s = torch.empty((rows,), dtype=torch.float32)
+            extra += [q, s]
+            ptrs += [q.data_ptr(), s.data_ptr()]
+        if rows and cols:
+            m = torch.tensor(meta, dtype=torch.int64)
+            p = torch.tensor(ptrs, dtype=torch.int64)
+            self.fn(m.data_ptr(), p.data_ptr())
+        return outs + extra
+
+
+class _Emitter:
+    def __init__(self, ops: list[Op], inputs: list[Value], outputs: list[Value],
+                 quantize: dict[Value, str]):
+        self.ops = ops
+        self.inputs = inputs
+        self.outputs = outputs
+        self.quantize = quantize
+        self.kind: dict[Value, str] = {}
+        self.name: dict[Value, str] = {}
+        self.lines: list[str] = []
+        self.loop: list[str] = []        # the open simd loop's body
+        self.scratch = 0
+        self.segment: dict[Value, int] = {}
+        self.seg = 0
+        self.stored: dict[Value, str] = {}
+
+    def ref(self, v: Value) -> str:
+        """The C++ expression of `v` inside the current loop (or as a scalar)."""
+        if self.kind[v] == SCALAR or v in self.local:
+            return self.name[v]
+        return f"{self.stored[v]}[j]"
+
+    def build(self) -> tuple[str, list[str], list[str]]:
+        ops = self.ops
+        inside = {r for op in ops for r in op.results}
+        for i, v in enumerate(self.inputs):
+            self.kind[v] = SCALAR if _is_scalar_type(v) else VEC
+            self.name[v] = f"in{i}"
+            if self.kind[v] == VEC:
+                self.stored[v] = f"in{i}"
+        # segments: a reduction starts a new one; values used in a later segment are stored
+        seg = 0
+        for op in ops:
+            if op.name in REDUCTIONS:
+                seg += 1
+            self.segment[op.result] = seg
+        later_use: set[Value] = set(self.outputs) | set(self.quantize)
+        for op in ops:
+            for v in op.operands:
+                if v in inside and (op.name in REDUCTIONS or self.segment[op.result] != self.segment[v]):
+                    later_use.add(v)
+        self.later = later_use
+        self.local: set[Value] = set()
+        body: list[str] = []
+        for op in ops:
+            if op.name in REDUCTIONS:
+                self._close(body)
+                self.seg = self.segment[op.result]
+                self._reduction(op, body)
+            else:
+                self.seg = self.segment[op.result]
+                self._pointwise(op, body)
+        self._close(body)
+        for v in self.quantize:
+            src = self.stored[v] if self.kind[v] == VEC else None
+            qi = list(self.quantize).index(v)
+            body.append(f"{self.quantize[v]}({src}, (uint8_t*)qo{qi} + r * qb{qi}, qs{qi} + r);")
+        kinds_in = [self.kind[v] for v in self.inputs]
+        kinds_out = [self.kind[v] for v in self.outputs]
+        return "\n".join(body), kinds_in, kinds_out
+
+    def _store_target(self, v: Value) -> str:
+        if v in self.outputs:
+            return f"out{self.outputs.index(v)} + r * C"
+        self.scratch += 1
+        return f"scratch + {self.scratch - 1} * C"
+
+    def _close(self, body: list[str]) -> None:
+        if self.loop:
+            body.append("#pragma omp simd")
+            body.append("for (int64_t j = 0; j < C; ++j) {")
+            body.extend("  " + s for s in self.loop)
+            body.append("}")
+        self.loop = []
+        self.local = set()
+
+    def _new_vec(self, v: Value, expr: str) -> None:
+        """`v` = expr, elementwise in the open loop; stored if read later or output."""
+        n = f"v{len(self.name)}"
+        self.name[v] = n
+        self.kind[v] = VEC
+        self.loop.append(f"const float {n} = {expr};")
+        self.local.add(v)
+        if v in self.later:
+            ptr = f"p{n}"
+            self.pre.append(f"float* {ptr} = {self._store_target(v)};")
+            self.stored[v] = ptr
+            self.loop.append(f"{ptr}[j] = {n};")
+
+    def _pointwise(self, op: Op, body: list[str]) -> None:
+        v = op.result
+        args = [self.ref(a) for a in op.operands]
+        expr = POINTWISE_EMITTERS[op.name](op, args, self.ref)
+        if all(self.kind[a] == SCALAR for a in op.operands):
+            n = f"s{len(self.name)}"
+            self.name[v] = n
+            self.kind[v] = SCALAR
+            body.append(f"const float {n} = {expr};")
+            if v in self.outputs:
+                body.append(f"out{self.outputs.index(v)}[r] = {n};")
+            return
+        self._new_vec(v, expr)
+
+    def _stored_row(self, v: Value) -> str:
+        if self.kind[v] != VEC:
+            raise NotImplementedError("a last-dim reduction of a [..., 1] value")
+        return self.stored[v]
+
+    def _reduction(self, op: Op, body: list[str]) -> None:
+        vals = _operands(op)
+        x = self._stored_row(op.operands[0])
+        k = len(self.name)
+        a = op.attributes
+        if op.name in ("aten.mean.dim", "aten.sum.dim_IntList", "aten.amax"):
+            n = f"s{k}"
+            if op.name == "aten.amax":
+                body += [f"float {n} = -INFINITY;", f"for (int64_t j = 0; j < C; ++j) {n} = spk_max({x}[j], {n});"]
+            else:
+                body += [f"float {n} = 0.0f;", "#pragma omp simd reduction(+:" + n + ")",
+                         f"for (int64_t j = 0; j < C; ++j) {n} += {x}[j];"]
+                if op.name == "aten.mean.dim":
+                    body.append(f"{n} /= (float)C;")
+            self.name[op.result] = n
+            self.kind[op.result] = SCALAR
+            if op.result in self.outputs:
+                body.append(f"out{self.outputs.index(op.result)}[r] = {n};")
+            return
+        if op.name == "aten.layer_norm":
+            eps = c_float(a.get("eps", 1e-5))
+            body += [f"float m{k} = 0.0f;", f"#pragma omp simd reduction(+:m{k})",
+                     f"for (int64_t j = 0; j < C; ++j) m{k} += {x}[j];", f"m{k} /= (float)C;",
+                     f"float q{k} = 0.0f;", f"#pragma omp simd reduction(+:q{k})",
+                     f"for (int64_t j = 0; j < C; ++j) {{ const float d = {x}[j] - m{k}; q{k} += d * d; }}",
+                     f"const float r{k} = 1.0f / sqrtf(q{k} / (float)C + {eps});"]
+            expr = f"(({x}[j] - m{k}) * r{k})"
+            if vals.get("weight") is not None:
+                expr = f"({expr} * {self.ref(vals['weight'])})"
+            if vals.get("bias") is not None:
+                expr = f"({expr} + {self.ref(vals['bias'])})"
+        elif op.name == "aten.rms_norm":
+            eps = a.get("eps")
+            eps = c_float(FLOAT32_EPS if eps is None else eps)
+            body += [f"float q{k} = 0.0f;", f"#pragma omp simd reduction(+:q{k})",
+                     f"for (int64_t j = 0; j < C; ++j) q{k} += {x}[j] * {x}[j];",
+                     f"const float r{k} = 1.0f / sqrtf(q{k} / (float)C + {eps});"]
+            expr = f"({x}[j] * r{k})"
+            if vals.get("weight") is not None:
+                expr = f"({expr} * {self.ref(vals['weight'])})"
+        else:  # softmax over the last dim
+            e = self._store_target_scratch()
+            body += [f"float mx{k} = -INFINITY;", f"for (int64_t j = 0; j < C; ++j) mx{k} = spk_max({x}[j], mx{k});",
+                     f"float* e{k} = {e};", f"float z{k} = 0.0f;", f"#pragma omp simd reduction(+:z{k})",
+                     f"for (int64_t j = 0; j < C; ++j) {{ e{k}[j] = spk_exp({x}[j] - mx{k}); z{k} += e{k}[j]; }}",
+                     f"const float iz{k} = 1.0f / z{k};"]
+            expr = f"(e{k}[j] * iz{k})"
+        self._new_vec(op.result, expr)
+
+    def _store_target_scratch(self) -> str:
+        self.scratch += 1
+        return f"scratch + {self.scratch - 1} * C"
+
+
+def generate(ops: list[Op], inputs: list[Value], outputs: list[Value],
+             quantize: dict[Value, tuple[str, int]] | None = None) -> RowKernel:
+    """The row kernel computing `outputs` from `inputs` through `ops` (in order).
+    `quantize`: value -> (quantize_row function, bytes per row) for prologue outputs."""
+    quantize = quantize or {}
+    em = _Emitter(ops, inputs, outputs, {v: fn for v, (fn, _) in quantize.items()})
+    em.pre = []
+    body, kinds_in, kinds_out = em.build()
+    nin, nout = len(inputs), len(outputs)
+    head = ["const int64_t R = meta[0], C = meta[1], nd = meta[2];",
+            "const int64_t* osz = meta + 3;"]
+    for i in range(nin):
+        head.append(f"const float* __restrict a{i} = (const float*)ptrs[{i}];")
+        head.append(f"const int64_t* st{i} = meta + 3 + nd * {i + 1};")
+    for i in range(nout):
+        head.append(f"float* __restrict out{i} = (float*)ptrs[{nin + i}];")
+    for i in range(len(quantize)):
+        rb = list(quantize.values())[i][1]
+        head.append(f"void* qo{i} = ptrs[{nin + nout + 2 * i}];")
+        head.append(f"float* qs{i} = (float*)ptrs[{nin + nout + 2 * i + 1}];")
+        head.append(f"const int64_t qb{i} = {rb};")
+    row = ["int64_t " + ", ".join(f"o{i} = 0" for i in range(nin)) + ";" if nin else "",
+           "{ int64_t rem = r; for (int64_t d = nd - 1; d >= 0; --d) { const int64_t i = rem % osz[d]; rem /= osz[d];"
+           + "".join(f" o{i} += i * st{i}[d];" for i in range(nin)) + " } }"]
+    for i, k in enumerate(kinds_in):
+        row.append(f"const float* __restrict in{i} = a{i} + o{i};" if k == VEC
+                   else f"const float in{i} = a{i}[o{i}];")
+    row += em.pre + body.splitlines()
+    scratch = max(em.scratch, 1)
+    text = "\n".join([
+        "#pragma omp parallel if (R > 1)",
+        "{",
+        f"  float* scratch = (float*)spk_scratch({scratch} * C * 4);",
+        "  #pragma omp for schedule(static)",
+        "  for (int64_t r = 0; r < R; ++r) {",
+        *("    " + s for s in row if s),
+        "  }",
+        "  free(scratch);",
+        "}",
+    ])
+    fn = "\n".join("  " + s for s in head) + "\n" + "\n".join("  " + s for s in text.splitlines())
+    symbol = "spk_rows_" + hashlib.sha256(fn.encode()).hexdigest()[:16]
+    source = f'extern "C" void {symbol}(const int64_t* meta, void* const* ptrs) {{\n{fn}\n}}\n'
+    return RowKernel(symbol, source, tuple(ops), list(inputs), kinds_in, list(outputs), kinds_out,
+                     [(v, rb) for v, (_, rb) in quantize.items()])

@@ -1,0 +1,209 @@
+"""The CPU backend's executable: compiled groups run through ctypes, the rest interpreted.
+
+`build(module, weights, target)` lowers every `spk.fused` group (and every fusable op
+left on its own) with `lowering.lower_group`, writes one translation unit per distinct
+group (identical groups in different layers generate identical text, so they compile
+once), builds them into one shared object (`toolchain.build_library`, cached) and runs
+the function through the core interpreter with those groups swapped in. Ops with no
+kernel are extern calls through the interpreter's ATen path, listed in `extern_ops` and
+in the compile summary. A group whose unit fails to compile, or every group when there is
+no compiler, falls back to the reference path with one warning naming the group and the
+kept compiler log; a call that does not fit a group's compiled assumptions takes the
+reference path for that call only.
+"""
+from __future__ import annotations
+
+import ctypes
+import time
+import warnings
+from collections import Counter
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from spokeshave.compiler.backend import KernelInfo
+from spokeshave.compiler.dialect import COMPRESSED_LINEAR, LINEAR, has_trait
+from spokeshave.compiler.interpreter import Interpreter, reference_runner
+from spokeshave.compiler.ir import Module, Op, Value
+from spokeshave.compiler.printer import print_module
+from spokeshave.compiler.target import Target
+from spokeshave.compiler.weights import WeightStore
+
+from . import toolchain
+from .lowering import ATTENTION, GroupPlan, lower_group
+from .prelude import PRELUDE
+from .rows import row_op_supported
+
+
+class CpuBackendWarning(UserWarning):
+    """A group runs on the reference path (its C++ did not build)."""
+
+
+def _group_name(op: Op, i: int) -> str:
+    where = f" at {op.loc}" if getattr(op, "loc", None) else ""
+    kind = op.attributes.get("kind")
+    return f"group {i} ({op.name}{'[' + kind + ']' if kind else ''}{where})"
+
+
+def _lowerable(op: Op) -> bool:
+    return (op.name == "spk.fused" or row_op_supported(op) or has_trait(op, COMPRESSED_LINEAR)
+            or (has_trait(op, LINEAR) and op.name != "aten.linear") or op.name in ATTENTION
+            or op.name == "aten.linear")
+
+
+def plan_module(module: Module, weights: WeightStore, target: Target) -> dict[Op, GroupPlan]:
+    """Lower every group and fusable op of the entry function."""
+    func = module.entry
+    params = {a: weights[n] for a in func.args if (n := func.param_name(a)) is not None}
+    plans: dict[Op, GroupPlan] = {}
+    for i, op in enumerate(func.body.ops[:-1]):
+        if not _lowerable(op):
+            continue
+        if op.name == "spk.fused":
+            block = op.regions[0].block
+            outer = dict(zip(block.args, op.operands))
+            body, inputs, outputs = block.ops[:-1], list(block.args), list(block.ops[-1].operands)
+
+            def constant(v: Value, outer=outer) -> torch.Tensor | None:
+                return params.get(outer.get(v))
+        else:
+            body, inputs, outputs = [op], list(dict.fromkeys(op.operands)), list(op.results)
+
+            def constant(v: Value) -> torch.Tensor | None:
+                return params.get(v)
+        plan = lower_group(_group_name(op, i), list(body), inputs, outputs, constant, target,
+                           reference_runner(op))
+        if op.name != "spk.fused":
+            plan.inputs = list(op.operands)
+        plans[op] = plan
+    return plans
+
+
+def unit_sources(plans: Mapping[Op, GroupPlan]) -> dict[str, str]:
+    """One translation unit per group with generated code; each C++ function is defined in
+    the first unit that needs it, so identical groups add nothing and the link never sees
+    a symbol twice."""
+    emitted: set[str] = set()
+    units: dict[str, str] = {}
+    for plan in plans.values():
+        parts, needs = [], []
+        for step in plan.steps:
+            if step.symbol is None or step.symbol in emitted:
+                continue
+            emitted.add(step.symbol)
+            parts.append(step.source)
+            needs += [n for n in step.needs if n not in needs]
+        if not parts:
+            continue
+        kernels = "".join(plan.kernels[n] for n in needs if n in plan.kernels)
+        text = PRELUDE + kernels + "\n" + "\n".join(parts)
+        name = f"group_{len(units)}.cpp"
+        units[name] = text
+        plan.unit = name
+    return units
+
+
+class CpuExecutable:
+    """An `Executable`: the interpreter with compiled groups swapped in."""
+
+    def __init__(self, module: Module, weights: WeightStore, target: Target):
+        start = time.perf_counter()
+        self.module = module
+        self.target = target
+        self.plans = plan_module(module, weights, target)
+        self._sources = unit_sources(self.plans)
+        self.library: toolchain.Library | None = None
+        self.failed: dict[str, str] = {}      # group name -> reason
+        self._build()
+        self.compile_seconds = time.perf_counter() - start
+        self.extern_ops = Counter(op.name for op in module.entry.body.ops[:-1]
+                                  if op not in self.plans or not self._compiled(self.plans[op]))
+        self._interpreter = Interpreter(module, weights, select=self._select)
+
+    def _build(self) -> None:
+        needs = {p.unit for p in self.plans.values() if getattr(p, "unit", None)}
+        if not needs:
+            return
+        try:
+            self.library = toolchain.build_library(self._sources, self.target)
+        except toolchain.ToolchainError as e:
+            names = [p.name for p in self.plans.values() if any(s.symbol for s in p.steps)]
+            warnings.warn(f"spokeshave cpu: {len(names)} group(s) run on the reference path "
+                          f"({', '.join(names[:3])}{' ...' if len(names) > 3 else ''}): {e}",
+                          CpuBackendWarning, stacklevel=3)
+            for n in names:
+                self.failed[n] = str(e)
+            return
+        bad = {f.unit: f for f in self.library.failures}
+        for plan in self.plans.values():
+            try:
+                for step in plan.steps:
+                    if step.symbol is not None:
+                        fn = getattr(self.library.cdll, step.symbol)
+                        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+                        fn.restype = None
+                        step.bind(fn)
+            except AttributeError:
+                f = bad.get(getattr(plan, "unit", None)) or next(iter(bad.values()), None)
+                reason = f"{f.first_error} (compiler log: {f.log})" if f else "a kernel is missing"
+                self.failed[plan.name] = reason
+        for unit, f in bad.items():
+            names = [p.name for p in self.plans.values() if p.name in self.failed]
+            warnings.warn(f"spokeshave cpu: compiling {unit} failed, so {', '.join(names[:3])} "
+                          f"{'run' if len(names) > 1 else 'runs'} on the reference path: "
+                          f"{f.first_error} (compiler log: {f.log})", CpuBackendWarning, stacklevel=3)
+
+    def _compiled(self, plan: GroupPlan) -> bool:
+        return plan.name not in self.failed and any(s.kind != "extern" for s in plan.steps)
+
+    def _select(self, op: Op):
+        plan = self.plans.get(op)
+        if plan is None or plan.name in self.failed:
+            return None
+        single = len(op.results) == 1
+
+        def run(args: list[Any]) -> Any:
+            got = plan.run(args)
+            if got is None:
+                plan.fallbacks += 1
+                return plan.fallback(args)
+            return got[0] if single else got
+        return run
+
+    def __call__(self, *inputs: Any) -> list[Any]:
+        return self._interpreter(*inputs)
+
+    @property
+    def sources(self) -> Mapping[str, str]:
+        return {**self._sources, "module.mlir": print_module(self.module)}
+
+    @property
+    def kernels(self) -> Sequence[KernelInfo]:
+        out = []
+        for plan in self.plans.values():
+            for s in plan.steps:
+                name = s.symbol or f"{s.kind} {s.ops[0].name}"
+                out.append(KernelInfo(name, tuple(o.name for o in s.ops),
+                                      getattr(plan, "unit", None) if s.symbol else None))
+        out += [KernelInfo(f"extern {name}", (name,)) for name in sorted(self.extern_ops)]
+        return out
+
+    def summary(self) -> str:
+        """The compile report: groups, generated kernels, library calls, extern ops."""
+        steps = Counter(s.kind for p in self.plans.values() for s in p.steps)
+        lib = self.library
+        lines = [f"cpu backend for {self.target.describe()}: {len(self.plans)} groups, "
+                 f"{len(self._sources)} translation units "
+                 f"({lib.compiled if lib else 0} compiled, {lib.hits if lib else 0} cached) "
+                 f"in {self.compile_seconds:.2f} s",
+                 "  steps: " + ", ".join(f"{n} {k}" for k, n in sorted(steps.items()))]
+        if self.extern_ops:
+            lines.append("  extern (interpreter ATen path): " +
+                         ", ".join(f"{n}x {k}" for k, n in sorted(self.extern_ops.items())))
+        for name, reason in self.failed.items():
+            lines.append(f"  reference path: {name}: {reason}")
+        return "\n".join(lines)
+
+
+def build(module: Module, weights: WeightStore, target: Target) -> CpuExecutable:
+    return CpuExecutable(module, weights, target)
