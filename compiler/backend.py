@@ -47,6 +47,8 @@ class Executable(Protocol):
 
 
 Build = Callable[[Module, WeightStore, Target], Executable]
+# What a code-generating backend would build, without building it: file name -> source
+Generate = Callable[[Module, WeightStore, Target], Mapping[str, str]]
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class Backend:
     provides: frozenset[str] = frozenset()
     requires: frozenset[str] = frozenset()
     doc: str = field(default="", compare=False)
+    generate: Generate | None = field(default=None, compare=False)  # `spokeshave-opt --emit`
+    language: str | None = None   # what `generate` writes ("cpp", "triton"): the --emit name
 
     def misfit(self, target: Target) -> str | None:
         """Why this backend cannot run on `target`, or None when it can."""

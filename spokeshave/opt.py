@@ -52,6 +52,12 @@ def _arg_parser() -> argparse.ArgumentParser:
                    help="check that printing, parsing and printing again gives the same text")
     p.add_argument("--print-debuginfo", action="store_true", help="print op locations")
     p.add_argument("--list-passes", action="store_true")
+    p.add_argument("--emit", default="mlir",
+                   help="mlir (default), or the language of a code-generating backend (cpp: "
+                        "the CPU backend's C++), printed after the IR")
+    p.add_argument("--target", default=None,
+                   help='the target to generate for with --emit, e.g. "cpu:x86_64:avx2,fma" '
+                        "(default: this machine)")
     p.add_argument("-o", "--output", default="-")
     return p
 
@@ -78,7 +84,24 @@ def _process(text: str, filename: str, line_offset: int, args, passes: list[Pass
                                                 "printed", "reparsed+printed"))
             raise SpokeshaveError(f"{filename}: error: the printed IR does not round-trip:\n{diff}")
     out.write(printed)
+    if args.emit != "mlir":
+        _emit(args, module, store, out)
     return ctx.diagnostics
+
+
+def _emit(args, module, store: WeightStore, out) -> None:
+    """Print what the backend generating `args.emit` would compile, file by file."""
+    from .compiler.backend import BACKENDS
+    from .compiler.target import Target
+
+    makers = {b.language: b for b in BACKENDS.values() if b.generate is not None and b.language}
+    backend = makers.get(args.emit)
+    if backend is None:
+        raise SpokeshaveError(f"--emit={args.emit}: unknown; choose mlir or "
+                              f"{', '.join(sorted(makers)) or '(no code-generating backend)'}")
+    target = Target.parse(args.target) if args.target else Target.host()
+    for name, text in backend.generate(module, store, target).items():
+        out.write(f"// ----- {args.emit}: {name}\n{text}")
 
 
 def _run_chunk(text: str, filename: str, line_offset: int, args, passes: list[Pass],

@@ -207,3 +207,11 @@ class CpuExecutable:
 
 def build(module: Module, weights: WeightStore, target: Target) -> CpuExecutable:
     return CpuExecutable(module, weights, target)
+
+
+def generate(module: Module, weights: WeightStore, target: Target) -> dict[str, str]:
+    """The translation units `build` would compile, with the shared prelude elided (what
+    `spokeshave-opt --emit=cpp` prints for FileCheck)."""
+    units = unit_sources(plan_module(module, weights, target))
+    return {name: text.replace(PRELUDE, "// prelude: backends/cpu/prelude.py\n", 1)
+            for name, text in units.items()}

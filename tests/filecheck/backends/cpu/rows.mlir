@@ -1,0 +1,71 @@
+// RUN: spokeshave-opt %s --split-input-file --emit=cpp | filecheck %s
+
+// The CPU backend's row kernels, FileChecked beside the IR (`--emit=cpp` prints the IR,
+// then each translation unit with the shared prelude elided). A fused group is one
+// OpenMP-parallel loop over rows; pointwise ops share one `omp simd` loop over the row,
+// their intermediates in registers; a reduction ends the loop (its passes read a stored
+// row) and its elementwise tail opens the next one.
+
+// A pointwise chain: one parallel loop nest, one simd loop, nothing stored between ops.
+// CHECK-LABEL: func.func @chain(
+// CHECK:       // ----- cpp: group_0.cpp
+// CHECK:       extern "C" void [[SYM:spk_rows_[0-9a-f]+]](const int64_t* meta, void* const* ptrs) {
+// CHECK:         #pragma omp parallel
+// CHECK:         #pragma omp for schedule(static)
+// CHECK:         for (int64_t r = 0; r < R; ++r) {
+// CHECK:           #pragma omp simd
+// CHECK-NEXT:      for (int64_t j = 0; j < C; ++j) {
+// CHECK-NEXT:        const float [[A:v[0-9]+]] = (in0[j] + in1[j]);
+// CHECK-NEXT:        const float [[G:v[0-9]+]] = (0.5f * [[A]] * (1.0f + spk_erf([[A]] * 0.7071067811865476f)));
+// CHECK-NEXT:        const float [[T:v[0-9]+]] = spk_tanh([[G]]);
+// CHECK-NEXT:        [[P:pv[0-9]+]][j] = [[T]];
+// CHECK-NEXT:      }
+// CHECK-NOT:       #pragma omp parallel
+func.func @chain(%x: tensor<?x?x64xf32>, %y: tensor<?x?x64xf32>) -> tensor<?x?x64xf32> {
+  %0 = "spk.fused"(%x, %y) ({
+  ^bb0(%a: tensor<?x?x64xf32>, %b: tensor<?x?x64xf32>):
+    %1 = "aten.add.Tensor"(%a, %b) : (tensor<?x?x64xf32>, tensor<?x?x64xf32>) -> tensor<?x?x64xf32>
+    %2 = "aten.gelu"(%1) : (tensor<?x?x64xf32>) -> tensor<?x?x64xf32>
+    %3 = "aten.tanh"(%2) : (tensor<?x?x64xf32>) -> tensor<?x?x64xf32>
+    "spk.yield"(%3) : (tensor<?x?x64xf32>) -> ()
+  }) {kind = "rows"} : (tensor<?x?x64xf32>, tensor<?x?x64xf32>) -> tensor<?x?x64xf32>
+  return %0 : tensor<?x?x64xf32>
+}
+
+// -----
+
+// Residual add + LayerNorm: the sum is stored once (the norm's passes read it), mean and
+// variance are row scalars, and the normalisation with weight and bias is one simd loop
+// writing the output row.
+// CHECK-LABEL: func.func @add_layer_norm(
+// CHECK:       extern "C" void spk_rows_{{[0-9a-f]+}}(
+// CHECK:         float* [[S:pv[0-9]+]] = scratch + 0 * C;
+// CHECK:         [[S]][j] = [[V:v[0-9]+]];
+// CHECK:         float [[M:m[0-9]+]] = 0.0f;
+// CHECK:         #pragma omp simd reduction(+:[[M]])
+// CHECK:         const float [[R:r[0-9]+]] = 1.0f / sqrtf(
+// CHECK:         #pragma omp simd
+// CHECK-NEXT:    for (int64_t j = 0; j < C; ++j) {
+// CHECK-NEXT:      const float [[N:v[0-9]+]] = (((([[S]][j] - [[M]]) * [[R]]) * in2[j]) + in3[j]);
+// CHECK-NEXT:      {{pv[0-9]+}}[j] = [[N]];
+func.func @add_layer_norm(%x: tensor<?x384xf32>, %r: tensor<?x384xf32>, %g: tensor<384xf32> {spk.param = "g"}, %b: tensor<384xf32> {spk.param = "b"}) -> tensor<?x384xf32> {
+  %0 = "spk.fused"(%x, %r, %g, %b) ({
+  ^bb0(%a0: tensor<?x384xf32>, %a1: tensor<?x384xf32>, %a2: tensor<384xf32>, %a3: tensor<384xf32>):
+    %1 = "aten.add.Tensor"(%a0, %a1) : (tensor<?x384xf32>, tensor<?x384xf32>) -> tensor<?x384xf32>
+    %2 = "aten.layer_norm"(%1, %a2, %a3) {normalized_shape = [384], eps = 1.0e-12} : (tensor<?x384xf32>, tensor<384xf32>, tensor<384xf32>) -> tensor<?x384xf32>
+    "spk.yield"(%2) : (tensor<?x384xf32>) -> ()
+  }) {kind = "rows"} : (tensor<?x384xf32>, tensor<?x384xf32>, tensor<384xf32>, tensor<384xf32>) -> tensor<?x384xf32>
+  return %0 : tensor<?x384xf32>
+}
+
+// -----
+
+// Identical groups generate identical text: the second group adds no code.
+// CHECK-LABEL: func.func @twice(
+// CHECK:       // ----- cpp: group_0.cpp
+// CHECK-NOT:   // ----- cpp: group_1.cpp
+func.func @twice(%x: tensor<?x8xf32>) -> tensor<?x8xf32> {
+  %0 = "aten.silu"(%x) : (tensor<?x8xf32>) -> tensor<?x8xf32>
+  %1 = "aten.silu"(%0) : (tensor<?x8xf32>) -> tensor<?x8xf32>
+  return %1 : tensor<?x8xf32>
+}

@@ -1,0 +1,155 @@
+"""Row kernels of the CPU backend against the reference backend, op by op and fused.
+
+Tolerance (float paths): max |got - want| <= 1e-5 * max |want| (+1e-6 absolute for
+near-zero outputs). The kernels reorder sums (vectorised reductions) and use polynomial
+exp/erf (`backends/cpu/prelude.py`: ~1 ulp and < 1.5e-7 absolute), so bit equality is not
+the contract; 1e-5 of the output's scale is.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import spokeshave
+from spokeshave.backends.cpu import toolchain
+from spokeshave.backends.cpu.rows import POINTWISE_EMITTERS, REDUCTIONS
+from spokeshave.compiler.weights import WeightStore
+
+POSITIVE = {"aten.log", "aten.sqrt", "aten.rsqrt", "aten.pow.Tensor_Scalar", "aten.reciprocal"}
+T = "tensor<?x?x24xf32>"
+
+
+def _close(got: torch.Tensor, want: torch.Tensor) -> None:
+    err = (got - want).abs().max().item()
+    assert err <= 1e-5 * want.abs().max().item() + 1e-6, err
+
+
+def _unary_or_binary(name: str) -> str:
+    attrs = {"aten.add.Scalar": "{other = 0.75}", "aten.sub.Scalar": "{other = 2.5, alpha = 2}",
+             "aten.mul.Scalar": "{other = -1.5}", "aten.div.Scalar": "{other = 3.0}",
+             "aten.pow.Tensor_Scalar": "{exponent = 1.5}", "aten.gelu": "",
+             "aten.add.Tensor": "{alpha = 0.5}"}.get(name, "")
+    binary = name.endswith(".Tensor") or name in ("aten.maximum", "aten.minimum")
+    if binary:
+        return (f'  %0 = "{name}"(%x, %y) {attrs} : ({T}, tensor<?x1x24xf32>) -> {T}\n')
+    return f'  %0 = "{name}"(%x) {attrs} : ({T}) -> {T}\n'
+
+
+def _run_both(text: str, inputs: list[torch.Tensor], weights: dict | None = None):
+    module = spokeshave.parse(text)
+    cm = spokeshave.compile_module(module, WeightStore(dict(weights or {})), pipeline="dce", backend="cpu")
+    ref = spokeshave.compile_module(spokeshave.parse(text), WeightStore(dict(weights or {})),
+                                    pipeline="dce", backend="reference")
+    assert not cm.executable.failed, cm.executable.failed
+    return cm, cm(*inputs), ref(*inputs)
+
+
+@pytest.mark.parametrize("name", sorted(POINTWISE_EMITTERS))
+def test_pointwise_op(name):
+    text = (f"func.func @f(%x: {T}, %y: tensor<?x1x24xf32>) -> {T} {{\n" + _unary_or_binary(name)
+            + f"  return %0 : {T}\n}}")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 24, generator=g) * 3
+    y = torch.randn(3, 1, 24, generator=g) + 0.5
+    if name in POSITIVE:
+        x = x.abs() + 0.1
+    cm, got, want = _run_both(text, [x, y])
+    kinds = [s.kind for p in cm.executable.plans.values() for s in p.steps]
+    assert kinds == ["rows"], kinds
+    _close(got, want)
+
+
+REDUCTION_CASES = {
+    "aten.layer_norm": ('"aten.layer_norm"(%x, %g, %b) {normalized_shape = [24], eps = 1.0e-5}',
+                        f"({T}, tensor<24xf32>, tensor<24xf32>) -> {T}", T),
+    "aten.rms_norm": ('"aten.rms_norm"(%x, %g) {normalized_shape = [24]}', f"({T}, tensor<24xf32>) -> {T}", T),
+    "aten.softmax.int": ('"aten.softmax.int"(%x) {dim = -1}', f"({T}) -> {T}", T),
+    "aten._softmax": ('"aten._softmax"(%x) {dim = 2, half_to_float = false}', f"({T}) -> {T}", T),
+    "aten.mean.dim": ('"aten.mean.dim"(%x) {dim = [-1], keepdim = true}', f"({T}) -> tensor<?x?x1xf32>",
+                      "tensor<?x?x1xf32>"),
+    "aten.sum.dim_IntList": ('"aten.sum.dim_IntList"(%x) {dim = [2], keepdim = true}',
+                             f"({T}) -> tensor<?x?x1xf32>", "tensor<?x?x1xf32>"),
+    "aten.amax": ('"aten.amax"(%x) {dim = [-1], keepdim = true}', f"({T}) -> tensor<?x?x1xf32>",
+                  "tensor<?x?x1xf32>"),
+}
+
+
+@pytest.mark.parametrize("name", REDUCTIONS)
+def test_reduction_op(name):
+    op, sig, ret = REDUCTION_CASES[name]
+    text = (f'func.func @f(%x: {T}, %g: tensor<24xf32> {{spk.param = "g"}}, %b: tensor<24xf32> '
+            f'{{spk.param = "b"}}) -> {ret} {{\n  %0 = {op} : {sig}\n  return %0 : {ret}\n}}')
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 7, 24, generator=g) * 4 + 1
+    w = {"g": torch.rand(24, generator=g) + 0.5, "b": torch.randn(24, generator=g)}
+    cm, got, want = _run_both(text, [x], w)
+    _close(got, want)
+
+
+FUSED = f"""
+func.func @f(%x: {T}, %r: {T}, %g: tensor<24xf32> {{spk.param = "g"}}, %b: tensor<24xf32> {{spk.param = "b"}}) -> ({T}, {T}, tensor<?x?x1xf32>) {{
+  %0:3 = "spk.fused"(%x, %r, %g, %b) ({{
+  ^bb0(%a0: {T}, %a1: {T}, %a2: tensor<24xf32>, %a3: tensor<24xf32>):
+    %1 = "aten.add.Tensor"(%a0, %a1) : ({T}, {T}) -> {T}
+    %2 = "aten.layer_norm"(%1, %a2, %a3) {{normalized_shape = [24], eps = 1.0e-12}} : ({T}, tensor<24xf32>, tensor<24xf32>) -> {T}
+    %3 = "aten.gelu"(%2) {{approximate = "tanh"}} : ({T}) -> {T}
+    %4 = "aten.softmax.int"(%3) {{dim = -1}} : ({T}) -> {T}
+    %5 = "aten.mean.dim"(%4) {{dim = [-1], keepdim = true}} : ({T}) -> tensor<?x?x1xf32>
+    %6 = "aten.sub.Tensor"(%4, %5) : ({T}, tensor<?x?x1xf32>) -> {T}
+    %7 = "aten.rms_norm"(%6, %a2) {{normalized_shape = [24], eps = 1.0e-6}} : ({T}, tensor<24xf32>) -> {T}
+    %8 = "aten.silu"(%7) : ({T}) -> {T}
+    "spk.yield"(%8, %2, %5) : ({T}, {T}, tensor<?x?x1xf32>) -> ()
+  }}) {{kind = "rows"}} : ({T}, {T}, tensor<24xf32>, tensor<24xf32>) -> ({T}, {T}, tensor<?x?x1xf32>)
+  return %0#0, %0#1, %0#2 : {T}, {T}, tensor<?x?x1xf32>
+}}"""
+
+
+def _fused_weights():
+    g = torch.Generator().manual_seed(2)
+    return {"g": torch.rand(24, generator=g) + 0.5, "b": torch.randn(24, generator=g)}
+
+
+def test_fused_group_is_one_kernel_with_several_outputs():
+    x, r = torch.randn(2, 9, 24), torch.randn(2, 9, 24)
+    cm, got, want = _run_both(FUSED, [x, r], _fused_weights())
+    (plan,) = cm.executable.plans.values()
+    assert [s.kind for s in plan.steps] == ["rows"]
+    src = plan.steps[0].source
+    assert plan.steps[0].symbol in cm.executable.sources[plan.unit]
+    assert src.count("#pragma omp parallel") == 1 and "spk_erf" not in src and "spk_tanh" in src
+    for a, b in zip(got, want):
+        _close(a, b)
+
+
+def test_one_compile_serves_every_shape(monkeypatch):
+    builds = []
+    real = toolchain.build_library
+    monkeypatch.setattr(toolchain, "build_library", lambda *a, **k: builds.append(1) or real(*a, **k))
+    module = spokeshave.parse(FUSED)
+    cm = spokeshave.compile_module(module, WeightStore(_fused_weights()), pipeline="dce", backend="cpu")
+    ref = spokeshave.compile_module(spokeshave.parse(FUSED), WeightStore(_fused_weights()), pipeline="dce",
+                                    backend="reference")
+    for shape in [(1, 1, 24), (3, 17, 24), (8, 128, 24), (2, 5, 24)]:
+        x, r = torch.randn(shape), torch.randn(shape)
+        for a, b in zip(cm(x, r), ref(x, r)):
+            _close(a, b)
+    assert len(builds) == 1
+    (plan,) = cm.executable.plans.values()
+    assert plan.fallbacks == 0
+
+
+def test_runtime_broadcast_takes_the_reference_path():
+    """`?` dims that turn out to broadcast (1 where the kernel iterates) are not what was
+    compiled: that call runs on the reference path, correctly."""
+    text = f"""func.func @f(%x: {T}, %y: {T}) -> {T} {{
+  %0 = "aten.add.Tensor"(%x, %y) : ({T}, {T}) -> {T}
+  return %0 : {T}
+}}"""
+    x, y = torch.randn(2, 3, 24), torch.randn(2, 3, 1)
+    cm, got, want = _run_both(text, [x, y])
+    _close(got, want)
+    (plan,) = cm.executable.plans.values()
+    assert plan.fallbacks == 1
+    y_outer = torch.randn(1, 3, 24)  # outer-dim broadcast is a runtime stride: still compiled
+    _close(cm(x, y_outer), x + y_outer)
+    assert plan.fallbacks == 1
