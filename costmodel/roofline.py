@@ -31,7 +31,7 @@ import time
 import torch
 
 from spokeshave.compiler.cost import Candidate, Cost, boundary
-from spokeshave.compiler.dialect import LINEAR, has_trait
+from spokeshave.compiler.dialect import LINEAR, OPS, REDUCTION, REGION_BODY, VIEW, has_trait, op_def
 from spokeshave.compiler.errors import SpokeshaveError
 from spokeshave.compiler.ir import ELEMENT_TYPES, Op, TensorType, Value, torch_dtype
 from spokeshave.compiler.target import Target
@@ -40,26 +40,19 @@ _ITEMSIZE: dict[str, int] = {name: torch_dtype(name).itemsize for name in ELEMEN
 
 # ------------------------------------------------------------------ op classes
 
-# Ops that move nothing inside a fused kernel: value semantics without layouts make every
-# reshape/permute/slice an index computation. Matched on the name without its overload.
-_VIEW_LIKE = frozenset({
-    "aten.view", "aten.reshape", "aten._unsafe_view", "aten.permute", "aten.transpose",
-    "aten.t", "aten.expand", "aten.expand_as", "aten.slice", "aten.select", "aten.unsqueeze",
-    "aten.squeeze", "aten.flatten", "aten.unflatten", "aten.alias", "aten.detach",
-    "aten.split", "aten.split_with_sizes", "aten.chunk", "aten.unbind",
-    "spk.constant", "spk.none", "func.return", "spk.yield",
-})
-
+# Which ops re-index only (views) and which reduce come from the dialect's traits (`VIEW`,
+# `REDUCTION`), so the fusion pass and this model agree on what an op is; see `_has`.
+# What no trait says is kept here: the GEMM-like ATen ops without a weight operand (the
+# `linear` trait is for ops that read their input through a weight), and which elementwise
+# ops are transcendental (the `pointwise` trait says where an op reads its inputs, not what
+# an element costs).
 _GEMMS = frozenset({"aten.matmul", "aten.bmm", "aten.mm"})
 _GEMMS_WITH_BIAS_FIRST = frozenset({"aten.addmm", "aten.baddbmm"})  # (bias, a, b)
 
-_REDUCTIONS = frozenset({
-    "aten.softmax", "aten._softmax", "aten.log_softmax", "aten._log_softmax", "aten.layer_norm",
-    "aten.native_layer_norm", "aten.rms_norm", "aten.group_norm", "aten.mean", "aten.sum",
-    "aten.amax", "aten.amin", "aten.var", "aten.std",
-})
 _FLOPS_PER_REDUCED_ELEMENT = 5.0
 
+# Elementwise ops computed by a polynomial or a table rather than one instruction; matched on
+# the name without its overload.
 _TRANSCENDENTAL = frozenset({
     "aten.gelu", "aten.silu", "aten.exp", "aten.tanh", "aten.sigmoid", "aten.rsqrt",
     "aten.erf", "aten.log", "aten.sin", "aten.cos",
@@ -69,6 +62,18 @@ _FLOPS_PER_TRANSCENDENTAL = 8.0
 
 def _is_linear_like(op: Op) -> bool:
     return has_trait(op, LINEAR)
+
+
+def _has(op: Op, trait: str) -> bool:
+    """`op` has `trait` by its record; an ATen overload without a record takes the traits of
+    the recorded overloads of the same op (`aten.sum` is a reduction as `aten.sum.dim_IntList`
+    is, `aten.squeeze` a view as `aten.squeeze.dim` is)."""
+    if op_def(op.name) is not None:
+        return has_trait(op, trait)
+    base = _base_name(op.name)
+    if not base.startswith(("aten.", "prims.")):
+        return False
+    return any(trait in d.traits for name, d in OPS.items() if _base_name(name) == base)
 
 
 def _base_name(name: str) -> str:
@@ -97,16 +102,17 @@ def value_bytes(value: Value, dim_hint: int = 128) -> float:
 
 
 def _moves_nothing(op: Op) -> bool:
-    return _base_name(op.name) in _VIEW_LIKE or not any(_tensor(r) for r in op.results)
+    """Views, and ops without a tensor result (constants, `spk.none`, terminators)."""
+    return not any(_tensor(r) for r in op.results) or _has(op, VIEW)
 
 
 def op_flops(op: Op, dim_hint: int = 128) -> float:
     """Floating-point (or integer MAC) operations of one op; dynamic dims are `dim_hint`."""
-    if op.name == "spk.fused":
+    if op.regions and has_trait(op, REGION_BODY):  # a fused group: what its body computes
         return sum(op_flops(inner, dim_hint) for r in op.regions for b in r.blocks for inner in b.ops)
     results = [t for r in op.results if (t := _tensor(r)) is not None]
     base = _base_name(op.name)
-    if not results or base in _VIEW_LIKE:
+    if not results or _has(op, VIEW):
         return 0.0
     out = results[0]
     inputs = [_tensor(v) for v in op.operands]
@@ -134,7 +140,7 @@ def op_flops(op: Op, dim_hint: int = 128) -> float:
         scores = batch_heads * lq * lk
         # Q K^T and P V are 2*Lq*Lk*D each (4*B*H*Lq*Lk*D when Dv == D), then the softmax.
         return 2.0 * scores * (d + dv) + _FLOPS_PER_REDUCED_ELEMENT * scores
-    if base in _REDUCTIONS:
+    if _has(op, REDUCTION):
         x = inputs[0] if inputs else None
         return _FLOPS_PER_REDUCED_ELEMENT * _numel(x if x is not None else out, dim_hint)
     per_element = _FLOPS_PER_TRANSCENDENTAL if base in _TRANSCENDENTAL else 1.0

@@ -26,6 +26,7 @@ from .compiler.passmanager import (PASSES, Pass, PassContext, PassManager, descr
 from .compiler.printer import print_module
 from .compiler.verifier import verify
 from .compiler.weights import WeightStore, complete_weights
+from .costmodel.roofline import RooflineCostModel
 from .expected_diagnostics import check, expected_in
 
 SPLIT_MARKER = re.compile(r"^// -----\s*$", re.M)
@@ -67,7 +68,8 @@ def _process(text: str, filename: str, line_offset: int, args, passes: list[Pass
     """Parse, run the pipeline and print one input; returns the remarks the passes made."""
     module = parse_module(text, filename, line_offset)
     store = complete_weights(module, WeightStore(dict(weights.items())) if weights else None)
-    ctx = PassContext(weights=store, calibration=_calibration(args.calibration, module))
+    ctx = PassContext(weights=store, calibration=_calibration(args.calibration, module),
+                      cost_model=RooflineCostModel())
     pm = PassManager(passes, verify=not args.no_verify,
                      print_ir_after_all=args.print_ir_after_all, timing=args.timing,
                      out=sys.stderr)

@@ -173,6 +173,66 @@ def test_views_and_scalars_alone_cost_nothing():
     assert fused.flops == alone.flops
 
 
+CLASSES = """func.func @forward(%x: tensor<8x1x64xf32>) -> tensor<f32> {
+  %0 = "aten.sum"(%x) : (tensor<8x1x64xf32>) -> tensor<f32>
+  %1 = "aten.squeeze"(%x) : (tensor<8x1x64xf32>) -> tensor<8x64xf32>
+  %2 = "aten.cumsum"(%x) {dim = -1} : (tensor<8x1x64xf32>) -> tensor<8x1x64xf32>
+  %3 = "test.reindex"(%x) : (tensor<8x1x64xf32>) -> tensor<8x64xf32>
+  return %0 : tensor<f32>
+}
+"""
+
+
+def test_op_classes_come_from_the_dialect_traits():
+    """Views and reductions are the ops whose records say so; an ATen overload without a
+    record is classed like the recorded overloads of its op; anything else is elementwise."""
+    from spokeshave.compiler.dialect import OPS, PURE, VIEW, OpDef, Operand, declare
+
+    total, squeeze, cumsum, reindex = ops(parse(CLASSES))
+    numel = 8 * 64
+    assert op_flops(total) == 5 * numel  # like aten.sum.dim_IntList: per input element
+    assert op_flops(squeeze) == 0 and model().predict(Candidate.of(squeeze), CPU) == Cost.zero()
+    assert op_flops(cumsum) == numel  # no recorded overload of aten.cumsum: elementwise rate
+    assert op_flops(reindex) == numel
+    with OPS.scoped():
+        declare(OpDef("test.reindex", "A toy view.", traits=frozenset({PURE, VIEW}),
+                      operands=(Operand("input"),), strict_attributes=False))
+        assert op_flops(reindex) == 0
+    assert op_flops(reindex) == numel
+
+
+FUSED = """func.func @forward(%x: tensor<64x32xf32>, %w: tensor<16x32xf32> {spk.param = "w"}) -> tensor<64x16xf32> {
+  %0 = "spk.fused"(%x, %w) ({
+  ^bb0(%a: tensor<64x32xf32>, %b: tensor<16x32xf32>):
+    %1 = "aten.linear"(%a, %b) : (tensor<64x32xf32>, tensor<16x32xf32>) -> tensor<64x16xf32>
+    %2 = "aten.gelu"(%1) : (tensor<64x16xf32>) -> tensor<64x16xf32>
+    "spk.yield"(%2) : (tensor<64x16xf32>) -> ()
+  }) {kind = "gemm"} : (tensor<64x32xf32>, tensor<16x32xf32>) -> tensor<64x16xf32>
+  %3 = "aten.neg"(%0) : (tensor<64x16xf32>) -> tensor<64x16xf32>
+  return %3 : tensor<64x16xf32>
+}
+"""
+
+
+def test_a_fused_op_costs_its_boundary_and_its_body_flops():
+    """A `spk.fused` op (what `fuse` writes) as a candidate, alone or with an op after it:
+    its operands and results are what it moves, its body's flops are what it computes."""
+    m = parse(FUSED)
+    verify(m)
+    fused, neg = ops(m)
+    linear, gelu, _ = fused.regions[0].block.ops
+    flops = op_flops(linear) + op_flops(gelu)
+    assert op_flops(fused) == flops
+    alone = model().predict(Candidate.of(fused), CPU)
+    assert alone.flops == flops
+    assert alone.bytes == (64 * 32 + 16 * 32 + 64 * 16) * 4  # x, w in; the gelu out
+    inner = model().predict(Candidate.of([linear, gelu]), CPU)
+    assert inner.bytes == alone.bytes and inner.flops == alone.flops
+    both = model().predict(Candidate.of([fused, neg]), CPU)
+    assert both.bytes == alone.bytes  # the fused result is read only by the neg: internal
+    assert both < alone + model().predict(Candidate.of(neg), CPU)
+
+
 # ------------------------------------------------------------------ predictions
 
 

@@ -71,8 +71,15 @@ class GroupPlan:
     fallback: Callable[[list[Any]], Any]
     fallbacks: int = 0             # calls that took the reference path
     kernels: dict[str, str] = field(default_factory=dict)  # gemm template name -> source
+    direct: bool = False           # one step reading the inputs and writing the outputs as is
+
+    def finish(self) -> None:
+        s = self.steps
+        self.direct = (len(s) == 1 and s[0].inputs == self.inputs and s[0].outputs == self.outputs)
 
     def run(self, args: list[Any]) -> list[Any] | None:
+        if len(self.steps) == 1 and self.direct:
+            return self.steps[0].call(args)
         env: dict[Value, Any] = dict(zip(self.inputs, args))
         for step in self.steps:
             got = step.call([env[v] for v in step.inputs])

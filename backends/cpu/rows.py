@@ -20,6 +20,7 @@ types left dynamic turns out to broadcast), so the caller takes the reference pa
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -156,62 +157,84 @@ class RowKernel:
     output_kinds: list[str]
     quantized: list[tuple[Value, int]] = field(default_factory=list)  # (value, bytes per row)
     fn: Any = None
+    _calls: dict = field(default_factory=dict, repr=False)
 
     def run(self, args: list[torch.Tensor]) -> list[torch.Tensor] | None:
         """Call the kernel on `args` (tensors for `inputs`); returns the outputs (then the
-        (q, scale) pair of each quantized value), or None when the call does not fit."""
-        tensors = []
-        for t, kind in zip(args, self.input_kinds):
+        (q, scale) pair of each quantized value), or None when the call does not fit.
+        What a call's shapes and strides imply (sizes, broadcast strides, output shapes)
+        is worked out once per distinct signature and kept."""
+        key = []
+        for t in args:
             if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
                 return None
-            tensors.append(t)
-        shapes = [tuple(t.shape) for t in tensors]
-        try:
-            full = torch.broadcast_shapes(*shapes)
-        except RuntimeError:
+            key.append((tuple(t.shape), t.stride()))
+        key = tuple(key)
+        call = self._calls.get(key)
+        if call is None:
+            if len(self._calls) > 512:
+                self._calls.clear()
+            call = self._calls[key] = self._prepare(args) or False
+        if call is False:
             return None
-        rank = len(full)
-        if rank == 0:
-            return None
-        cols = full[-1]
-        outer = full[:-1]
-        rows = 1
-        for d in outer:
-            rows *= d
-        if any(v.type.rank != rank for v in self.outputs):
-            return None  # an output broadcasts to fewer dims than the kernel iterates
-        meta = [rows, cols, len(outer), *outer]
-        ptrs = []
-        alive = []
-        for t, kind in zip(tensors, self.input_kinds):
-            if kind == VEC:
-                if t.dim() == 0 or (t.shape[-1] != cols) or (cols > 1 and t.stride(-1) != 1):
-                    if t.dim() and t.shape[-1] == 1 and cols > 1:
-                        return None  # compiled as a full row, broadcasts at run time
-                    t = t.contiguous()
-            elif t.dim() and t.shape[-1] != 1:
-                return None
-            e = t.reshape((1,) * (rank - t.dim()) + tuple(t.shape)) if t.dim() < rank else t
-            e = e.expand(full if kind == VEC else (*outer, 1))
-            meta.extend(e.stride()[:-1])
-            ptrs.append(e.data_ptr())
-            alive.append(e)
-        outs = []
-        for kind in self.output_kinds:
-            o = torch.empty((*outer, cols) if kind == VEC else (*outer, 1), dtype=torch.float32)
-            outs.append(o)
-            ptrs.append(o.data_ptr())
-        extra = []
+        meta, out_shapes, rows, contiguous, n_ptrs = call
+        ptrs = [(t.contiguous() if c else t).data_ptr() for t, c in zip(args, contiguous)]
+        outs = [torch.empty(s, dtype=torch.float32) for s in out_shapes]
+        ptrs += [o.data_ptr() for o in outs]
         for _, row_bytes in self.quantized:
             q = torch.empty((rows, row_bytes), dtype=torch.uint8)
             s = torch.empty((rows,), dtype=torch.float32)
-            extra += [q, s]
+            outs += [q, s]
             ptrs += [q.data_ptr(), s.data_ptr()]
-        if rows and cols:
-            m = torch.tensor(meta, dtype=torch.int64)
-            p = torch.tensor(ptrs, dtype=torch.int64)
-            self.fn(m.data_ptr(), p.data_ptr())
-        return outs + extra
+        if meta is not None:
+            self.fn(meta, (ctypes.c_int64 * n_ptrs)(*ptrs))
+        return outs
+
+    def _prepare(self, args: list[torch.Tensor]):
+        shapes = [tuple(t.shape) for t in args]
+        try:
+            full = tuple(torch.broadcast_shapes(*shapes))
+        except RuntimeError:
+            return None
+        rank = len(full)
+        if rank == 0 or any(v.type.rank != rank for v in self.outputs):
+            return None  # an output broadcasts to fewer dims than the kernel iterates
+        cols, outer = full[-1], full[:-1]
+        rows = 1
+        for d in outer:
+            rows *= d
+        meta = [rows, cols, len(outer), *outer]
+        contiguous = []
+        for t, kind in zip(args, self.input_kinds):
+            shape, stride = tuple(t.shape), t.stride()
+            if kind == VEC:
+                if not shape or shape[-1] != cols:
+                    return None  # compiled as a full row, broadcasts at run time
+                if cols > 1 and stride[-1] != 1:
+                    stride = _contiguous_strides(shape)
+                    contiguous.append(True)
+                else:
+                    contiguous.append(False)
+            else:
+                if shape and shape[-1] != 1:
+                    return None
+                contiguous.append(False)
+            lead = rank - len(shape)
+            for d in range(rank - 1):
+                td = d - lead
+                meta.append(0 if td < 0 or (shape[td] == 1 and full[d] != 1) else stride[td])
+        out_shapes = [(*outer, cols) if kind == VEC else (*outer, 1) for kind in self.output_kinds]
+        n_ptrs = len(args) + len(out_shapes) + 2 * len(self.quantized)
+        meta_arr = (ctypes.c_int64 * len(meta))(*meta) if rows and cols else None
+        return meta_arr, out_shapes, rows, contiguous, n_ptrs
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= max(d, 1)
+    return tuple(reversed(out))
 
 
 class _Emitter:

@@ -75,6 +75,7 @@ def plan_module(module: Module, weights: WeightStore, target: Target) -> dict[Op
                            reference_runner(op))
         if op.name != "spk.fused":
             plan.inputs = list(op.operands)
+        plan.finish()
         plans[op] = plan
     return plans
 
