@@ -10,7 +10,10 @@ compiled, and compares mean-pooled sentence embeddings (bar: 1e-5 relative). The
 compiles the same import again through a compression pipeline (default: int8 weights with the outlier input
 columns kept in float, plus a rank-8 whitened low-rank correction), calibrated on other
 sentences (`benchmarks/_minilm.py`), prints the quality report and the weight sizes, and
-checks the embeddings' cosine (bar: 0.999). Exits 1 if either bar is missed, 0 otherwise.
+checks the embeddings' cosine (bar: 0.999). Both compile for `--backend` (default `cpu`:
+fused groups as generated C++; `reference` interprets the IR), and each prints its speed-up
+over eager at batch 8 x 128 (median of interleaved runs) beside its quality. Exits 1 if
+either bar is missed, 0 otherwise.
 """
 from __future__ import annotations
 
@@ -63,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipeline", default=models.FOLD, help="pass pipeline (default: %(default)s)")
     ap.add_argument("--compress", default=COMPRESS, help="compression pipeline, calibrated "
                     "(default: %(default)s; '' skips this part)")
+    ap.add_argument("--backend", default="cpu", help="cpu (default) or reference")
     ap.add_argument("--print-ir", action="store_true", help="print the optimised IR")
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
@@ -83,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     imported = spokeshave.import_model(model, (ids, mask), dynamic_shapes=dynamic)
     t_export = time.perf_counter() - t0
-    compiled = spokeshave.compile_module(imported, pipeline=args.pipeline)
+    compiled = spokeshave.compile_module(imported, pipeline=args.pipeline + ",fuse" * (args.backend == "cpu"),
+                                         backend=args.backend)
     t_compile = time.perf_counter() - t0 - t_export
 
     before, after = imported.module.entry, compiled.module.entry
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_ir:
         print("\n" + str(compiled.module))
 
-    print("\neager vs compiled (reference backend):")
+    print(f"\neager vs compiled ({args.backend} backend):")
     t0 = time.perf_counter()
     want = model(ids, mask)
     t_eager = time.perf_counter() - t0
@@ -113,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     ids2, mask2 = models.minilm_inputs(tokenizer, SENTENCES[3:6])
     results.append(compare(f"3 sentences {tuple(ids2.shape)}", compiled(ids2, mask2),
                            model(ids2, mask2), mask2))
-    print(f"  time: eager {t_eager * 1e3:.0f} ms, compiled {t_ref * 1e3:.0f} ms (batch of {len(SENTENCES)})")
+    print(f"  first call: eager {t_eager * 1e3:.0f} ms, compiled {t_ref * 1e3:.0f} ms (batch of {len(SENTENCES)})")
+    speed(model, compiled, tokenizer)
 
     emb = mean_pool(got.last_hidden_state, mask)
     sim = emb @ emb.T - 2 * torch.eye(len(SENTENCES))
@@ -129,11 +135,29 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"\nOK: compiled matches eager to {TOLERANCE:g} (max rel error {worst_err:.2e})")
     if args.compress:
-        ok = compress(model, tokenizer, args.compress, imported, (ids, mask), want) and ok
+        ok = compress(model, tokenizer, args.compress + ",fuse" * (args.backend == "cpu"), imported,
+                      (ids, mask), want, args.backend) and ok
     return 0 if ok else 1
 
 
-def compress(model, tokenizer, pipeline: str, imported, inputs, want) -> bool:
+def speed(model, compiled, tokenizer, reps: int = 5) -> float:
+    """Eager and compiled latency at batch 8 x 128, interleaved (the machine is shared and
+    noisy, so each compiled run sits between two eager ones); prints and returns the ratio."""
+    ids, mask = models.minilm_inputs(tokenizer, (SENTENCES * 2)[:8], length=128)
+    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+    for _ in range(reps + 1):          # the first round warms both up
+        for name, fn in (("eager", model), ("compiled", compiled)):
+            t0 = time.perf_counter()
+            fn(ids, mask)
+            times[name].append(time.perf_counter() - t0)
+    med = {k: sorted(v[1:])[len(v[1:]) // 2] for k, v in times.items()}
+    print(f"  speed at {tuple(ids.shape)}: eager {med['eager'] * 1e3:.0f} ms, compiled "
+          f"{med['compiled'] * 1e3:.0f} ms -> {med['eager'] / med['compiled']:.2f}x "
+          f"(median of {reps} interleaved runs)")
+    return med["eager"] / med["compiled"]
+
+
+def compress(model, tokenizer, pipeline: str, imported, inputs, want, backend: str) -> bool:
     """Compile the imported model again through a calibrated compression pipeline; report
     sizes and quality (the end-to-end error against `model` on the calibration batches)."""
     import _minilm
@@ -142,7 +166,7 @@ def compress(model, tokenizer, pipeline: str, imported, inputs, want) -> bool:
     calibration = [models.minilm_inputs(tokenizer, texts[i:i + 8]) for i in range(0, len(texts), 8)]
     t0 = time.perf_counter()
     cm = spokeshave.compile_module(imported, pipeline=pipeline, calibration=calibration,
-                                   reference=model)
+                                   reference=model, backend=backend)
     print(f"\ncompressed: {cm.pipeline} ({len(calibration)} calibration batches, "
           f"{time.perf_counter() - t0:.1f} s)")
     rows = cm.report.layers
@@ -156,6 +180,7 @@ def compress(model, tokenizer, pipeline: str, imported, inputs, want) -> bool:
     e2e = cm.report.end_to_end
     print(f"  end to end on the calibration batches: rel. MSE {e2e.rel_mse:.2e}")
     _, cos = compare(f"{len(SENTENCES)} sentences", cm(*inputs), want, inputs[1])
+    speed(model, cm, tokenizer)
     if cos < COMPRESSED_MIN_COSINE:
         print(f"FAIL: compressed embeddings' min cosine {cos:.6f} < {COMPRESSED_MIN_COSINE}")
         return False

@@ -153,14 +153,15 @@ def load_minilm() -> tuple[torch.nn.Module, Any]:
 
 
 def minilm_inputs(tokenizer: Any, sentences: list[str] | None = None,
-                  vocab: int = 30522) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) for `sentences` (padded), or random ids without a tokenizer."""
+                  vocab: int = 30522, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) for `sentences`, padded to the longest (or to `length`),
+    or random ids without a tokenizer."""
     sentences = SENTENCES if sentences is None else sentences
     if tokenizer is not None:
-        enc = tokenizer(sentences, padding=True, truncation=True, max_length=128,
-                        return_tensors="pt")
+        enc = tokenizer(sentences, padding="max_length" if length else True, truncation=True,
+                        max_length=length or 128, return_tensors="pt")
         return enc["input_ids"], enc["attention_mask"]
-    ids = token_ids(len(sentences), 16, vocab)
+    ids = token_ids(len(sentences), length or 16, vocab)
     return ids, torch.ones_like(ids)
 
 
