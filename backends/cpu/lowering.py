@@ -31,7 +31,7 @@ from spokeshave.compiler.interpreter import reference_runner
 from spokeshave.compiler.ir import Op, TensorType, Value
 from spokeshave.compiler.target import Target
 
-from . import rows
+from . import gemm, rows
 from .rows import POINTWISE_EMITTERS, RowKernel, row_op_supported
 
 ATTENTION = ("aten.scaled_dot_product_attention",)
@@ -135,7 +135,7 @@ def _check_extra(t: torch.Tensor, kind: str, y_shape: tuple[int, ...]) -> torch.
     return t.contiguous() if tuple(t.shape) == y_shape else None
 
 
-def gemm_step(op: Op, kernel: Any, epilogue: list[Op], extras: list[Value],
+def gemm_step(op: Op, kernel: gemm.GemmKernel, epilogue: list[Op], extras: list[Value],
               quantized_input: bool) -> Step:
     """A compressed linear with a pointwise epilogue, as one generated call."""
     chain: dict[Value, str] = {op.result: "v"}
@@ -276,12 +276,8 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
         for v in op.operands:
             users.setdefault(v, []).append(op)
     out_set = set(outputs)
-    try:
-        from . import gemm
-    except ImportError:  # TEMP while gemm.py is being written
-        gemm = None
-    kernels: dict[Op, Any] = {}
-    for op in ops if gemm is not None else []:
+    kernels: dict[Op, gemm.GemmKernel] = {}
+    for op in ops:
         if has_trait(op, COMPRESSED_LINEAR) and op.operands[0].type.dtype == "f32":
             weights = [constant(v) for v in op_def(op.name).bind(op).by_role("weight")]
             if all(w is not None for w in weights):
