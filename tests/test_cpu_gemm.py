@@ -25,12 +25,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import spokeshave
 from spokeshave.backends.cpu import gemm as G
 from spokeshave.compiler.dialect import linear_reference, op_def
 from spokeshave.compiler.numerics import quant, sparse
 from spokeshave.compiler.target import Target
+
+import spokeshave
 
 HOST = Target.host().features
 TARGETS = {  # the int8 ISA variant -> a target that selects it (and its weight-only twin)
@@ -110,7 +110,7 @@ def make_weights(kind: str, n: int, k: int, seed: int, group: int = 0, sym: bool
     raise ValueError(kind)
 
 
-def reference(b: "Built", x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def reference(b: Built, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """The op's reference semantics (the op parsed with or without its bias operand)."""
     op = b.op if bias is not None else b.op_nobias
     args = [x, *b.weights] + ([bias] if bias is not None else [])

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import spokeshave
 from spokeshave.backends.cpu import toolchain
 from spokeshave.backends.cpu.rows import POINTWISE_EMITTERS, REDUCTIONS
 from spokeshave.compiler.weights import WeightStore
+
+import spokeshave
 
 POSITIVE = {"aten.log", "aten.sqrt", "aten.rsqrt", "aten.pow.Tensor_Scalar", "aten.reciprocal"}
 T = "tensor<?x?x24xf32>"

@@ -6,17 +6,16 @@ checksum and rebuilt, never loaded), and two processes racing to build one cache
 """
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import warnings
 
 import pytest
 import torch
-
-import spokeshave
 from spokeshave.backends.cpu import toolchain
 from spokeshave.compiler.target import Target
+
+import spokeshave
 
 GOOD = 'extern "C" int spk_test_add(int a, int b) { return a + b; }\n'
 OTHER = 'extern "C" int spk_test_mul(int a, int b) { return a * b; }\n'

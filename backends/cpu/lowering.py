@@ -20,13 +20,19 @@ shape never fails and never recompiles.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import networkx as nx
 import torch
-
-from spokeshave.compiler.dialect import COMPRESSED_LINEAR, LINEAR, POINTWISE, has_trait, op_def
+from spokeshave.compiler.dialect import (
+    COMPRESSED_LINEAR,
+    LINEAR,
+    POINTWISE,
+    has_trait,
+    op_def,
+)
 from spokeshave.compiler.interpreter import reference_runner
 from spokeshave.compiler.ir import Op, TensorType, Value
 from spokeshave.compiler.target import Target

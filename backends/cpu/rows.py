@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
-
 from spokeshave.compiler.dialect import POINTWISE, has_trait, op_def, reduces_last_dim
 from spokeshave.compiler.ir import Op, TensorType, Value
 

@@ -17,10 +17,10 @@ import ctypes
 import time
 import warnings
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
-
 from spokeshave.compiler.backend import KernelInfo
 from spokeshave.compiler.dialect import COMPRESSED_LINEAR, LINEAR, has_trait
 from spokeshave.compiler.interpreter import Interpreter, reference_runner

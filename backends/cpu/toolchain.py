@@ -27,11 +27,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterator, Mapping
 
 from spokeshave.compiler.errors import SpokeshaveError
 from spokeshave.compiler.target import Target
