@@ -110,17 +110,19 @@ ROWS = [
     Row("ort_int8", "onnxruntime quantize_dynamic int8 per-channel, reduce_range",
         models=("minilm",)),
     Row("llamacpp", "llama.cpp, bundled GGUF (Q4_1)", models=("smollm2",)),
-    Row("fusion", pipeline="fuse"),
-    Row("w8", pipeline="quantize{scheme=w8},fuse"),
+    Row("fusion", pipeline="fold-constants,canonicalize,cse,dce,fuse"),
+    Row("w8", pipeline="quantize{scheme=w8},canonicalize,cse,dce,fuse"),
     Row("w8a8_smooth", pipeline={  # the best smoothing recipe of each model (BENCHMARKS.md)
-        "minilm": "smooth{alpha=0.75},quantize{scheme=w8a8 method=gptq},fuse",
-        "smollm2": "smooth,quantize{scheme=w8a8},fuse"}),
+        "minilm": "smooth{alpha=0.75},quantize{scheme=w8a8 method=gptq},canonicalize,cse,dce,fuse",
+        "smollm2": "smooth,quantize{scheme=w8a8},canonicalize,cse,dce,fuse"}),
     # threshold 2: the w8a8 recipe that reaches min cosine 0.999 on MiniLM (BENCHMARKS.md)
-    Row("w8a8_split", pipeline="outlier-split{scheme=w8a8 threshold=2.0},fuse", models=("minilm",)),
+    Row("w8a8_split", pipeline="outlier-split{scheme=w8a8 threshold=2.0},canonicalize,cse,dce,fuse",
+        models=("minilm",)),
     Row("w4g", pipeline={  # in-features: MiniLM 384/1536, SmolLM2 576/1536
-        "minilm": "quantize{scheme=w4g group=128 symmetric=false method=gptq act-order=true},fuse",
-        "smollm2": "quantize{scheme=w4g group=64 method=gptq act-order=true},fuse"}),
-    Row("sparse24", pipeline="sparsify{pattern=2:4 method=wanda},fuse"),
+        "minilm": "quantize{scheme=w4g group=128 symmetric=false method=gptq act-order=true},"
+                  "canonicalize,cse,dce,fuse",
+        "smollm2": "quantize{scheme=w4g group=64 method=gptq act-order=true},canonicalize,cse,dce,fuse"}),
+    Row("sparse24", pipeline="sparsify{pattern=2:4 method=wanda},canonicalize,cse,dce,fuse"),
 ]
 ROW = {r.name: r for r in ROWS}
 MEMORY_CALLS = 3  # calls per workload in the worker after the first

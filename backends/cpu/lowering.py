@@ -19,6 +19,7 @@ shape never fails and never recompiles.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -175,6 +176,8 @@ def gemm_step(op: Op, kernel: gemm.GemmKernel, epilogue: list[Op], extras: list[
     inputs = [op.operands[0], *([bias_v] if bias_v is not None else []), *extras]
     box: dict[str, Any] = {}
     packed = kernel.packed
+    packed_ptrs = tuple(t.data_ptr() for t in packed)
+    n_ptrs = 5 + len(packed) + len(extras)
 
     def call(args: list[Any]) -> list[Any] | None:
         x = args[0]
@@ -201,11 +204,11 @@ def gemm_step(op: Op, kernel: gemm.GemmKernel, epilogue: list[Op], extras: list[
         y = torch.empty(y_shape, dtype=torch.float32)
         m = y.numel() // kernel.n if kernel.n else 0
         if m:
-            ptrs = [_ptr(xf), y.data_ptr(), _ptr(b), _ptr(q), _ptr(s), *(p.data_ptr() for p in packed),
-                    *(r.data_ptr() for r in ready)]
-            meta = torch.tensor([m], dtype=torch.int64)
-            pt = torch.tensor(ptrs, dtype=torch.int64)
-            box["fn"](meta.data_ptr(), pt.data_ptr())
+            # ctypes arrays, not tensors: a call's Python overhead is what single-token
+            # decoding pays ~200 times per token
+            ptrs = (ctypes.c_int64 * n_ptrs)(_ptr(xf), y.data_ptr(), _ptr(b), _ptr(q), _ptr(s),
+                                             *packed_ptrs, *(r.data_ptr() for r in ready))
+            box["fn"](ctypes.byref(ctypes.c_int64(m)), ptrs)
         return [y]
 
     return Step("gemm", (op, *epilogue), inputs, [result], symbol, source, (kernel.symbol,), call,
