@@ -96,7 +96,7 @@ def test_a_backend_that_does_not_fit_the_target_says_why(imported):
         assert ok.backend == "wide"
         with pytest.raises(spokeshave.SpokeshaveError, match="backend 'gpu-only' runs on cuda"):
             spokeshave.compile_module(imp, backend="gpu-only", target="cpu:x86_64:avx2")
-    with pytest.raises(spokeshave.SpokeshaveError, match="unknown backend 'wide'; known backends: reference"):
+    with pytest.raises(spokeshave.SpokeshaveError, match="unknown backend .wide.; known backends: cpu, reference"):
         spokeshave.compile_module(imp, backend="wide")
 
 

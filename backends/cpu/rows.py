@@ -178,7 +178,9 @@ class RowKernel:
         if call is False:
             return None
         meta, out_shapes, rows, contiguous, n_ptrs = call
-        ptrs = [(t.contiguous() if c else t).data_ptr() for t, c in zip(args, contiguous)]
+        # the contiguous copies must outlive the call: hold them, not just their pointers
+        alive = [t.contiguous() if c else t for t, c in zip(args, contiguous)]
+        ptrs = [t.data_ptr() for t in alive]
         outs = [torch.empty(s, dtype=torch.float32) for s in out_shapes]
         ptrs += [o.data_ptr() for o in outs]
         for _, row_bytes in self.quantized:
