@@ -110,7 +110,7 @@ def _epilogue_ref(v: Value, chain: dict[Value, str], extras: list[Value]) -> str
     t = v.type
     if t.rank == 0 or all(d == 1 for d in t.shape):
         return f"e{i}[0]"
-    if t.rank == 1:
+    if t.rank == 1 or all(d == 1 for d in t.shape[:-1]):
         return f"e{i}[n]"
     if t.shape[-1] == 1:
         return f"e{i}[m]"
@@ -124,8 +124,8 @@ def _epilogue_kind(v: Value, n: int) -> str | None:
         return None
     if t.rank == 0 or all(d == 1 for d in t.shape):
         return "one"
-    if t.rank == 1:
-        return "col" if t.shape[0] == n else None
+    if t.rank == 1 or all(d == 1 for d in t.shape[:-1]):  # [N], [1, 1, N]: one value per column
+        return "col" if t.shape[-1] == n else None
     if t.shape[-1] == 1:
         return "row"
     return "full" if t.shape[-1] == n else None
@@ -136,7 +136,7 @@ def _check_extra(t: torch.Tensor, kind: str, y_shape: tuple[int, ...]) -> torch.
     if kind == "one":
         return t.reshape(1).contiguous() if t.numel() == 1 else None
     if kind == "col":
-        return t.contiguous() if tuple(t.shape) == (n,) else None
+        return t.reshape(n).contiguous() if t.shape[-1] == n and t.numel() == n else None
     if kind == "row":
         return t.contiguous() if tuple(t.shape) == (*y_shape[:-1], 1) else None
     return t.contiguous() if tuple(t.shape) == y_shape else None
