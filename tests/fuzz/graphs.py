@@ -341,6 +341,10 @@ class Builder:
         if not outs:
             outs = [self.pool[-1]]
         outs = outs[-4:]
+        # values also read inside the graph, returned too: results that leave a fused group
+        inner = [v for v in self.pool if v.name.startswith("v") and v.name in self.used]
+        if inner and self.draw(st.booleans()):
+            outs += [v for v in inner if self.draw(st.integers(0, 3)) == 0][-3:]
         outs += [v for v in self.observe if v not in outs]
         families = [v.family for v in outs]
         observed = [i for i, v in enumerate(outs) if v in self.observe]
@@ -423,7 +427,7 @@ BINARY = ("aten.add.Tensor", "aten.mul.Tensor", "aten.sub.Tensor", "aten.maximum
 def _broadcast_shape_of(b: Builder, shape: tuple) -> tuple:
     """A shape broadcasting with `shape`: some dims made 1, leading dims dropped, or (grow)
     its size-1 dims made larger (static or dynamic) and a leading dim added."""
-    kind = b.draw(st.sampled_from(("same", "row", "col", "ones", "drop", "grow")))
+    kind = b.draw(st.sampled_from(("same", "row", "col", "ones", "drop", "grow", "grow")))
     if kind == "same":
         return shape
     if kind == "grow":     # the other way round: size-1 dims of `shape` become larger
