@@ -111,7 +111,9 @@ ROWS = [
         models=("minilm",)),
     Row("llamacpp", "llama.cpp, bundled GGUF (Q4_1)", models=("smollm2",)),
     Row("fusion", pipeline="fold-constants,canonicalize,cse,dce,fuse"),
-    Row("w8", pipeline="quantize{scheme=w8},canonicalize,cse,dce,fuse"),
+    Row("w8", pipeline={  # MiniLM: GPTQ, the w8 recipe at min cosine >= 0.999 (BENCHMARKS.md)
+        "minilm": "quantize{scheme=w8 method=gptq},canonicalize,cse,dce,fuse",
+        "smollm2": "quantize{scheme=w8},canonicalize,cse,dce,fuse"}),
     Row("w8a8_smooth", pipeline={  # the best smoothing recipe of each model (BENCHMARKS.md)
         "minilm": "smooth{alpha=0.75},quantize{scheme=w8a8 method=gptq},canonicalize,cse,dce,fuse",
         "smollm2": "smooth,quantize{scheme=w8a8},canonicalize,cse,dce,fuse"}),

@@ -127,6 +127,19 @@ static inline int quantize1(float v, float scale) {
 }
 
 static inline float row_scale(float amax) { return amax > 1e-12f ? amax / 127.0f : 1.0f; }
+// The float entry of every int8 kernel: per-token quantization of x into scratch (`qrow`:
+// one row's codes and scale, outlier columns `keep` masked out), then the int8 GEMM `gq`
+// on the codes.
+template <int64_t K, class QRow, class GemmQ>
+static inline void quantized_gemm(const float* x, int64_t M, int64_t ldx, const int32_t* keep,
+                                  const QRow& qrow, const GemmQ& gq) {
+  constexpr int64_t KP = (K + 3) / 4 * 4;
+  if (M <= 0) return;
+  uint8_t* xq = (uint8_t*)scratch((size_t)(M * KP), 0);
+  float* xs = (float*)scratch((size_t)M * sizeof(float), 1);
+  parallel_rows(M, M * K, [&](int64_t m) { qrow(x + m * ldx, xq + m * KP, xs + m, keep); });
+  gq(xq, xs);
+}
 
 }  // namespace spk_gemm
 #endif  // SPK_GEMM_PRELUDE
@@ -241,13 +254,9 @@ static void gemm_q(const uint8_t* xq, const float* xs, const float* x, int64_t M
 template <int64_t N, int64_t K, int MO, class Epi>
 static void gemm(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
                  const float* bias, const Epi& epi) {
-  constexpr int64_t KP = (K + 3) / 4 * 4;
-  if (M <= 0) return;
-  uint8_t* xq = (uint8_t*)scratch((size_t)(M * KP), 0);
-  float* xs = (float*)scratch((size_t)M * sizeof(float), 1);
-  const int32_t* keep = MO ? (const int32_t*)w[XB + 2] : nullptr;
-  parallel_rows(M, M * K, [&](int64_t m) { quantize_row<K>(x + m * ldx, xq + m * KP, xs + m, keep); });
-  gemm_q<N, K, MO>(xq, xs, x, M, ldx, y, ldy, w, bias, epi);
+  quantized_gemm<K>(x, M, ldx, MO ? (const int32_t*)w[XB + 2] : nullptr,
+                    [](const float* r, uint8_t* q, float* sc, const int32_t* keep) { quantize_row<K>(r, q, sc, keep); },
+                    [&](const uint8_t* xq, const float* xs) { gemm_q<N, K, MO>(xq, xs, x, M, ldx, y, ldy, w, bias, epi); });
 }
 
 }  // namespace i8z
@@ -391,13 +400,9 @@ static void gemm_q(const uint8_t* xq, const float* xs, const float* x, int64_t M
 template <bool VNNI, int64_t N, int64_t K, int MO, class Epi>
 static void gemm(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
                  const float* bias, const Epi& epi) {
-  constexpr int64_t KP = (K + 3) / 4 * 4;
-  if (M <= 0) return;
-  uint8_t* xq = (uint8_t*)scratch((size_t)(M * KP), 0);
-  float* xs = (float*)scratch((size_t)M * sizeof(float), 1);
-  const int32_t* keep = MO ? (const int32_t*)w[Cfg<VNNI>::XB + 2] : nullptr;
-  parallel_rows(M, M * K, [&](int64_t m) { quantize_row<VNNI, K>(x + m * ldx, xq + m * KP, xs + m, keep); });
-  gemm_q<VNNI, N, K, MO>(xq, xs, x, M, ldx, y, ldy, w, bias, epi);
+  quantized_gemm<K>(x, M, ldx, MO ? (const int32_t*)w[Cfg<VNNI>::XB + 2] : nullptr,
+                    [](const float* r, uint8_t* q, float* sc, const int32_t* keep) { quantize_row<VNNI, K>(r, q, sc, keep); },
+                    [&](const uint8_t* xq, const float* xs) { gemm_q<VNNI, N, K, MO>(xq, xs, x, M, ldx, y, ldy, w, bias, epi); });
 }
 
 }  // namespace i8y
@@ -482,13 +487,9 @@ static void gemm_q(const uint8_t* xq, const float* xs, const float* x, int64_t M
 template <int64_t N, int64_t K, int MO, class Epi>
 static void gemm(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
                  const float* bias, const Epi& epi) {
-  constexpr int64_t KP = (K + 3) / 4 * 4;
-  if (M <= 0) return;
-  uint8_t* xq = (uint8_t*)scratch((size_t)(M * KP), 0);
-  float* xs = (float*)scratch((size_t)M * sizeof(float), 1);
-  const int32_t* keep = MO ? (const int32_t*)w[XB + 2] : nullptr;
-  parallel_rows(M, M * K, [&](int64_t m) { quantize_row<K>(x + m * ldx, xq + m * KP, xs + m, keep); });
-  gemm_q<N, K, MO>(xq, xs, x, M, ldx, y, ldy, w, bias, epi);
+  quantized_gemm<K>(x, M, ldx, MO ? (const int32_t*)w[XB + 2] : nullptr,
+                    [](const float* r, uint8_t* q, float* sc, const int32_t* keep) { quantize_row<K>(r, q, sc, keep); },
+                    [&](const uint8_t* xq, const float* xs) { gemm_q<N, K, MO>(xq, xs, x, M, ldx, y, ldy, w, bias, epi); });
 }
 
 }  // namespace i8s

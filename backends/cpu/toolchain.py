@@ -37,9 +37,14 @@ from spokeshave.compiler.errors import SpokeshaveError
 from spokeshave.compiler.target import Target
 
 CACHE_ENV = "SPOKESHAVE_CACHE_DIR"
-# `-fno-math-errno` lets sqrt/exp vectorise; no -ffast-math: results must stay IEEE so they
-# match the reference within the stated tolerances (and NaN/inf propagate).
-BASE_FLAGS = ("-O3", "-std=c++17", "-fPIC", "-fopenmp", "-fno-math-errno", "-fno-plt")
+# `-fno-math-errno` lets sqrt/exp vectorise. `-fno-trapping-math` lets GCC if-convert the
+# float selects of the prelude's polynomials (clamps, NaN/inf cases) on AVX2, where it has
+# no mask registers: without it every loop calling spk_exp/spk_erf stays scalar there
+# (GELU 7x slower than torch's on an AVX2 EPYC); it changes no result, only what may raise
+# floating-point exception flags, which nothing reads. No -ffast-math: results must stay
+# IEEE so they match the reference within the stated tolerances (and NaN/inf propagate).
+BASE_FLAGS = ("-O3", "-std=c++17", "-fPIC", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
+              "-fno-plt")
 # x86 feature names of `Target` -> the GCC/Clang flag that enables them
 _FEATURE_FLAGS = {
     "sse4_2": "-msse4.2", "avx": "-mavx", "avx2": "-mavx2", "fma": "-mfma", "f16c": "-mf16c",

@@ -5,7 +5,7 @@ package, which `-m` finds on the current directory). Nothing touches the network
 
 Two phases, both Hypothesis runs of the same `@given` test over `graphs.graphs()`:
 
-1. explore: `--cases` examples (generation only), each checked by `graphs.check`; nothing
+1. explore: `--cases` examples (generation only), each checked by `check.check`; nothing
    raises, so every case is counted: passed, mismatches (by kind), skipped (by reason),
    C++ compile-cache hits, passes that needed the float64 condition check.
 2. shrink: for each kind of failure (up to `--shrink`), the same seeded run again, now
@@ -26,7 +26,11 @@ from collections import Counter
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 
-from .graphs import Case, Result, check, graphs
+# the directory's modules import each other by plain name, as under pytest (rootdir-less
+# `tests/fuzz` is put on sys.path there): do the same here, so there is one `graphs` module
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check import Result, check  # noqa: E402
+from graphs import Case, graphs  # noqa: E402
 
 
 class _Found(Exception):

@@ -8,15 +8,21 @@ compared with the reference interpreter on the unfused IR, at the tolerances `gr
 states and justifies. A failure is shrunk by Hypothesis and printed as IR ready for
 `spokeshave-opt`, with the input shapes and the seed.
 
-The "ci" profile (default) runs a fixed, derandomized slice of 200 cases: about 10-20 s on
+The "ci" profile (default) runs a fixed, derandomized slice of 200 cases: about 5-15 s on
 two cores with a warm kernel cache (generated C++ is cached by its text, and the small
-vocabulary makes most units repeat). "fuzz" (SPOKESHAVE_FUZZ_PROFILE=fuzz) runs 50 times
-as many with a fresh seed. Longer offline runs with counts: `python -m tests.fuzz --cases N`.
+vocabulary makes most units repeat), two to three minutes cold. "fuzz"
+(SPOKESHAVE_FUZZ_PROFILE=fuzz) runs 50 times as many with a fresh seed. Longer offline runs
+with counts: `python -m tests.fuzz --cases N`. What the fuzzer found, once fixed, stays in
+`REGRESSIONS`, checked by the same property.
 """
 from __future__ import annotations
 
-from graphs import check, graphs
+import pytest
+import torch
+from check import check
+from graphs import case_from_ir, graphs
 from hypothesis import HealthCheck, Phase, given, settings
+from spokeshave.compiler.numerics import quant
 
 _PROFILE = settings()  # the profile tests/fuzz/conftest.py loaded
 
@@ -29,3 +35,34 @@ _PROFILE = settings()  # the profile tests/fuzz/conftest.py loaded
 def test_fused_cpu_matches_reference(case):
     result = check(case)
     assert result.status != "fail", result.report
+
+
+def _w8(n: int, k: int) -> dict[str, torch.Tensor]:
+    q, s = quant.quantize_int8_per_channel(torch.randn(n, k, generator=torch.Generator().manual_seed(0)))
+    return {"qw": q, "sc": s}
+
+
+REGRESSIONS = {
+    # a row kernel read a permuted (non-contiguous) input through a copy freed before the call
+    "permuted-input-copy": case_from_ir("""\
+func.func @f(%x: tensor<?x2x8xf32>) -> tensor<?x8x2xf32> {
+  %0 = "aten.permute"(%x) {dims = [0, 2, 1]} : (tensor<?x2x8xf32>) -> tensor<?x8x2xf32>
+  %1 = "aten.relu"(%0) : (tensor<?x8x2xf32>) -> tensor<?x8x2xf32>
+  return %1 : tensor<?x8x2xf32>
+}
+""", [("x", ("s0", 2, 8))], ({"s0": 1}, {"s0": 2})),
+    # a GEMM epilogue operand [1, 1, N] took the reference path on every call
+    "epilogue-column-operand": case_from_ir("""\
+func.func @f(%x: tensor<?x1x8xf32>, %e: tensor<1x1x8xf32>, %qw: tensor<8x8xi8> {spk.param = "qw"}, %sc: tensor<8xf32> {spk.param = "sc"}) -> tensor<?x1x8xf32> {
+  %0 = "spk.linear_w8"(%x, %qw, %sc) : (tensor<?x1x8xf32>, tensor<8x8xi8>, tensor<8xf32>) -> tensor<?x1x8xf32>
+  %1 = "aten.mul.Tensor"(%0, %e) : (tensor<?x1x8xf32>, tensor<1x1x8xf32>) -> tensor<?x1x8xf32>
+  return %1 : tensor<?x1x8xf32>
+}
+""", [("x", ("s0", 1, 8)), ("e", (1, 1, 8))], ({"s0": 1}, {"s0": 2}), _w8(8, 8)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSIONS))
+def test_regression(name):
+    result = check(REGRESSIONS[name])
+    assert result.status == "pass", result.report
