@@ -45,7 +45,10 @@ other: it loads the model (and spokeshave's import), resets the RSS high-water m
 (`/proc/self/clear_refs`), builds the row and runs each workload a few times. `peak RSS Δ`
 is the high-water mark of the build and of that workload's calls above the RSS with the
 fp32 model loaded (the row's own weights, compile transients and activations; memory of
-child processes, e.g. inductor's compile workers, not counted). `compile s cold / cached`:
+child processes, e.g. inductor's compile workers, not counted). `run peak Δ` is that
+workload's calls alone: the high-water mark of the calls above the RSS just before them,
+with the row built (activations, scratch and workspaces; what running costs beyond the
+model's own weights, comparable across rows). `compile s cold / cached`:
 the build plus the first call at the workload's shape, first with empty caches (the worker
 points SPOKESHAVE_CACHE_DIR and TORCHINDUCTOR_CACHE_DIR at fresh folders), then a second
 build in the same process with the caches warm: spokeshave compile_module again (passes and
@@ -210,7 +213,9 @@ def worker(args) -> dict:
     build_peak = _peers.hwm_mib() - base
     out["build_peak_mib"] = build_peak
     for name in names:
+        gc.collect()
         _peers.reset_hwm()
+        before_calls = _peers.rss_mib()
         w = bundle.workloads[name]
         t0 = time.perf_counter()
         step = built.step(w)
@@ -218,8 +223,13 @@ def worker(args) -> dict:
         first = time.perf_counter() - t0
         for _ in range(MEMORY_CALLS):
             step()
+        hwm = _peers.hwm_mib()
         out["workloads"][name] = {"first_s": first,
-                                  "peak_mib": max(build_peak, _peers.hwm_mib() - base),
+                                  "peak_mib": max(build_peak, hwm - base),
+                                  # what running needs beyond the built model: activations,
+                                  # scratch, workspaces (the build's transients excluded)
+                                  "run_peak_mib": hwm - before_calls,
+                                  "model_mib": before_calls - base,
                                   "cold_s": out["build_s"] + first}
     t0 = time.perf_counter()
     again = build_row(row, bundle, pipeline, args.backend, again=True)
@@ -386,7 +396,8 @@ def measure_model(args, model: str, names: list[str], workers: dict) -> dict:
                 r.update(summarize(times[rname]))
             wk = workers.get((rname, model), {}).get("workloads", {}).get(name)
             if wk:
-                r.update(peak_mib=wk["peak_mib"], cold_s=wk["cold_s"], cached_s=wk.get("cached_s"))
+                r.update(peak_mib=wk["peak_mib"], run_peak_mib=wk.get("run_peak_mib"),
+                         model_mib=wk.get("model_mib"), cold_s=wk["cold_s"], cached_s=wk.get("cached_s"))
             elif "build_s" in r and "first_s" in r and not workers:
                 r["cold_s"] = r["build_s"] + r["first_s"]
         out["workloads"][name] = res
@@ -415,11 +426,11 @@ def table(name: str, res: dict) -> str:
     best = min(peers, key=peers.get) if peers else None
     lines = [f"### {res['label']} (`{name}`)", "",
              (f"| row | what | ms | spread | vs eager | vs best peer | {res['quality_name']} "
-              "| peak RSS Δ MiB | compile s cold / cached |"),
-             "|---|---|---|---|---|---|---|---|---|"]
+              "| peak RSS Δ MiB | run peak Δ MiB | compile s cold / cached |"),
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for n, r in rows.items():
         if "na" in r:
-            lines.append(f"| {n} | {r['what']} | n/a ({r['na']}) | | | | | | |")
+            lines.append(f"| {n} | {r['what']} | n/a ({r['na']}) | | | | | | | |")
             continue
         if n not in timed:
             continue
@@ -430,7 +441,7 @@ def table(name: str, res: dict) -> str:
                                          if r.get("cached_s") is not None else "")
         lines.append(f"| {n} | {r['what']} | {ms:.2f} | {r['spread'] * 100:.1f}% | "
                      f"{speedup(eager, ms)} | {speedup(peers.get(best), ms)} | {qs} | "
-                     f"{fmt(r.get('peak_mib'), '.0f')} | {comp} |")
+                     f"{fmt(r.get('peak_mib'), '.0f')} | {fmt(r.get('run_peak_mib'), '.0f')} | {comp} |")
     lines += ["", f"Best peer: {best} ({peers[best]:.2f} ms)." if best else "No peer timed.",
               f"Quality: {res['quality_what']}."]
     notes = [f"{n}: {'; '.join(r['notes'])}" for n, r in rows.items() if r.get("notes")]
@@ -459,7 +470,8 @@ def report(args, results: dict, wall_s: float, load: tuple[float, float]) -> str
             "`benchmarks/speed_cpu.py`). `ms`: median rep (mean call); `spread`: "
             "(p90 - p10) / median; `vs eager`, `vs best peer`: speedups (> 1 is faster); "
             "`peak RSS Δ`: high-water mark above the loaded fp32 model during the build and "
-            "the calls, in a fresh process per row; `compile`: build + first call at this "
+            "the calls, in a fresh process per row; `run peak Δ`: the calls alone, above the "
+            "RSS of the built row just before them; `compile`: build + first call at this "
             "shape with empty caches / again with warm caches (same process). "
             + ("" if not args.no_workers else "Run with --no-workers: no memory figures; "
                "compile is this process's build + first call."), ""]

@@ -153,3 +153,19 @@ def test_runtime_broadcast_takes_the_reference_path():
     y_outer = torch.randn(1, 3, 24)  # outer-dim broadcast is a runtime stride: still compiled
     _close(cm(x, y_outer), x + y_outer)
     assert plan.fallbacks == 1
+
+
+def test_layer_norm_of_a_constant_row_is_zero():
+    """A constant row normalises to 0 (torch: exactly). A float sum of 8 equal values is not
+    8x exactly (3x rounds), so a plain two-pass mean is off by an ulp and 1/sqrt(eps) turns
+    that into 3e-5; the kernel's corrected two-pass repairs the mean (a fuzzing find)."""
+    text = """func.func @f(%x: tensor<?x8xf32>) -> tensor<?x8xf32> {
+  %0 = "aten.layer_norm"(%x) {normalized_shape = [8], eps = 1.0e-05} : (tensor<?x8xf32>) -> tensor<?x8xf32>
+  return %0 : tensor<?x8xf32>
+}"""
+    levels = torch.cat([torch.tensor([float.fromhex("0x1.f66234p-1"), float.fromhex("0x1.7ff624p-1")]),
+                        torch.rand(62, generator=torch.Generator().manual_seed(0)) * 4 - 2])
+    x = levels[:, None].expand(64, 8).contiguous()
+    _, got, want = _run_both(text, [x])
+    assert float(want.abs().max()) == 0.0
+    assert float(got.abs().max()) <= 1e-6, float(got.abs().max())

@@ -7,6 +7,17 @@ widths here must match `gemm._PW`; every wrapper static_asserts it.
 """
 # Helper blocks, each with its own include guard, so the sources of many kernels can be
 # concatenated into one translation unit.
+# The float entry of the zmm and portable int8 kernels (namespace-local quantize_row,
+# gemm_q and XB; the ymm kernels' is the same with their VNNI parameter).
+_FLOAT_ENTRY = r"""template <int64_t N, int64_t K, int MO, class Epi>
+static void gemm(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
+                 const float* bias, const Epi& epi) {
+  quantized_gemm<K>(x, M, ldx, MO ? (const int32_t*)w[XB + 2] : nullptr,
+                    [](const float* r, uint8_t* q, float* sc, const int32_t* keep) { quantize_row<K>(r, q, sc, keep); },
+                    [&](const uint8_t* xq, const float* xs) { gemm_q<N, K, MO>(xq, xs, x, M, ldx, y, ldy, w, bias, epi); });
+}
+"""
+
 PRELUDE = r"""
 #ifndef SPK_GEMM_PRELUDE
 #define SPK_GEMM_PRELUDE
@@ -251,14 +262,7 @@ static void gemm_q(const uint8_t* xq, const float* xs, const float* x, int64_t M
   });
 }
 
-template <int64_t N, int64_t K, int MO, class Epi>
-static void gemm(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
-                 const float* bias, const Epi& epi) {
-  quantized_gemm<K>(x, M, ldx, MO ? (const int32_t*)w[XB + 2] : nullptr,
-                    [](const float* r, uint8_t* q, float* sc, const int32_t* keep) { quantize_row<K>(r, q, sc, keep); },
-                    [&](const uint8_t* xq, const float* xs) { gemm_q<N, K, MO>(xq, xs, x, M, ldx, y, ldy, w, bias, epi); });
-}
-
+""" + _FLOAT_ENTRY + r"""
 }  // namespace i8z
 }  // namespace spk_gemm
 #endif  // SPK_GEMM_I8Z
@@ -484,14 +488,7 @@ static void gemm_q(const uint8_t* xq, const float* xs, const float* x, int64_t M
   });
 }
 
-template <int64_t N, int64_t K, int MO, class Epi>
-static void gemm(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
-                 const float* bias, const Epi& epi) {
-  quantized_gemm<K>(x, M, ldx, MO ? (const int32_t*)w[XB + 2] : nullptr,
-                    [](const float* r, uint8_t* q, float* sc, const int32_t* keep) { quantize_row<K>(r, q, sc, keep); },
-                    [&](const uint8_t* xq, const float* xs) { gemm_q<N, K, MO>(xq, xs, x, M, ldx, y, ldy, w, bias, epi); });
-}
-
+""" + _FLOAT_ENTRY + r"""
 }  // namespace i8s
 }  // namespace spk_gemm
 #endif  // SPK_GEMM_I8S

@@ -137,9 +137,15 @@ def _check_extra(t: torch.Tensor, kind: str, y_shape: tuple[int, ...]) -> torch.
         return t.reshape(1).contiguous() if t.numel() == 1 else None
     if kind == "col":
         return t.reshape(n).contiguous() if t.shape[-1] == n and t.numel() == n else None
-    if kind == "row":
-        return t.contiguous() if tuple(t.shape) == (*y_shape[:-1], 1) else None
-    return t.contiguous() if tuple(t.shape) == y_shape else None
+    want = (*y_shape[:-1], 1) if kind == "row" else tuple(y_shape)
+    if tuple(t.shape) == want:
+        return t.contiguous()
+    # a static 1 (or a missing leading dim) that broadcasts against a `?` of the output: the
+    # kernel reads the operand densely, so materialise the broadcast (a fuzzing find)
+    try:
+        return t.expand(want).contiguous()
+    except RuntimeError:
+        return None
 
 
 def gemm_step(op: Op, kernel: gemm.GemmKernel, epilogue: list[Op], extras: list[Value],
@@ -354,7 +360,14 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
             for v in op.operands:
                 if v not in vals and v not in ins:
                     ins.append(v)
-        q = {v: quantize[v] for op in run for v in op.results if v in quantize}
+        # a row kernel iterates the broadcast of its inputs: its quantized rows are the
+        # value's own rows only when every op of the run has the value's shape (a fuzzing
+        # find: a [1, K] value beside a [?, K] one was quantized as ? rows)
+        space = {tuple(op.result.type.shape) for op in run}
+        q = {v: quantize[v] for op in run for v in op.results
+             if v in quantize and space == {tuple(v.type.shape)}}
+        for v in [v for op in run for v in op.results if v in quantize and v not in q]:
+            quantize.pop(v)
         outs = [r for op in run for r in op.results
                 if r in out_set or any(u not in run and not (u in kernels and r in q)
                                        for u in users.get(r, []))]
@@ -400,9 +413,11 @@ def _route_quantized(steps: list[Step], quantize: dict[Value, tuple[str, int]]) 
 
 
 def _same_space(a: Op, b: Op) -> bool:
-    """Two row ops iterate the same space: same rank, same last dim (or a reduced one)."""
+    """Two row ops iterate the same space: the same leading dims, the same last dim (or a
+    reduced one). A kernel writes each result over its whole space, so a [1, K] result
+    beside a [?, K] one would come out with ? rows (a fuzzing find)."""
     ta, tb = a.result.type, b.result.type
-    if ta.rank != tb.rank:
+    if ta.rank != tb.rank or tuple(ta.shape[:-1]) != tuple(tb.shape[:-1]):
         return False
     la, lb = ta.shape[-1] if ta.rank else 1, tb.shape[-1] if tb.rank else 1
     return la == lb or la == 1 or lb == 1

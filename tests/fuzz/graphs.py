@@ -49,6 +49,7 @@ import torch
 from hypothesis import strategies as st
 from spokeshave.compiler.numerics import quant, sparse
 from spokeshave.compiler.printer import format_attr_dict
+from spokeshave.compiler.target import Target
 from spokeshave.costmodel.roofline import RooflineCostModel
 
 FEATURES = (8, 16, 24, 32, 64)
@@ -61,8 +62,13 @@ EPS = (1e-5, 1e-6, 1e-12)
 HEADS = (2, 4)
 GROUPS = (8, 16, 32, 64)
 # The kernels pick their ISA from the target, so the compressed GEMMs are fuzzed on each
-# path this x86 host can run: the host (AVX-512 VNNI here), AVX-VNNI, AVX2 and scalar.
-TARGETS = (None, "cpu:x86_64:avx2,fma,avx_vnni,f16c", "cpu:x86_64:avx2,fma,f16c", "cpu:x86_64:sse4_2")
+# path this host can run: the host itself (None), AVX-VNNI, AVX2 and scalar, keeping only
+# the targets whose features the host has (an AVX2-only CPU would die of an illegal
+# instruction in an AVX-VNNI kernel).
+_CANDIDATE_TARGETS = ("cpu:x86_64:avx2,fma,avx_vnni,f16c", "cpu:x86_64:avx2,fma,f16c",
+                      "cpu:x86_64:sse4_2")
+TARGETS = (None, *(t for t in _CANDIDATE_TARGETS
+                   if not Target.host().missing(Target.parse(t).features)))
 
 # An int8 quantization is discontinuous: a one-ulp difference in its input can flip a
 # rounding and move the output by a whole step. So a w8a8 op's input must be computed

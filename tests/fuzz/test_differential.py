@@ -59,6 +59,33 @@ func.func @f(%x: tensor<?x1x8xf32>, %e: tensor<1x1x8xf32>, %qw: tensor<8x8xi8> {
   return %1 : tensor<?x1x8xf32>
 }
 """, [("x", ("s0", 1, 8)), ("e", (1, 1, 8))], ({"s0": 1}, {"s0": 2}), _w8(8, 8)),
+    # a [1, 1, 16] epilogue operand against a [?, ?, 16] GEMM result broadcasts a static 1
+    # at run time: it took the reference path on every such call
+    "epilogue-static-one-broadcasts": case_from_ir("""\
+func.func @f(%x0: tensor<?x?x8xf32>, %x1: tensor<?x1x16xf32>, %qw: tensor<16x8xi8> {spk.param = "qw"}, %sc: tensor<16xf32> {spk.param = "sc"}) -> tensor<?x?x16xf32> {
+  %0 = "spk.linear_w8"(%x0, %qw, %sc) : (tensor<?x?x8xf32>, tensor<16x8xi8>, tensor<16xf32>) -> tensor<?x?x16xf32>
+  %1 = "aten.add.Tensor"(%0, %x1) : (tensor<?x?x16xf32>, tensor<?x1x16xf32>) -> tensor<?x?x16xf32>
+  return %1 : tensor<?x?x16xf32>
+}
+""", [("x0", ("s0", "s1", 8)), ("x1", ("s0", 1, 16))], ({"s0": 1, "s1": 1}, {"s0": 2, "s1": 2}), _w8(16, 8)),
+    # one row kernel computed a [1, 8] value in the [?, 8] space of its neighbour: the
+    # value came out with ? rows
+    "row-run-of-two-shapes": case_from_ir("""\
+func.func @f(%x0: tensor<1x8xf32>, %x1: tensor<?x8xf32>) -> (tensor<1x8xf32>, tensor<?x8xf32>) {
+  %0 = "aten.abs"(%x0) : (tensor<1x8xf32>) -> tensor<1x8xf32>
+  %1 = "aten.minimum"(%x1, %0) : (tensor<?x8xf32>, tensor<1x8xf32>) -> tensor<?x8xf32>
+  return %0, %1 : tensor<1x8xf32>, tensor<?x8xf32>
+}
+""", [("x0", (1, 8)), ("x1", ("s0", 8))], ({"s0": 0}, {"s0": 3})),
+    # a mean over an empty last dim is NaN per row: the row kernel was not called when
+    # the last dim was 0, leaving its per-row outputs uninitialised
+    "mean-over-empty-last-dim": case_from_ir("""\
+func.func @f(%x: tensor<4x?xf32>) -> tensor<4x1xf32> {
+  %0 = "aten.mean.dim"(%x) {dim = [1], keepdim = true} : (tensor<4x?xf32>) -> tensor<4x1xf32>
+  %1 = "aten.neg"(%0) : (tensor<4x1xf32>) -> tensor<4x1xf32>
+  return %1 : tensor<4x1xf32>
+}
+""", [("x", (4, "s0"))], ({"s0": 0}, {"s0": 3})),
 }
 
 
