@@ -17,6 +17,7 @@ rest of the program computes with (sequential calibration simulates a rewrite th
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any, Callable, Mapping
 
 import torch
@@ -143,8 +144,8 @@ class _Program:
             return names[v]
 
         params = [name(a) for a in self.block.args]
-        lines = ["def straight(args):", f"    {', '.join(params) + ',' if params else '_'} = args"
-                 if params else "    pass", "    i = -1", "    try:"]
+        lines = ["def straight(args):", f"    {', '.join(params)}, = args" if params else "    pass",
+                 "    i = -1", "    try:"]
         for i, (op, frees) in enumerate(zip(self.body, self.frees)):
             call = f"R[{i}]([{', '.join(name(v) for v in op.operands)}], None)"
             if len(op.results) == 1:
@@ -165,12 +166,9 @@ class _Program:
         exec(compile("\n".join(lines), f"<spokeshave block of {len(self.body)} ops>", "exec"), scope)
         return scope["straight"]
 
-    @property
+    @functools.cached_property
     def _straight(self) -> Callable[[list[Any]], list[Any]]:
-        fn = self.__dict__.get("_straight_fn")
-        if fn is None:
-            fn = self.__dict__["_straight_fn"] = self._compile_straight()
-        return fn
+        return self._compile_straight()
 
 
 class Interpreter:
