@@ -7,17 +7,6 @@ widths here must match `gemm._PW`; every wrapper static_asserts it.
 """
 # Helper blocks, each with its own include guard, so the sources of many kernels can be
 # concatenated into one translation unit.
-# The float entry of the zmm and portable int8 kernels (namespace-local quantize_row,
-# gemm_q and XB; the ymm kernels' is the same with their VNNI parameter).
-_FLOAT_ENTRY = r"""template <int64_t N, int64_t K, int MO, class Epi>
-static void gemm(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
-                 const float* bias, const Epi& epi) {
-  quantized_gemm<K>(x, M, ldx, MO ? (const int32_t*)w[XB + 2] : nullptr,
-                    [](const float* r, uint8_t* q, float* sc, const int32_t* keep) { quantize_row<K>(r, q, sc, keep); },
-                    [&](const uint8_t* xq, const float* xs) { gemm_q<N, K, MO>(xq, xs, x, M, ldx, y, ldy, w, bias, epi); });
-}
-"""
-
 PRELUDE = r"""
 #ifndef SPK_GEMM_PRELUDE
 #define SPK_GEMM_PRELUDE
@@ -156,6 +145,22 @@ static inline void quantized_gemm(const float* x, int64_t M, int64_t ldx, const 
 #endif  // SPK_GEMM_PRELUDE
 """
 
+
+def _float_entry(vnni_param: bool) -> str:
+    """The float entry of an int8 kernel family: `quantized_gemm` over the family's own
+    (namespace-local) quantize_row, gemm_q and XB; the ymm family adds its VNNI parameter."""
+    tp, ta = ("bool VNNI, ", "VNNI, ") if vnni_param else ("", "")
+    xb = "Cfg<VNNI>::XB" if vnni_param else "XB"
+    return f"""template <{tp}int64_t N, int64_t K, int MO, class Epi>
+static void gemm(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
+                 const float* bias, const Epi& epi) {{
+  quantized_gemm<K>(x, M, ldx, MO ? (const int32_t*)w[{xb} + 2] : nullptr,
+                    [](const float* r, uint8_t* q, float* sc, const int32_t* keep) {{ quantize_row<{ta}K>(r, q, sc, keep); }},
+                    [&](const uint8_t* xq, const float* xs) {{ gemm_q<{ta}N, K, MO>(xq, xs, x, M, ldx, y, ldy, w, bias, epi); }});
+}}
+"""
+
+
 I8Z = r"""
 #ifndef SPK_GEMM_I8Z
 #define SPK_GEMM_I8Z
@@ -262,7 +267,7 @@ static void gemm_q(const uint8_t* xq, const float* xs, const float* x, int64_t M
   });
 }
 
-""" + _FLOAT_ENTRY + r"""
+""" + _float_entry(False) + r"""
 }  // namespace i8z
 }  // namespace spk_gemm
 #endif  // SPK_GEMM_I8Z
@@ -401,14 +406,7 @@ static void gemm_q(const uint8_t* xq, const float* xs, const float* x, int64_t M
   });
 }
 
-template <bool VNNI, int64_t N, int64_t K, int MO, class Epi>
-static void gemm(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
-                 const float* bias, const Epi& epi) {
-  quantized_gemm<K>(x, M, ldx, MO ? (const int32_t*)w[Cfg<VNNI>::XB + 2] : nullptr,
-                    [](const float* r, uint8_t* q, float* sc, const int32_t* keep) { quantize_row<VNNI, K>(r, q, sc, keep); },
-                    [&](const uint8_t* xq, const float* xs) { gemm_q<VNNI, N, K, MO>(xq, xs, x, M, ldx, y, ldy, w, bias, epi); });
-}
-
+""" + _float_entry(True) + r"""
 }  // namespace i8y
 }  // namespace spk_gemm
 #endif  // SPK_GEMM_I8Y
@@ -488,7 +486,7 @@ static void gemm_q(const uint8_t* xq, const float* xs, const float* x, int64_t M
   });
 }
 
-""" + _FLOAT_ENTRY + r"""
+""" + _float_entry(False) + r"""
 }  // namespace i8s
 }  // namespace spk_gemm
 #endif  // SPK_GEMM_I8S
