@@ -24,8 +24,10 @@ import torch.fx
 
 from . import aten
 from .dialect.py import PY_FUNCTIONS
+from .dynamic import SpecializationWatch, plan_dynamic
 from .errors import ExportError, Location, UnsupportedError
 from .ir import NONE, Function, Module, Op, TensorType, Type, Value, dtype_name
+from .signature import InputSpec, specs_from_program
 from .weights import WeightStore
 
 # High-level ops kept whole: passes pattern-match on them (quantize linear, fold norms...).
@@ -52,6 +54,7 @@ class Imported:
     weights: WeightStore
     in_spec: Any   # pytree spec of the user inputs, to flatten calls
     out_spec: Any  # pytree spec of the outputs, to rebuild them
+    inputs: list[InputSpec] | None = None  # shapes, dtypes and dynamic ranges of the flat inputs
 
 
 def decomposition_table() -> dict:
@@ -74,10 +77,11 @@ def model_location(model: torch.nn.Module) -> str:
 
 
 def export_model(model: torch.nn.Module, example_inputs: tuple, example_kwargs: dict | None = None,
-                 dynamic_shapes: Any = None, decompose: bool = True) -> torch.export.ExportedProgram:
+                 dynamic_shapes: Any = None, decompose: bool = True,
+                 watch: SpecializationWatch | None = None) -> torch.export.ExportedProgram:
     """Run torch.export; on failure raise `ExportError` with torch's reason and the model's place."""
     try:
-        with _quiet_torch():
+        with _quiet_torch(), (watch or contextlib.nullcontext()):
             ep = torch.export.export(model, tuple(example_inputs), kwargs=example_kwargs or None,
                                      dynamic_shapes=dynamic_shapes, strict=False)
             if decompose:
@@ -260,20 +264,31 @@ class _Importer:
 def import_program(ep: torch.export.ExportedProgram) -> Imported:
     """An ExportedProgram as IR + weights + the pytree specs to call it like the model."""
     module, weights = _Importer(ep).run()
-    return Imported(module, weights, ep.call_spec.in_spec, ep.call_spec.out_spec)
+    return Imported(module, weights, ep.call_spec.in_spec, ep.call_spec.out_spec,
+                    specs_from_program(ep))
 
 
 def import_model(model: torch.nn.Module, example_inputs: tuple, example_kwargs: dict | None = None,
-                 dynamic_shapes: Any = None, decompose: bool = True) -> Imported:
-    """Export `model` and import it."""
+                 dynamic_shapes: Any = None, decompose: bool = True,
+                 calibration: list[tuple[tuple, dict]] | None = None) -> Imported:
+    """Export `model` and import it. Without `dynamic_shapes`, the dims in which the
+    `calibration` batches ((args, kwargs) pairs) differ from the example become dynamic."""
     if not isinstance(model, torch.nn.Module):
         raise ExportError(f"compile() takes a torch.nn.Module, got {type(model).__name__}")
     # Restore each submodule's own mode: `model.train(True)` would also flip submodules the
     # user keeps in eval mode (frozen batch norms while fine-tuning).
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
+    plan = None
+    if dynamic_shapes is None and calibration:
+        plan = plan_dynamic(model, tuple(example_inputs), dict(example_kwargs or {}), calibration)
     try:
-        ep = export_model(model, example_inputs, example_kwargs, dynamic_shapes, decompose)
+        if plan is None:
+            ep = export_model(model, example_inputs, example_kwargs, dynamic_shapes, decompose)
+        else:
+            watch = SpecializationWatch()
+            ep = export_model(model, *plan.example, plan.dynamic_shapes, decompose, watch)
+            plan.check(ep, watch)
     finally:
         for m, training in modes:
             m.training = training

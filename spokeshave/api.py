@@ -22,6 +22,7 @@ from .compiler.ir import Module
 from .compiler.parser import parse_module
 from .compiler.passmanager import PassContext, PassManager
 from .compiler.report import QualityReport
+from .compiler.signature import InputSpec, check_inputs, specs_from_function
 from .compiler.target import Target
 from .compiler.weights import WeightStore
 from .costmodel.roofline import RooflineCostModel
@@ -34,7 +35,8 @@ class CompiledModel:
                  backend: str, pipeline: str, ctx: PassContext, in_spec: Any = None,
                  out_spec: Any = None, timings: list[tuple[str, float]] | None = None,
                  reference: Callable[..., Any] | None = None,
-                 calibration: list[tuple[tuple, dict]] | None = None):
+                 calibration: list[tuple[tuple, dict]] | None = None,
+                 inputs: list[InputSpec] | None = None):
         self.module = module
         self.weights = weights
         self.executable = executable
@@ -48,6 +50,9 @@ class CompiledModel:
         self._reference = reference  # the eager model, for the report's end-to-end error
         self._calibration = calibration
         self._report: QualityReport | None = None
+        # what a call may pass: checked on every call, so a shape outside the compiled
+        # range fails with the input and the bound, not deep inside a kernel
+        self.inputs = inputs if inputs is not None else specs_from_function(module.entry)
 
     @property
     def report(self) -> QualityReport:
@@ -72,6 +77,7 @@ class CompiledModel:
                 raise SpokeshaveError("this model was compiled from IR: call it with its inputs "
                                       "as positional arguments")
             flat = list(args)
+        check_inputs(flat, self.inputs, "call")
         outs = self.executable(*flat)
         if self.out_spec is not None:
             return torch.utils._pytree.tree_unflatten(outs, self.out_spec)
@@ -101,10 +107,14 @@ def compile(model: torch.nn.Module, example_inputs: tuple | list | torch.Tensor,
     keyword inputs, or an `(args, kwargs)` pair) that compression passes measure statistics
     on; `target` (a `Target`, or text such as "cpu:x86_64:avx2,fma") defaults to this machine."""
     chosen, tgt, pm = _plan(backend, target, pipeline)  # bad options fail before the slow export
-    imported = import_model(model, example_inputs, example_kwargs, dynamic_shapes)
-    return _compile(imported.module, imported.weights, pm, chosen, tgt, calibration,
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    split = None if calibration is None else _split_calibration(calibration)
+    imported = _import_model(model, tuple(example_inputs), example_kwargs, dynamic_shapes,
+                             calibration=split)
+    return _compile(imported.module, imported.weights, pm, chosen, tgt, split,
                     imported.in_spec, imported.out_spec, model, cost_model, verify,
-                    print_ir_after_all)
+                    print_ir_after_all, imported.inputs)
 
 
 def compile_module(module: Module | Imported, weights: WeightStore | None = None,
@@ -116,36 +126,40 @@ def compile_module(module: Module | Imported, weights: WeightStore | None = None
     `import_model` returned (then called like the model). Works on copies: the module and
     weight store passed in are left as they are. `reference`, the eager model, lets the
     report measure the end-to-end error on the calibration batches."""
-    in_spec = out_spec = None
+    in_spec = out_spec = inputs = None
     if isinstance(module, Imported):
         if weights is not None:
             raise SpokeshaveError("compile_module: an imported model brings its own weights; "
                                   "do not pass weights= too")
-        module, weights, in_spec, out_spec = (module.module, module.weights, module.in_spec,
-                                              module.out_spec)
+        module, weights, in_spec, out_spec, inputs = (module.module, module.weights, module.in_spec,
+                                                      module.out_spec, module.inputs)
     if weights is None:
         raise SpokeshaveError("compile_module: pass the module's weights (a WeightStore)")
     chosen, tgt, pm = _plan(backend, target, pipeline)
+    split = None if calibration is None else _split_calibration(calibration)
     return _compile(module.clone(), WeightStore(dict(weights.items())), pm, chosen, tgt,
-                    calibration, in_spec, out_spec, reference, cost_model, verify,
-                    print_ir_after_all)
+                    split, in_spec, out_spec, reference, cost_model, verify,
+                    print_ir_after_all, inputs)
 
 
 def _compile(module: Module, weights: WeightStore, pm: PassManager, backend: Backend,
-             target: Target, calibration: list | None, in_spec: Any, out_spec: Any,
+             target: Target, split: list[tuple[tuple, dict]] | None, in_spec: Any, out_spec: Any,
              reference: Callable[..., Any] | None, cost_model: Any, verify: bool,
-             print_ir_after_all: bool) -> CompiledModel:
-    """Run the pipeline on `module` (owned: it is changed) and build it."""
+             print_ir_after_all: bool, inputs: list[InputSpec] | None) -> CompiledModel:
+    """Run the pipeline on `module` (owned: it is changed) and build it. `split`: the
+    calibration batches as (args, kwargs) pairs."""
     pm.verify, pm.print_ir_after_all = verify, print_ir_after_all
-    split = None if calibration is None else _split_calibration(calibration)
+    inputs = inputs if inputs is not None else specs_from_function(module.entry)
     batches = None if split is None else _flatten_calibration(split, in_spec)
+    for i, b in enumerate(batches or []):
+        check_inputs(b, inputs, f"calibration batch {i}")
     ctx = PassContext(weights=weights, calibration=batches, target=target,
                       cost_model=cost_model if cost_model is not None else RooflineCostModel())
     pm.run(module, ctx)
     ctx.weights.forget_originals()  # float weights kept for `lorc` are not part of the model
     executable = backend.build(module, ctx.weights, target)
     return CompiledModel(module, ctx.weights, executable, backend.name, pm.pipeline, ctx,
-                         in_spec, out_spec, pm.timings, reference, split)
+                         in_spec, out_spec, pm.timings, reference, split, inputs)
 
 
 def _plan(backend: str, target: Target | str | None, pipeline: str | None

@@ -1,0 +1,28 @@
+"""The scripts in `examples/` run, each in a fresh process, and meet their own bars (each
+exits 1 when it misses one)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(script: str, *args: str) -> str:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *args],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+@pytest.mark.slow
+def test_torch_compile_minilm_with_a_w8a8_pipeline():
+    # RTN instead of the script's default GPTQ: the same path, a shorter compile
+    out = _run("torch_compile_minilm.py", "--calibration", "2",
+               "--pipeline", "smooth{alpha=0.75},quantize{scheme=w8a8},canonicalize,cse,dce,fuse")
+    assert out.count("(ok bar 0.99)") == 2
+    assert "graph 0: compiled" in out and 'torch.compile(backend="spokeshave")' in out
