@@ -28,6 +28,7 @@ def load_builtin() -> None:
 load_builtin()
 
 from .api import CompiledModel, compile, compile_module, import_model, parse  # noqa: E402
+from .artifact import load, save  # noqa: E402
 from .compiler.errors import (ExportError, ParseError, PipelineError, SpokeshaveError,  # noqa: E402
                               UnsupportedError, VerifyError)
 from .compiler.ir import Module  # noqa: E402
@@ -35,7 +36,7 @@ from .compiler.passmanager import parse_pipeline  # noqa: E402
 from .compiler.target import Target  # noqa: E402
 from .compiler.verifier import verify  # noqa: E402
 
-__all__ = ["compile", "compile_module", "import_model", "parse", "CompiledModel", "Module",
+__all__ = ["compile", "compile_module", "import_model", "parse", "save", "load", "CompiledModel", "Module",
            "Target", "verify", "parse_pipeline", "load_builtin", "OPS", "PASSES", "BACKENDS",
            "SpokeshaveError", "ParseError", "VerifyError", "PipelineError", "ExportError",
            "UnsupportedError"]

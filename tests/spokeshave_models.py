@@ -23,6 +23,8 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch
 
+from spokeshave.checkpoints import CausalLMLogits  # noqa: F401  (the tests' decoder wrapper)
+
 SENTENCES = [
     "A graph compiler turns a traced model into a sequence of simple operations.",
     "The cat sat quietly on the warm windowsill all afternoon.",
@@ -66,17 +68,6 @@ def token_ids(batch: int, seq: int, vocab: int, seed: int = 0) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ random-weight models
-
-
-class CausalLMLogits(torch.nn.Module):
-    """`forward(input_ids) -> logits` of a Hugging Face causal LM, without the KV cache."""
-
-    def __init__(self, lm: torch.nn.Module):
-        super().__init__()
-        self.lm = lm
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.lm(input_ids=input_ids, use_cache=False).logits
 
 
 def _tiny_causal_lm(config: str, model: str, batch: int, seq: int, seed: int,

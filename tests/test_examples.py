@@ -26,3 +26,11 @@ def test_torch_compile_minilm_with_a_w8a8_pipeline():
                "--pipeline", "smooth{alpha=0.75},quantize{scheme=w8a8},canonicalize,cse,dce,fuse")
     assert out.count("(ok bar 0.99)") == 2
     assert "graph 0: compiled" in out and 'torch.compile(backend="spokeshave")' in out
+
+
+@pytest.mark.slow
+def test_offline_compile_of_both_checkpoints_loads_bit_for_bit(tmp_path):
+    out = _run("offline_compile.py", "--out", str(tmp_path))
+    assert out.count("spokeshave.load: bit for bit") == 2, out
+    for name in ("minilm", "smollm2"):
+        assert (tmp_path / f"{name}.spk" / "manifest.json").is_file()
