@@ -388,7 +388,7 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
             flush()
             steps.append(gemm_step(u, kernels[u], epilogue_of[u], extras_of[u],
                                    u.operands[0] in quantize))
-        elif row_op_supported(u) and not (run and not _same_space(run[-1], u)):
+        elif row_op_supported(u) and not (run and not _same_space(run, u)):
             run.append(u)
         else:
             flush()
@@ -412,15 +412,17 @@ def _route_quantized(steps: list[Step], quantize: dict[Value, tuple[str, int]]) 
             s.inputs = [_QKey(s.inputs[0]), *s.inputs[1:]]
 
 
-def _same_space(a: Op, b: Op) -> bool:
-    """Two row ops iterate the same space: the same leading dims, the same last dim (or a
-    reduced one). A kernel writes each result over its whole space, so a [1, K] result
-    beside a [?, K] one would come out with ? rows (a fuzzing find)."""
-    ta, tb = a.result.type, b.result.type
+def _same_space(run: list[Op], b: Op) -> bool:
+    """`b` iterates the same space as the row ops of `run`: the same leading dims, and one
+    row length across the run (a reduced dim of 1 aside). A kernel writes each result over
+    its whole space, so a [1, K] result beside a [?, K] one would come out with ? rows, and
+    a reduction over 8 columns broadcast against a last dim `?` is a different row length
+    whenever `?` is not 8 (two fuzzing finds)."""
+    ta, tb = run[-1].result.type, b.result.type
     if ta.rank != tb.rank or tuple(ta.shape[:-1]) != tuple(tb.shape[:-1]):
         return False
-    la, lb = ta.shape[-1] if ta.rank else 1, tb.shape[-1] if tb.rank else 1
-    return la == lb or la == 1 or lb == 1
+    lengths = {op.result.type.shape[-1] if op.result.type.rank else 1 for op in (*run, b)}
+    return len(lengths - {1}) <= 1
 
 
 def _depends_on(v: Value, g: Op, ops: list[Op]) -> bool:

@@ -1,4 +1,4 @@
-"""The offline differential fuzzer: `python -m tests.fuzz --cases 10000 [--seed S]`.
+"""The offline differential fuzzer: `python -m tests.fuzz --cases 10000 [--seed S] [--start N]`.
 
 Run from the repository root (`tests` has no `__init__.py`: `tests.fuzz` is a namespace
 package, which `-m` finds on the current directory). Nothing touches the network.
@@ -43,12 +43,13 @@ def _settings(n: int, phases) -> settings:
                     verbosity=Verbosity.quiet, print_blob=False)
 
 
-def explore(n: int, s: int, max_steps: int, progress: bool, show_skips: bool = False) -> tuple[Counter, dict, list]:
+def explore(n: int, s: int, max_steps: int, progress: bool, show_skips: bool = False,
+            start: int = 0) -> tuple[Counter, dict, list]:
     stats: Counter = Counter()
     first: dict[str, tuple[int, Result]] = {}   # kind -> (index, result)
     ops: Counter = Counter()
     info: dict[str, str] = {}
-    start = time.perf_counter()
+    t0 = time.perf_counter()
 
     @_settings(n, [Phase.generate])
     @seed(s)
@@ -56,6 +57,9 @@ def explore(n: int, s: int, max_steps: int, progress: bool, show_skips: bool = F
     def run(case: Case):
         i = stats["cases"]
         stats["cases"] += 1
+        if i < start:  # generated (so the sequence stays the seed's) but not checked
+            stats["not checked"] += 1
+            return
         r = check(case)
         stats[r.status] += 1
         stats["cache hits"] += r.hits
@@ -79,14 +83,14 @@ def explore(n: int, s: int, max_steps: int, progress: bool, show_skips: bool = F
             stats[f"{r.status}: {r.kind}"] += 1
             first.setdefault(r.kind, (i, r))
         if progress and stats["cases"] % 100 == 0:
-            dt = time.perf_counter() - start
+            dt = time.perf_counter() - t0
             print(f"  {stats['cases']} cases, {stats['fail']} failed, {dt:.0f} s", file=sys.stderr, flush=True)
     run()
-    stats["seconds"] = time.perf_counter() - start
+    stats["seconds"] = time.perf_counter() - t0
     return stats, first, ops, info
 
 
-def shrink(n: int, s: int, max_steps: int, kind: str) -> tuple[Result | None, int]:
+def shrink(n: int, s: int, max_steps: int, kind: str, start: int = 0) -> tuple[Result | None, int]:
     """The shrunk failing example of `kind`, and the index where the replay first met it."""
     last: list = [None]
     index = [0, -1]
@@ -95,9 +99,11 @@ def shrink(n: int, s: int, max_steps: int, kind: str) -> tuple[Result | None, in
     @seed(s)
     @given(graphs(max_steps=max_steps))
     def run(case: Case):
-        r = check(case)
         if index[1] < 0:
             index[0] += 1
+            if index[0] <= start:
+                return
+        r = check(case)
         if r.status == "fail" and r.kind == kind:
             if index[1] < 0:
                 index[1] = index[0] - 1
@@ -133,13 +139,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="where shrunk failures are saved (default .pytest_cache/fuzz-differential)")
     p.add_argument("--progress", action="store_true", help="a line every 100 cases on stderr")
     p.add_argument("--show-skips", action="store_true", help="print the shortest case of each skip reason")
+    p.add_argument("--start", type=int, default=0,
+                   help="check from this case on (earlier ones are generated, not checked): "
+                        "replays a long run's failure in minutes")
     args = p.parse_args(argv)
 
     stats, first, ops, info = explore(args.cases, args.seed, args.max_steps, args.progress,
-                                      args.show_skips)
+                                      args.show_skips, args.start)
     n = stats["cases"]
     print(f"seed {args.seed}: {n} cases in {stats['seconds']:.1f} s "
           f"({1000 * stats['seconds'] / max(n, 1):.0f} ms per case)")
+    if stats["not checked"]:
+        print(f"  not checked {stats['not checked']} (before --start)")
     print(f"  passed      {stats['pass']}  (of them {stats['conditioned']} output(s) passed by the "
           f"float64 condition check)")
     print(f"  outputs of EXACT ops only that were not bit-identical: {stats['not bitwise']} "
@@ -166,10 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         if r.status != "fail":
             continue
         if args.shrink <= 0:
-            print(f"\n=== {kind} (first at case {i}, not shrunk)\n{r.report}")
+            print(f"\n=== {kind} (first at case {i}, not shrunk)\n{r.report}", flush=True)
             continue
         args.shrink -= 1
-        found, j = shrink(args.cases, args.seed, args.max_steps, kind)
+        found, j = shrink(args.cases, args.seed, args.max_steps, kind, args.start)
         if found is None:
             print(f"\n=== {kind}: first at case {i}; the replay did not meet it again. Unshrunk:\n{r.report}")
             continue

@@ -86,6 +86,19 @@ func.func @f(%x: tensor<4x?xf32>) -> tensor<4x1xf32> {
   return %1 : tensor<4x1xf32>
 }
 """, [("x", (4, "s0"))], ({"s0": 0}, {"s0": 3})),
+    # a reduction over 8 columns broadcast against a last dim `?` joined one row kernel,
+    # which assumed `?` == 8 and took the reference path whenever it was not
+    "row-length-unprovable": case_from_ir("""\
+func.func @f(%x0: tensor<?x?x8xf32>, %x1: tensor<?x?x8xf32>) -> tensor<?x?x?xf32> {
+  %0 = "aten.amax"(%x0) {dim = [-1]} : (tensor<?x?x8xf32>) -> tensor<?x?xf32>
+  %1 = "aten.relu"(%0) : (tensor<?x?xf32>) -> tensor<?x?xf32>
+  %2 = "aten.mul.Tensor"(%x0, %x1) : (tensor<?x?x8xf32>, tensor<?x?x8xf32>) -> tensor<?x?x8xf32>
+  %3 = "aten.mean.dim"(%2) {dim = [2], keepdim = true} : (tensor<?x?x8xf32>) -> tensor<?x?x1xf32>
+  %4 = "aten.relu"(%3) : (tensor<?x?x1xf32>) -> tensor<?x?x1xf32>
+  %5 = "aten.add.Tensor"(%4, %1) : (tensor<?x?x1xf32>, tensor<?x?xf32>) -> tensor<?x?x?xf32>
+  return %5 : tensor<?x?x?xf32>
+}
+""", [("x0", ("s0", "s0", 8)), ("x1", ("s0", "s0", 8))], ({"s0": 1}, {"s0": 2})),
 }
 
 
