@@ -140,9 +140,11 @@ def test_one_compile_serves_every_shape(monkeypatch):
 
 def test_runtime_broadcast_takes_the_reference_path():
     """`?` dims that turn out to broadcast (1 where the kernel iterates) are not what was
-    compiled: that call runs on the reference path, correctly."""
-    text = f"""func.func @f(%x: {T}, %y: {T}) -> {T} {{
-  %0 = "aten.add.Tensor"(%x, %y) : ({T}, {T}) -> {T}
+    compiled: that call runs on the reference path, correctly. (`y`'s last dim is `?`: a
+    call that passes 1 where the type says 24 is refused before any kernel runs.)"""
+    ty = "tensor<?x?x?xf32>"
+    text = f"""func.func @f(%x: {T}, %y: {ty}) -> {T} {{
+  %0 = "aten.add.Tensor"(%x, %y) : ({T}, {ty}) -> {T}
   return %0 : {T}
 }}"""
     x, y = torch.randn(2, 3, 24), torch.randn(2, 3, 1)
