@@ -117,17 +117,6 @@ WORKLOADS = {
 LLAMA_CONTEXT = 16  # tokens in llama.cpp's KV cache before the timed decode step
 
 
-class LastHidden(torch.nn.Module):
-    """BertModel called as (input_ids, attention_mask) -> last hidden state only."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-
 @dataclass
 class Workload:
     name: str
@@ -204,7 +193,9 @@ def _load_minilm(models, workloads: list[str], tmp: str, with_reference: bool) -
     model, tok = models.load_minilm()
     if tok is None:
         raise RuntimeError("the bundled MiniLM tokenizer does not load offline")
-    module = LastHidden(model).eval()
+    from spokeshave.checkpoints import EncoderHidden  # BertModel -> last hidden state only
+
+    module = EncoderHidden(model).eval()
 
     def encode(sentences: list[str], seq: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         kw = ({"padding": "max_length", "max_length": seq} if seq
