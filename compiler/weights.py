@@ -98,6 +98,16 @@ class WeightStore:
                                   f"safetensors file mapping spk.param names to tensors") from None
 
 
+def sha256_file(path: str) -> str:
+    """The sha256 of a file, read in 1 MiB chunks: what artifact manifests and the kernel
+    cache check files against."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def synthetic_tensor(name: str, type: TensorType) -> torch.Tensor:
     """Deterministic stand-in data for a parameter (seeded by its name), so structural passes
     can be run on IR text that comes without weights."""

@@ -20,7 +20,6 @@ library reads, a weight whose shape or dtype is not what the IR says.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -35,19 +34,11 @@ from .compiler.ir import TensorType
 from .compiler.parser import parse_module
 from .compiler.printer import print_module
 from .compiler.signature import InputSpec
-from .compiler.weights import WeightStore
+from .compiler.weights import WeightStore, sha256_file
 
 FORMAT = "spokeshave-artifact"
 FORMAT_VERSION = 1
 MANIFEST, GRAPH, WEIGHTS, KERNELS = "manifest.json", "graph.mlir", "weights.safetensors", "kernels"
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _versions() -> dict[str, str]:
@@ -99,7 +90,7 @@ def save(cm: Any, path: str, *, source: dict[str, Any] | None = None) -> str:
             "inputs": [s.to_json() for s in cm.inputs],
             "in_spec": _dump_spec(cm.in_spec), "out_spec": _dump_spec(cm.out_spec),
             "source": source or {},
-            "files": {name: _sha256(os.path.join(tmp, name)) for name in files},
+            "files": {name: sha256_file(os.path.join(tmp, name)) for name in files},
         }
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=2)
@@ -143,7 +134,7 @@ def read_manifest(path: str) -> dict[str, Any]:
         if not os.path.isfile(fpath):
             raise SpokeshaveError(f"{fpath}: missing; the manifest lists it (the artifact is "
                                   f"incomplete: copy it again)")
-        got = _sha256(fpath)
+        got = sha256_file(fpath)
         if got != digest:
             raise SpokeshaveError(f"{fpath}: sha256 check failed: the file's is {got[:16]}..., "
                                   f"the manifest's {str(digest)[:16]}...; the file was changed, "

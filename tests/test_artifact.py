@@ -9,12 +9,13 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from spokeshave.compiler.weights import sha256_file
+from spokeshave_models import make_mlp, tiny_bert, token_ids
 
 import spokeshave
 from spokeshave import cli
-from spokeshave.artifact import MANIFEST, WEIGHTS, _sha256
+from spokeshave.artifact import MANIFEST, WEIGHTS
 from spokeshave.checkpoints import read_recipe
-from spokeshave_models import make_mlp, tiny_bert, token_ids
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_a_truncated_weight_file_with_a_matching_hash_is_still_refused(copy):
     with pytest.raises(spokeshave.SpokeshaveError, match=rf"{WEIGHTS}: sha256 check failed"):
         spokeshave.load(copy)
     m = _manifest(copy)
-    m["files"][WEIGHTS] = _sha256(w)  # a consistent manifest over a broken file
+    m["files"][WEIGHTS] = sha256_file(w)  # a consistent manifest over a broken file
     _write_manifest(copy, m)
     with pytest.raises(spokeshave.SpokeshaveError, match=rf"{WEIGHTS}: error: cannot read weights"):
         spokeshave.load(copy)
@@ -115,7 +116,7 @@ def test_a_weight_that_does_not_match_the_graph(copy):
     tensors[name] = torch.zeros(3, 3)
     save_file(tensors, w)
     m = _manifest(copy)
-    m["files"][WEIGHTS] = _sha256(w)
+    m["files"][WEIGHTS] = sha256_file(w)
     _write_manifest(copy, m)
     with pytest.raises(spokeshave.SpokeshaveError, match=rf"tensor '{name}' is \(3, 3\) "
                                                          rf"torch.float32, but graph.mlir declares tensor<"):

@@ -35,6 +35,7 @@ from functools import lru_cache
 
 from spokeshave.compiler.errors import SpokeshaveError
 from spokeshave.compiler.target import Target
+from spokeshave.compiler.weights import sha256_file
 
 CACHE_ENV = "SPOKESHAVE_CACHE_DIR"
 # `-fno-math-errno` lets sqrt/exp vectorise. `-fno-trapping-math` lets GCC if-convert the
@@ -134,14 +135,6 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()[:32]
 
 
-def _sha_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @contextmanager
 def _locked(path: str) -> Iterator[None]:
     """An exclusive lock on `path + '.lock'` (waits for another process holding it)."""
@@ -159,7 +152,7 @@ def _valid(entry: str) -> bool:
     try:
         with open(entry + ".sum") as f:
             want = json.load(f)
-        return os.path.getsize(entry) == want["size"] and _sha_file(entry) == want["sha256"]
+        return os.path.getsize(entry) == want["size"] and sha256_file(entry) == want["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -167,7 +160,7 @@ def _valid(entry: str) -> bool:
 def _publish(tmp: str, entry: str) -> None:
     """Rename a finished build into place, then its checksum (the entry's commit point)."""
     os.replace(tmp, entry)
-    info = {"size": os.path.getsize(entry), "sha256": _sha_file(entry)}
+    info = {"size": os.path.getsize(entry), "sha256": sha256_file(entry)}
     fd, tmp_sum = tempfile.mkstemp(dir=os.path.dirname(entry), suffix=".sum.tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(info, f)
