@@ -9,13 +9,13 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from spokeshave.compiler.weights import sha256_file
 from spokeshave_models import make_mlp, tiny_bert, token_ids
 
 import spokeshave
 from spokeshave import cli
 from spokeshave.artifact import MANIFEST, WEIGHTS
 from spokeshave.checkpoints import read_recipe
+from spokeshave.compiler.weights import sha256_file
 
 
 @pytest.fixture(scope="module")
