@@ -230,10 +230,10 @@ def _load_minilm(models, workloads: list[str], tmp: str, with_reference: bool) -
 def _load_smollm2(models, workloads: list[str], tmp: str, ppl_windows: int,
                   calib_windows: int, with_reference: bool) -> Bundle:
     import perplexity_smollm2 as ppl
-    import transformers
+    from spokeshave.checkpoints import load_gguf
     module = models.load_smollm2()
     folder, gguf = models.smollm2_gguf()
-    tok = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    _, tok = load_gguf(folder, gguf)  # cached: the model above was converted once
 
     def ids_of(text: str) -> torch.Tensor:
         return torch.tensor(tok(text)["input_ids"], dtype=torch.long)

@@ -204,14 +204,11 @@ def main() -> None:
     torch.manual_seed(0)
     wall0 = time.perf_counter()
 
-    import transformers
+    from spokeshave.checkpoints import load_gguf
 
     folder, gguf = smollm2_files()
     t0 = time.perf_counter()
-    tok = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-    lm = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf,
-                                                           torch_dtype=torch.float32,
-                                                           attn_implementation="sdpa")
+    lm, tok = load_gguf(folder, gguf)  # converted once, then cached (spokeshave.checkpoints)
     model = Logits(lm).eval()
     load_s = time.perf_counter() - t0
 

@@ -16,7 +16,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TextIO
+from typing import Any, Callable, ClassVar, TextIO
 
 from .errors import Diagnostic, PipelineError, SpokeshaveError, VerifyError
 from .ir import Function, Module, Op
@@ -81,11 +81,15 @@ class Pass:
     invalidates every analysis not listed in `preserves`. `statistics()` names the
     calibration statistics the pass reads, so calibration collects only what the pipeline
     needs. A pass with `needs_unfused` rewrites ops that fusion moves into regions, so the
-    pass manager refuses to run it on a module that already has them."""
+    pass manager refuses to run it on a module that already has them. A pass that is not
+    `layer_local` rewrites across layers (SliceGPT rotates the whole residual stream), so it
+    cannot run on one layer at a time as streaming compilation does."""
 
     name: ClassVar[str] = ""
     preserves: ClassVar[tuple[type, ...]] = ()
     needs_unfused: ClassVar[bool] = False
+    layer_local: ClassVar[bool] = True
+    reads_originals: ClassVar[bool] = False  # reads the float weights others replaced
 
     def run(self, module: Module, ctx: "PassContext") -> bool | None:
         raise NotImplementedError
@@ -264,6 +268,13 @@ class PassContext:
     report: list[LayerEntry] = field(default_factory=list)
     # The calibration statistics the pipeline's passes declared (None: collect everything).
     statistics_needed: frozenset[str] | None = None
+    # Whether float weights a compression pass replaces stay readable (`original_of`) until
+    # the compile ends: only when a pass of the pipeline reads them (`reads_originals`),
+    # since holding them doubles a compile's weight memory.
+    keep_originals: bool = True
+    # `progress(pass_name, done, total, what)`: told after each layer a long pass finishes
+    # (the command line draws a progress bar with an ETA from it); None: nobody listens.
+    progress: Callable[[str, int, int, str], None] | None = None
     analyses: AnalysisManager = None  # type: ignore[assignment]
 
     def __post_init__(self):
@@ -272,6 +283,11 @@ class PassContext:
 
     def stat(self, pass_name: str, key: str, n: int = 1) -> None:
         self.stats[pass_name][key] += n
+
+    def step(self, pass_name: str, done: int, total: int, what: str) -> None:
+        """Report that `done` of the `total` layers of a long pass are finished."""
+        if self.progress is not None:
+            self.progress(pass_name, done, total, what)
 
     def remark(self, where: Op | Function | None, message: str) -> None:
         """Record what a pass did or chose not to do, at the op (or function) it is about
@@ -308,6 +324,7 @@ class PassManager:
             verify(module, ctx.weights, pass_name=None)
         needed = frozenset().union(*(p.statistics() for p in self.passes))
         ctx.statistics_needed = needed if ctx.statistics_needed is None else ctx.statistics_needed | needed
+        ctx.keep_originals = any(p.reads_originals for p in self.passes)
         for p in self.passes:
             if p.needs_unfused:
                 _refuse_after_fusion(p, module)

@@ -7,6 +7,8 @@ safetensors; nothing is ever pickled.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from typing import Iterator
 
 import torch
@@ -96,6 +98,97 @@ class WeightStore:
         except (SafetensorError, OSError, ValueError) as e:
             raise SpokeshaveError(f"{path}: error: cannot read weights ({e}); expected a "
                                   f"safetensors file mapping spk.param names to tensors") from None
+
+
+# safetensors dtype names (the format's header) -> torch dtypes
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+              "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+              "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+              "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+
+
+def safetensors_header(path: str) -> tuple[dict, int]:
+    """A safetensors file's header (name -> dtype, shape, data_offsets; no `__metadata__`)
+    and the byte offset its data starts at."""
+    import struct
+
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise SpokeshaveError(f"{path}: not a safetensors file (shorter than its header size)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > os.path.getsize(path) - 8:
+            raise SpokeshaveError(f"{path}: not a safetensors file (its header size is {n} bytes, "
+                                  f"past the end of the file)")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SpokeshaveError(f"{path}: corrupted safetensors header ({e})") from None
+    header.pop("__metadata__", None)
+    return header, 8 + n
+
+
+def read_safetensors(path: str, names: dict[str, torch.dtype]) -> dict[str, torch.Tensor]:
+    """`names` (name -> the dtype wanted) read from `path` with plain file reads into fresh
+    tensors: no memory map, so no page of the file stays in the process once read."""
+    header, start = safetensors_header(path)
+    out: dict[str, torch.Tensor] = {}
+    with open(path, "rb", buffering=0) as f:
+        for name, want in names.items():
+            e = header[name]
+            dtype = _ST_DTYPES.get(e["dtype"])
+            if dtype is None:
+                raise SpokeshaveError(f"{path}: tensor '{name}' has dtype {e['dtype']}, which "
+                                      f"spokeshave does not read")
+            t = torch.empty(e["shape"], dtype=dtype)
+            b, end = e["data_offsets"]
+            if end - b != t.numel() * t.element_size():
+                raise SpokeshaveError(f"{path}: tensor '{name}' holds {end - b} bytes, but "
+                                      f"{e['dtype']} {e['shape']} needs {t.numel() * t.element_size()}")
+            f.seek(start + b)
+            view = memoryview(t.view(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+            got = 0
+            while got < len(view):
+                n = f.readinto(view[got:])
+                if not n:
+                    raise SpokeshaveError(f"{path}: truncated: tensor '{name}' ends past the file")
+                got += n
+            out[name] = t if dtype == want else t.to(want)
+    return out
+
+
+def merge_safetensors(shards: list[str], out: str, keep: set[str] | None = None) -> None:
+    """Write the tensors of `shards` (safetensors files; `keep`: only these names, first
+    occurrence wins) into one safetensors file by copying their bytes: no tensor is loaded,
+    so memory stays at one copy buffer however large the shards are."""
+    import struct
+
+    entries: list[tuple[str, str, dict, int]] = []  # (name, shard, header entry, data start)
+    seen: set[str] = set()
+    for shard in shards:
+        header, start = safetensors_header(shard)
+        for name, e in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+            if name not in seen and (keep is None or name in keep):
+                seen.add(name)
+                entries.append((name, shard, e, start))
+    layout, offset = {}, 0
+    for name, _, e, _ in entries:
+        size = e["data_offsets"][1] - e["data_offsets"][0]
+        layout[name] = {"dtype": e["dtype"], "shape": e["shape"], "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(layout, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors aligns the data to 8 bytes
+    with open(out, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for _, shard, e, start in entries:
+            with open(shard, "rb") as src:
+                src.seek(start + e["data_offsets"][0])
+                left = e["data_offsets"][1] - e["data_offsets"][0]
+                while left:
+                    chunk = src.read(min(left, 1 << 24))
+                    f.write(chunk)
+                    left -= len(chunk)
 
 
 def sha256_file(path: str) -> str:

@@ -97,7 +97,7 @@ def retire_replaced(module: Module, ctx: PassContext, replaced: dict[str, str]) 
     """`replaced` maps float weight parameters to the first parameter that replaced each.
     Those nothing reads any more leave every function; their tensors stay readable as
     `ctx.weights.original_of(successor)` until the compile ends (`lorc` measures the
-    compression error with them)."""
+    compression error with them; without `lorc` in the pipeline they are dropped at once)."""
     for f in module.functions:
         for arg in list(f.args):
             name = f.param_name(arg)
@@ -106,18 +106,29 @@ def retire_replaced(module: Module, ctx: PassContext, replaced: dict[str, str]) 
     live = {n for f in module.functions for n in f.params()}
     for name, successor in replaced.items():
         if name not in live and name in ctx.weights:
-            ctx.weights.retire(name, successor)
+            if ctx.keep_originals:
+                ctx.weights.retire(name, successor)
+            else:
+                del ctx.weights[name]
 
 
 def relative_error(w: torch.Tensor, approx: torch.Tensor, hessian: torch.Tensor | None = None) -> float:
     """||approx - w||^2 / ||w||^2, or with the input covariance `hessian` [K, K] the layer's
-    relative output error `tr(dW H dW^T) / tr(W H W^T)`."""
-    w = w.double()
-    d = approx.double() - w
-    if hessian is None:
-        return float((d * d).sum() / (w * w).sum().clamp_min(_ERROR_FLOOR))
-    h = hessian.double()
-    return float(((d @ h) * d).sum() / ((w @ h) * w).sum().clamp_min(_ERROR_FLOOR))
+    relative output error `tr(dW H dW^T) / tr(W H W^T)`. Summed over blocks of rows in
+    float64, so measuring a large weight never holds more than a block's float64 copies."""
+    k = w.shape[-1] if w.dim() else 1
+    w2, a2 = w.reshape(-1, k), approx.reshape(-1, k)
+    h = None if hessian is None else hessian.double()
+    num = den = torch.zeros((), dtype=torch.float64)
+    rows = max(1, (1 << 18) // k)
+    for i in range(0, w2.shape[0], rows):
+        wc = w2[i:i + rows].double()
+        d = a2[i:i + rows].double() - wc
+        if h is None:
+            num, den = num + (d * d).sum(), den + (wc * wc).sum()
+        else:
+            num, den = num + ((d @ h) * d).sum(), den + ((wc @ h) * wc).sum()
+    return float(num / den.clamp_min(_ERROR_FLOOR))
 
 
 def calibration_stats(module: Module, ctx: PassContext, reads: frozenset[str]) -> Any:

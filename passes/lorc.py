@@ -71,6 +71,7 @@ class Lorc(LayerSelection, Pass):
 
     name = "lorc"
     needs_unfused = True
+    reads_originals = True
     rank: int = option(8, range=Range(1))
     whiten: bool = False
     percdamp: float = percdamp_option()

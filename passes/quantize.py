@@ -215,12 +215,14 @@ class Quantize(LayerSelection, Pass):
         replaced: dict[str, str] = {}  # float weight -> the param holding its quantized codes
         for f in module.functions:
             done: dict[str, tuple[list[Value], dict]] = {}  # shared weight: params, attrs, once
-            for op in [o for o in f.body.ops if o.name == "aten.linear"]:
+            linears = [o for o in f.body.ops if o.name == "aten.linear"]
+            for i, op in enumerate(linears):
                 wname = f.param_name(op.operands[1])
                 new = self._rewrite(f, op, ctx, fmt, opts, stats if f is module.entry else None, done)
                 if new is not None:
                     replaced.setdefault(wname, f.param_name(done[wname][0][0]))
                     changed = True
+                ctx.step(self.name, i + 1, len(linears), wname or "linear")
         retire_replaced(module, ctx, replaced)
         return changed
 

@@ -80,6 +80,7 @@ class Slice(Pass):
     """SliceGPT: PCA-rotate the residual stream per block and delete its trailing columns."""
 
     name = "slice"
+    layer_local = False  # one basis per residual-stream value, chosen across all blocks
     needs_unfused = True
     fraction: float = option(0.25, range=Range(0.0, 1.0, hi_open=True),
                              why="the share of the embedding dimension to delete")

@@ -162,6 +162,16 @@ def replace_weight(func: Function, ctx: PassContext, lin: Op, w: torch.Tensor, s
     lin.set_operand(1, add_param(func, ctx.weights, name + suffix, w))
 
 
+def _scale_columns(w: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """`w * s[None, :]` computed in float64 and rounded once to `w`'s dtype, a block of rows
+    at a time: a large weight never has a whole float64 copy."""
+    out = torch.empty_like(w)
+    rows = max(1, (1 << 18) // max(w.shape[-1], 1))
+    for i in range(0, w.shape[0], rows):
+        out[i:i + rows] = w[i:i + rows].double() * s[None, :]
+    return out
+
+
 def record_loose(ctx: PassContext, pass_name: str, func: Function, loose: list[Op]) -> None:
     for lin in loose:
         skip_layer(ctx, pass_name, lin, layer_of(func, lin), "its input is not the output of a "
@@ -210,15 +220,19 @@ class Smooth(LayerSelection, Pass):
         unused = unused_params(func)
         for grp, st in groups:
             xmax = st.absmax.double()
-            ws = [param_tensor(func, ctx.weights, lin.operands[1]).double() for lin in grp.linears]
-            wmax = torch.cat(ws, dim=0).abs().amax(dim=0)
+            # abs-max is exact in the weights' own dtype: no float64 copy of the group
+            ws = [param_tensor(func, ctx.weights, lin.operands[1]) for lin in grp.linears]
+            wmax = torch.stack([w.abs().amax(dim=0) for w in ws]).amax(dim=0).double()
+            del ws  # each old weight is freed as soon as its smoothed copy replaces it
             s = xmax.pow(self.alpha) / wmax.pow(1.0 - self.alpha)
             s = torch.where(torch.isfinite(s) & (s > 0) & (xmax > 0) & (wmax > 0), s, torch.ones_like(s))
             s = s.clamp(SCALE_MIN, SCALE_MAX)
             g, b = norm_weight_bias(func, ctx, grp.parts)
             dup = rebuild_norm(func, ctx, grp, g / s, None if b is None else b / s, ".smoothed")
-            for lin, w in zip(grp.linears, ws):
-                replace_weight(func, ctx, lin, w * s[None, :], ".smoothed", module)
+            for lin in grp.linears:
+                w = _scale_columns(param_tensor(func, ctx.weights, lin.operands[1]), s)
+                replace_weight(func, ctx, lin, w, ".smoothed", module)
+                del w
                 ctx.report.append(LayerEntry(
                     self.name, layer_of(func, lin), "smoothed",
                     details={"alpha": self.alpha, "norm_duplicated": dup,

@@ -149,7 +149,9 @@ class Sparsify(LayerSelection, Pass):
         changed = False
         for f in module.functions:
             pruned_since: list[Op] = []  # sparse ops added since `stats` was measured
-            for param, ops in self._collect(f, ctx).items():  # in program order
+            collected = self._collect(f, ctx)
+            for i, (param, ops) in enumerate(collected.items()):  # in program order
+                ctx.step(self.name, i, len(collected), param)
                 weights, entry = done.get(param), None
                 if weights is None:
                     inputs = {op.operands[0] for op in ops}
@@ -172,6 +174,7 @@ class Sparsify(LayerSelection, Pass):
                     entry = None
                 pruned_since += new_ops
                 changed = True
+            ctx.step(self.name, len(collected), len(collected), "")
         retire_replaced(module, ctx, replaced)  # `lorc` reads the dense weight back
         return changed
 

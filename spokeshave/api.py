@@ -121,11 +121,13 @@ def compile_module(module: Module | Imported, weights: WeightStore | None = None
                    pipeline: str | None = None, backend: str = "reference",
                    calibration: list | None = None, *, reference: Callable[..., Any] | None = None,
                    target: Target | str | None = None, cost_model: Any = None,
-                   verify: bool = True, print_ir_after_all: bool = False) -> CompiledModel:
+                   verify: bool = True, print_ir_after_all: bool = False,
+                   progress: Callable[[str, int, int, str], None] | None = None) -> CompiledModel:
     """Compile IR that is already imported: a `Module` with its `weights`, or what
     `import_model` returned (then called like the model). Works on copies: the module and
     weight store passed in are left as they are. `reference`, the eager model, lets the
-    report measure the end-to-end error on the calibration batches."""
+    report measure the end-to-end error on the calibration batches. `progress(pass, done,
+    total, layer)` is told as long passes finish each layer."""
     in_spec = out_spec = inputs = None
     if isinstance(module, Imported):
         if weights is not None:
@@ -139,13 +141,14 @@ def compile_module(module: Module | Imported, weights: WeightStore | None = None
     split = None if calibration is None else _split_calibration(calibration)
     return _compile(module.clone(), WeightStore(dict(weights.items())), pm, chosen, tgt,
                     split, in_spec, out_spec, reference, cost_model, verify,
-                    print_ir_after_all, inputs)
+                    print_ir_after_all, inputs, progress)
 
 
 def _compile(module: Module, weights: WeightStore, pm: PassManager, backend: Backend,
              target: Target, split: list[tuple[tuple, dict]] | None, in_spec: Any, out_spec: Any,
              reference: Callable[..., Any] | None, cost_model: Any, verify: bool,
-             print_ir_after_all: bool, inputs: list[InputSpec] | None) -> CompiledModel:
+             print_ir_after_all: bool, inputs: list[InputSpec] | None,
+             progress: Callable[[str, int, int, str], None] | None = None) -> CompiledModel:
     """Run the pipeline on `module` (owned: it is changed) and build it. `split`: the
     calibration batches as (args, kwargs) pairs."""
     pm.verify, pm.print_ir_after_all = verify, print_ir_after_all
@@ -154,7 +157,8 @@ def _compile(module: Module, weights: WeightStore, pm: PassManager, backend: Bac
     for i, b in enumerate(batches or []):
         check_inputs(b, inputs, f"calibration batch {i}")
     ctx = PassContext(weights=weights, calibration=batches, target=target,
-                      cost_model=cost_model if cost_model is not None else RooflineCostModel())
+                      cost_model=cost_model if cost_model is not None else RooflineCostModel(),
+                      progress=progress)
     pm.run(module, ctx)
     ctx.weights.forget_originals()  # float weights kept for `lorc` are not part of the model
     executable = backend.build(module, ctx.weights, target)

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from .compiler.errors import SpokeshaveError
-from .compiler.ir import TensorType
+from .compiler.ir import Module, TensorType
 from .compiler.parser import parse_module
 from .compiler.printer import print_module
 from .compiler.signature import InputSpec
@@ -65,6 +65,17 @@ def save(cm: Any, path: str, *, source: dict[str, Any] | None = None) -> str:
     """Write `cm` (a CompiledModel) as an artifact directory at `path` (replaced if it is an
     artifact already; refused if it is anything else). `source` (what was compiled, how) is
     recorded in the manifest as given. Returns `path`."""
+    used = {n: cm.weights[n] for n in cm.module.entry.params()}
+    return write_artifact(path, cm.module, WeightStore(used), cm.executable.sources, {
+        "pipeline": cm.pipeline, "backend": cm.backend, "target": cm.target.spec(),
+        "inputs": cm.inputs, "in_spec": cm.in_spec, "out_spec": cm.out_spec, "source": source})
+
+
+def write_artifact(path: str, module: Module, weights: WeightStore | str,
+                   sources: dict[str, str], meta: dict[str, Any]) -> str:
+    """The artifact writer `save` and streaming compilation share: `weights` is a store or
+    the path of a safetensors file already written (moved in); `meta` holds pipeline,
+    backend, target, inputs (InputSpecs), in_spec, out_spec and source."""
     if os.path.exists(path) and not os.path.isfile(os.path.join(path, MANIFEST)):
         raise SpokeshaveError(f"{path}: exists and is not a spokeshave artifact; choose another "
                               f"output path (nothing was written)")
@@ -72,13 +83,14 @@ def save(cm: Any, path: str, *, source: dict[str, Any] | None = None) -> str:
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".spk-", dir=parent)
     try:
-        func = cm.module.entry
         with open(os.path.join(tmp, GRAPH), "w") as f:
-            f.write(print_module(cm.module))
-        used = {n: cm.weights[n] for n in func.params()}
-        WeightStore(used).save(os.path.join(tmp, WEIGHTS))
+            f.write(print_module(module))
+        if isinstance(weights, str):
+            shutil.move(weights, os.path.join(tmp, WEIGHTS))
+        else:
+            weights.save(os.path.join(tmp, WEIGHTS))
         os.makedirs(os.path.join(tmp, KERNELS))
-        for name, text in cm.executable.sources.items():
+        for name, text in sources.items():
             if name != "module.mlir":
                 with open(os.path.join(tmp, KERNELS, os.path.basename(name)), "w") as f:
                     f.write(text)
@@ -86,10 +98,10 @@ def save(cm: Any, path: str, *, source: dict[str, Any] | None = None) -> str:
                        for d, _, names in os.walk(tmp) for n in names)
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "versions": _versions(),
-            "pipeline": cm.pipeline, "backend": cm.backend, "target": cm.target.spec(),
-            "inputs": [s.to_json() for s in cm.inputs],
-            "in_spec": _dump_spec(cm.in_spec), "out_spec": _dump_spec(cm.out_spec),
-            "source": source or {},
+            "pipeline": meta["pipeline"], "backend": meta["backend"], "target": meta["target"],
+            "inputs": [s.to_json() for s in meta["inputs"]],
+            "in_spec": _dump_spec(meta["in_spec"]), "out_spec": _dump_spec(meta["out_spec"]),
+            "source": meta.get("source") or {},
             "files": {name: sha256_file(os.path.join(tmp, name)) for name in files},
         }
         with open(os.path.join(tmp, MANIFEST), "w") as f:

@@ -103,9 +103,7 @@ def _load_hf_dir(path: str) -> Loaded:
     has_config = os.path.isfile(os.path.join(path, "config.json"))
     if ggufs and not glob.glob(os.path.join(path, "*.safetensors")):
         name = os.path.basename(ggufs[0])
-        lm = transformers.AutoModelForCausalLM.from_pretrained(
-            path, gguf_file=name, torch_dtype=torch.float32, attn_implementation="sdpa")
-        tok = transformers.AutoTokenizer.from_pretrained(path, gguf_file=name)
+        lm, tok = load_gguf(path, name)
         return _hf_loaded(CausalLMLogits(lm).eval(), lm.config, tok, True,
                           {"kind": "hf-gguf", "path": os.path.abspath(path), "file": name,
                            "returns": "logits"})
@@ -142,6 +140,71 @@ def _hf_loaded(model: torch.nn.Module, config: Any, tok: Any, decoder: bool,
     mask = torch.ones_like(ids)
     return Loaded(model, (ids, mask), ({0: batch, 1: seq}, {0: batch, 1: seq}), tokenizer=tok,
                   max_seq=max_seq, source=source)
+
+
+GGUF_CACHE_ENV = "SPOKESHAVE_GGUF_CACHE"
+
+
+def gguf_cache_dir() -> str:
+    """Where GGUF checkpoints converted to Hugging Face form are kept ($SPOKESHAVE_GGUF_CACHE,
+    else ~/.cache/spokeshave/gguf)."""
+    return os.environ.get(GGUF_CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache",
+                                                          "spokeshave", "gguf")
+
+
+def load_gguf(folder: str, name: str) -> tuple[torch.nn.Module, Any]:
+    """(causal LM in float32, tokenizer) of the GGUF file `name` in `folder`.
+
+    transformers converts a GGUF on every load (about 25 s for SmolLM2-135M, nearly all in
+    parsing the metadata and mapping tensor names, not in dequantizing), so the converted
+    model and tokenizer are kept in Hugging Face form (config, safetensors, tokenizer.json)
+    under `gguf_cache_dir()`, keyed by the file's sha256 and the transformers version: the
+    same values, read back in about a second. An entry is written to a temporary directory
+    and renamed into place, so a half-written one is never read."""
+    import shutil
+    import tempfile
+
+    import transformers
+
+    from .compiler.weights import sha256_file
+
+    key = f"{sha256_file(os.path.join(folder, name))[:24]}-transformers-{transformers.__version__}"
+    entry = os.path.join(gguf_cache_dir(), key)
+    kw = {"dtype": torch.float32, "attn_implementation": "sdpa"}
+    if os.path.isfile(os.path.join(entry, "config.json")):
+        try:
+            return (transformers.AutoModelForCausalLM.from_pretrained(entry, **kw),
+                    transformers.AutoTokenizer.from_pretrained(entry))
+        except (OSError, ValueError):  # unreadable: moved aside (atomically), converted again
+            shutil.rmtree(_rename_aside(entry), ignore_errors=True)
+    lm = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, **kw)
+    tok = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    try:
+        os.makedirs(gguf_cache_dir(), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".gguf-", dir=gguf_cache_dir())
+        # save_pretrained refuses a model loaded from GGUF ("quantized with gguf, not
+        # serializable"): its tensors are plain float32 by now, so write them directly
+        from safetensors.torch import save_model
+
+        config = lm.config.to_dict()
+        config.pop("quantization_config", None)
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+        save_model(lm, os.path.join(tmp, "model.safetensors"))  # tied weights written once
+        tok.save_pretrained(tmp)
+        os.rename(tmp, entry)  # fails if another process made the entry first: theirs stays
+    except OSError:  # that, or a read-only or full disk: only the cache is missed
+        shutil.rmtree(locals().get("tmp", ""), ignore_errors=True)
+    return lm, tok
+
+
+def _rename_aside(path: str) -> str:
+    aside = f"{path}.broken-{os.getpid()}"
+    try:
+        os.rename(path, aside)
+    except OSError:
+        return path
+    return aside
 
 
 def check_checkpoint(path: str, auto: Any, config: Any) -> None:

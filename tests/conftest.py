@@ -185,6 +185,19 @@ def record_error(label: str, err: float) -> None:
     _ERRORS[label] = max(_ERRORS.get(label, 0.0), err)
 
 
+def pytest_sessionfinish(session):
+    """Under pytest-xdist each worker hands its errors to the controller, which prints them."""
+    out = getattr(session.config, "workeroutput", None)
+    if out is not None:
+        out["spokeshave_errors"] = dict(_ERRORS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    for label, err in getattr(node, "workeroutput", {}).get("spokeshave_errors", {}).items():
+        record_error(label, err)
+
+
 def pytest_terminal_summary(terminalreporter):
     if _ERRORS:
         terminalreporter.section("compiled vs eager: max |a-b| / max |b|")

@@ -171,13 +171,11 @@ def smollm2_gguf() -> tuple[str, str]:
 
 def load_smollm2() -> torch.nn.Module:
     """SmolLM2-135M (weights dequantized from GGUF to f32) as `CausalLMLogits`, eval mode."""
-    import transformers
+    from spokeshave.checkpoints import load_gguf
 
     _quiet_transformers()
     folder, name = smollm2_gguf()
-    lm = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name,
-                                                           torch_dtype=torch.float32,
-                                                           attn_implementation="sdpa")
+    lm, _ = load_gguf(folder, name)
     return CausalLMLogits(lm).eval()
 
 

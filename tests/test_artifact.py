@@ -224,3 +224,28 @@ def test_a_pt2_file_and_a_factory(tmp_path, capsys):
 
 def _factory():
     return make_mlp(8, 16, 4), (torch.randn(2, 8),)
+
+
+def test_a_gguf_converts_once_then_loads_from_the_cache(smollm2, monkeypatch):
+    """The session's SmolLM2 came through `load_gguf`, so its conversion is cached: a second
+    load reads the cache (no GGUF parsing) and its tokenizer tokenizes as the GGUF's own."""
+    import transformers
+
+    from spokeshave.checkpoints import load_gguf
+    from spokeshave_models import smollm2_gguf
+
+    folder, name = smollm2_gguf()
+    direct = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    real = transformers.AutoModelForCausalLM.from_pretrained
+
+    def no_gguf(*args, **kw):
+        assert "gguf_file" not in kw, "the cached conversion was not used"
+        return real(*args, **kw)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_gguf)
+    lm, tok = load_gguf(folder, name)
+    text = "Compilers turn programs into faster programs; tokenizers turn text into ids."
+    assert tok(text)["input_ids"] == direct(text)["input_ids"]
+    want = dict(smollm2.lm.named_parameters())
+    for n, p in lm.named_parameters():
+        assert torch.equal(p, want[n]), n

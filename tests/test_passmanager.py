@@ -5,6 +5,7 @@ import io
 from dataclasses import dataclass
 
 import pytest
+import torch
 
 from spokeshave import parse
 from spokeshave.compiler import (Pass, PassContext, PassManager, PipelineError, VerifyError, parse_pipeline,
@@ -156,3 +157,18 @@ def test_pattern_sets_compose_and_the_driver_detects_ping_pong():
     assert n > 0 and "aten.sigmoid" in str(m) and "aten.relu" not in str(m)
     with pytest.raises(SpokeshaveError, match="did not converge"):
         apply_patterns_greedily(m, both, max_rewrites=50)
+
+
+def test_long_passes_report_progress_per_layer():
+    import spokeshave
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    x = torch.randn(4, 16)
+    imported = spokeshave.import_model(m, (x,))
+    for name, pipeline in (("quantize", "quantize{scheme=w8}"), ("sparsify", "sparsify{method=magnitude}")):
+        seen = []
+        spokeshave.compile_module(imported, pipeline=pipeline, progress=lambda *a: seen.append(a))
+        assert {a[0] for a in seen} == {name}
+        assert seen[-1][1:3] == (2, 2) and max(a[1] for a in seen) == 2, seen
+        assert "0.weight" in {a[3] for a in seen}

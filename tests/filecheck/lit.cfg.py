@@ -4,7 +4,8 @@
 #   lit -v tests/filecheck                            # or directly (`lit` console script)
 #
 # Substitutions:
-#   spokeshave-opt  -> "<python>" -m spokeshave.opt   (no console script on PATH needed)
+#   spokeshave-opt  -> "<python>" -m spokeshave.opt   (no console script on PATH needed), or
+#                      the client of opt_server.py when SPOKESHAVE_OPT_SERVER names a server
 #   %roundtrip      -> spokeshave-opt --verify-roundtrip (print, re-parse, re-print; must be a
 #                      fixed point, else it fails with a diff): the ROUNDTRIP check of parser tests
 #   filecheck       -> the `filecheck` PyPI package (a Python FileCheck clone)
@@ -20,7 +21,7 @@ import lit.formats
 config.name = "spokeshave"
 config.test_format = lit.formats.ShTest(execute_external=False)
 config.suffixes = [".mlir"]
-config.excludes = ["lit.cfg.py"]
+config.excludes = ["lit.cfg.py", "opt_server.py"]
 
 config.test_source_root = os.path.dirname(os.path.abspath(__file__))
 config.test_exec_root = config.test_source_root
@@ -32,6 +33,10 @@ def _quote(path: str) -> str:
 
 python = _quote(sys.executable)
 opt = f"{python} -m spokeshave.opt"
+# tests/test_filecheck.py runs a fork server that has imported spokeshave once; the client
+# hands each call to it (see opt_server.py) and falls back to the line above without one.
+if os.environ.get("SPOKESHAVE_OPT_SERVER"):
+    opt = f"{python} -S {_quote(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'opt_server.py'))}"
 
 # The `filecheck` package run by this interpreter when it has it (robust inside virtual
 # environments), else whatever `filecheck` is on PATH.
