@@ -64,6 +64,9 @@ class Backend:
     doc: str = field(default="", compare=False)
     generate: Generate | None = field(default=None, compare=False)  # `spokeshave-opt --emit`
     language: str | None = None   # what `generate` writes ("cpp", "triton"): the --emit name
+    # The target a compile gets when it names none (default: the host, or the first GPU for
+    # a cuda backend); a backend that can also run elsewhere (Triton's interpreter) says so.
+    default_target: Callable[[], Target] | None = field(default=None, compare=False)
 
     def misfit(self, target: Target) -> str | None:
         """Why this backend cannot run on `target`, or None when it can."""

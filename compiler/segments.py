@@ -6,7 +6,9 @@ A parameter's *layer* is its name up to the last `.<index>` component
 entry function's ops are split in program order into maximal runs that read the parameters
 of one layer; an op that reads no parameter joins the next run that does (so the residual
 add after a block's down projection stays with that block, and the position and mask
-computations join the first block that reads them). Each run becomes a `Segment`.
+computations join the first block that reads them). Each run becomes a `Segment`. A run's
+trailing ops that read parameters and feed only the next run move into it (a post-LN
+block's closing LayerNorm, which the next block's smoothing folds into).
 
 `outline(func, segment)` copies a segment into a function of its own: its user inputs are
 the values it reads from earlier segments or the entry's inputs (tensors and `i64` sizes),
@@ -71,7 +73,24 @@ def plan_segments(func: Function) -> list[Segment]:
         if not segments:
             segments.append(Segment(None, "rest"))
         segments[-1].ops += pending
+    for a, b in zip(segments, segments[1:]):
+        _hand_over_tail(a, b, params)
     return segments
+
+
+def _hand_over_tail(a: Segment, b: Segment, params: dict[Value, str]) -> None:
+    """Move `a`'s trailing ops that read parameters and whose results only `b` reads into
+    `b`: a post-LN block's closing LayerNorm feeds only the next block, whose passes fold
+    into it (SmoothQuant's scales, norm folding) and so must see it in their segment."""
+    mine = set(b.ops)
+    while a.ops:
+        op = a.ops[-1]
+        uses = [u for r in op.results for u in r.uses]
+        if not any(v in params for v in op.operands) or not uses or not all(u in mine for u in uses):
+            return
+        a.ops.pop()
+        b.ops.insert(0, op)
+        mine.add(op)
 
 
 def boundary(func: Function, seg: Segment) -> None:

@@ -175,7 +175,9 @@ def _plan(backend: str, target: Target | str | None, pipeline: str | None
 
 
 def _target(target: Target | str | None, backend: Backend) -> Target:
-    if target is None:
+    if target is None and backend.default_target is not None:
+        t = backend.default_target()
+    elif target is None:
         t = Target.cuda() if backend.device == "cuda" else Target.host()
     elif isinstance(target, str):
         t = Target.parse(target)

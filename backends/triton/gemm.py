@@ -1,0 +1,119 @@
+"""Generated Triton GEMMs for the compressed linears: "load compressed, compute dense".
+
+One template, `y[M, N] = x[M, K] @ W^T (+ bias)`, tiled `BM x BN` over the output with a
+loop over `K` in `BK` steps; each format only says how its stored weight becomes the
+`[BK, BN]` tile handed to `tl.dot` (in registers: no float copy of the weight is ever
+written) and what its epilogue multiplies in. Every load is masked, so any M, N and K run
+(odd sizes included) without padding the weights.
+
+| op | stored | tile |
+| --- | --- | --- |
+| `spk.linear_w8` | int8 `[N, K]`, scale `[N]` | codes as float; the scale in the epilogue |
+| `spk.linear_w8a8` | same; x quantized per token (torch, the reference function) | int8 `tl.dot` into int32; x and w scales in the epilogue |
+| `spk.linear_fp8` | e4m3 bytes `[N, K]`, scale `[N]` | decoded by bit arithmetic (exponent bits built into a float32: exact, and fp8-less GPUs too) |
+| `spk.linear_w4g` | two codes per byte `[N, K/2]`, scale/zeros `[N, K/G]` | nibble `k % 2` of byte `k // 2`, minus zero, times its group's scale |
+| `spk.linear_sparse24` | values `[N, K/2]`, 2-bit positions `[N, ceil(K/8)]` | each column picks its group's kept value whose position it is, else 0 |
+
+Layout choice (recorded for `w4g`): the kernel reads the IR's own packing (column `2j` in
+the low nibble, as `compiler.numerics.quant.pack_int4` writes it). Marlin instead
+reshuffles the codes offline so one 32-bit load feeds a tensor-core fragment directly;
+that needs a GPU to measure against, and is left for when one is at hand.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spokeshave.compiler.numerics.quant import INT4_SYMMETRIC_ZERO
+
+
+@dataclass(frozen=True)
+class Format:
+    """How one compressed linear's weight enters the template."""
+
+    op: str
+    params: str            # kernel parameters for the stored weight tensors
+    consts: str            # extra constexpr parameters
+    decode: str            # lines computing `w` [BK, BN] (the loop's body, indented 8)
+    epilogue: str          # lines scaling `acc` after the loop (indented 4)
+    int8: bool = False     # x arrives quantized: an int8 dot into int32
+
+
+_X_FLOAT = ("        x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=xm, other=0.0)"
+            ".to(tl.float32)\n")
+_X_INT8 = "        x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=xm, other=0)\n"
+_CHANNEL_SCALE = "    acc = acc * tl.load(s_ptr + rn, mask=rn < N, other=0.0)[None, :]\n"
+
+FORMATS = {f.op: f for f in (
+    Format("spk.linear_w8", "q_ptr, s_ptr", "",
+           "        w = tl.load(q_ptr + rn[None, :] * K + rk[:, None], mask=wm, other=0).to(tl.float32)\n",
+           _CHANNEL_SCALE),
+    Format("spk.linear_w8a8", "q_ptr, s_ptr, xs_ptr", "",
+           "        w = tl.load(q_ptr + rn[None, :] * K + rk[:, None], mask=wm, other=0)\n",
+           "    acc = acc.to(tl.float32) * tl.load(xs_ptr + rm, mask=rm < M, other=0.0)[:, None]\n"
+           + _CHANNEL_SCALE, int8=True),
+    Format("spk.linear_fp8", "q_ptr, s_ptr", "",
+           "        b = tl.load(q_ptr + rn[None, :] * K + rk[:, None], mask=wm, other=0).to(tl.int32)\n"
+           "        e = (b >> 3) & 0xF\n"
+           "        m = (b & 0x7).to(tl.float32)\n"
+           "        # 2**(e - 7) with its bits written directly, (1 + m/8) * that; e == 0 is subnormal\n"
+           "        p = ((e + 120) << 23).to(tl.float32, bitcast=True)\n"
+           "        mag = tl.where(e == 0, m * 0.001953125, (1.0 + m * 0.125) * p)\n"
+           "        mag = tl.where((b & 0x7F) == 0x7F, float('nan'), mag)\n"
+           "        w = tl.where((b & 0x80) != 0, -mag, mag)\n",
+           _CHANNEL_SCALE),
+    Format("spk.linear_w4g", "q_ptr, s_ptr, z_ptr", "GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, ",
+           "        byte = tl.load(q_ptr + rn[None, :] * (K // 2) + rk[:, None] // 2, mask=wm, other=0)\n"
+           "        code = ((byte >> ((rk[:, None] % 2) * 4)) & 0xF).to(tl.float32)\n"
+           "        g = rn[None, :] * (K // GROUP) + rk[:, None] // GROUP\n"
+           "        s = tl.load(s_ptr + g, mask=wm, other=0.0)\n"
+           "        if HAS_ZEROS:\n"
+           "            z = tl.load(z_ptr + g, mask=wm, other=0).to(tl.float32)\n"
+           "        else:\n"
+           f"            z = {float(INT4_SYMMETRIC_ZERO)}\n"
+           "        w = (code - z) * s\n",
+           ""),
+    Format("spk.linear_sparse24", "v_ptr, m_ptr", "MCOLS: tl.constexpr, ",
+           "        grp = rk[:, None] // 4\n"
+           "        pos = rk[:, None] % 4\n"
+           "        nib = (tl.load(m_ptr + rn[None, :] * MCOLS + grp // 2, mask=wm, other=0).to(tl.int32)\n"
+           "               >> ((grp % 2) * 4)) & 0xF\n"
+           "        v = v_ptr + rn[None, :] * (K // 2) + grp * 2\n"
+           "        v0 = tl.load(v, mask=wm, other=0.0).to(tl.float32)\n"
+           "        v1 = tl.load(v + 1, mask=wm, other=0.0).to(tl.float32)\n"
+           "        w = tl.where(pos == (nib & 3), v0, tl.where(pos == ((nib >> 2) & 3), v1, 0.0))\n",
+           ""),
+)}
+
+_TEMPLATE = '''
+@triton.jit
+def {name}(x_ptr, {params}, b_ptr, y_ptr, M, N, K, stride_xm, stride_ym,
+        HAS_BIAS: tl.constexpr, {consts}BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """{op}: y = x @ W^T{bias}, W decoded tile by tile in registers."""
+    rm = tl.program_id(0) * BM + tl.arange(0, BM)
+    rn = tl.program_id(1) * BN + tl.arange(0, BN)
+    acc = tl.zeros((BM, BN), dtype={acc})
+    for k0 in range(0, K, BK):
+        rk = k0 + tl.arange(0, BK)
+        xm = (rm[:, None] < M) & (rk[None, :] < K)
+        wm = (rk[:, None] < K) & (rn[None, :] < N)
+{load_x}{decode}        acc += tl.dot(x, w{dot})
+{epilogue}    if HAS_BIAS:
+        acc += tl.load(b_ptr + rn, mask=rn < N, other=0.0)[None, :]
+    tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], acc,
+             mask=(rm[:, None] < M) & (rn[None, :] < N))
+'''
+
+HEADER = "import triton\nimport triton.language as tl\n"
+
+
+def kernel_name(op: str) -> str:
+    return "spk_gemm_" + op.removeprefix("spk.linear_")
+
+
+def kernel_source(op: str) -> str:
+    """The Triton source of the GEMM for compressed op `op` (one `@triton.jit` function)."""
+    f = FORMATS[op]
+    return _TEMPLATE.format(
+        name=kernel_name(op), params=f.params, consts=f.consts, op=op, bias=" + bias",
+        acc="tl.int32" if f.int8 else "tl.float32", load_x=_X_INT8 if f.int8 else _X_FLOAT,
+        decode=f.decode, dot=", out_dtype=tl.int32" if f.int8 else "", epilogue=f.epilogue)
