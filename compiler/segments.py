@@ -4,11 +4,13 @@ splice the compiled pieces back (what streaming compilation of large checkpoints
 A parameter's *layer* is its name up to the last `.<index>` component
 (`model.layers.3.mlp.up_proj.weight` -> `model.layers.3`; `lm_head.weight` has none). The
 entry function's ops are split in program order into maximal runs that read the parameters
-of one layer; an op that reads no parameter joins the next run that does (so the residual
-add after a block's down projection stays with that block, and the position and mask
-computations join the first block that reads them). Each run becomes a `Segment`. A run's
-trailing ops that read parameters and feed only the next run move into it (a post-LN
-block's closing LayerNorm, which the next block's smoothing folds into).
+of one layer; an op that reads no parameter joins the next run that does (the position and
+mask computations join the first block that reads them, a block's residual add the block
+after it, with the next norm's statistics it feeds). Each run becomes a `Segment`. A run's
+trailing op that reads parameters and whose result only the next run reads, fanned out to
+several ops of which some read parameters, moves into it: a post-LN block's closing
+LayerNorm, which feeds the next block's Q, K and V and which that block's smoothing folds
+into.
 
 `outline(func, segment)` copies a segment into a function of its own: its user inputs are
 the values it reads from earlier segments or the entry's inputs (tensors and `i64` sizes),
@@ -83,11 +85,12 @@ def _hand_over_tail(a: Segment, b: Segment, params: dict[Value, str]) -> None:
     `b`: a post-LN block's closing LayerNorm feeds only the next block, whose passes fold
     into it (SmoothQuant's scales, norm folding) and so must see it in their segment."""
     mine = set(b.ops)
-    while a.ops:
+    while len(a.ops) > 1:
         op = a.ops[-1]
         uses = [u for r in op.results for u in r.uses]
-        if not any(v in params for v in op.operands) or not uses or not all(u in mine for u in uses):
-            return
+        if (not any(v in params for v in op.operands) or not uses or not all(u in mine for u in uses)
+                or len(set(uses)) < 2 or not any(v in params for u in uses for v in u.operands)):
+            return  # only a value the next block fans out to its own layers (QKV) moves
         a.ops.pop()
         b.ops.insert(0, op)
         mine.add(op)

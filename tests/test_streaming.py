@@ -66,6 +66,25 @@ def test_segments_cut_at_layers_and_outline_round_trips(llama_dir):
     assert len(fn.user_inputs()) == len(segs[2].inputs)
     assert set(fn.params()) == set(segs[2].params)
     assert all(p.startswith("lm.model.layers.1.") for p in fn.params())
+    # a block ends with its down projection (the residual add joins the next block, with
+    # the RMSNorm statistics it feeds, so the norm stays whole for smoothing)
+    last = segs[1].ops[-1]
+    assert last.name == "aten.linear" and fn is not None
+    assert imported.module.entry.param_name(last.operands[1]).endswith("layers.0.mlp.down_proj.weight")
+
+
+def test_a_post_ln_blocks_closing_norm_joins_the_next_segment():
+    """BERT's block ends in a LayerNorm whose output feeds only the next block: it moves
+    there, so the next block's smoothing can fold into it."""
+    from spokeshave_models import tiny_bert
+
+    model, inputs = tiny_bert()
+    imported = spokeshave.import_model(model, inputs)
+    segs = plan_segments(imported.module.entry)
+    func = imported.module.entry
+    first = [op for op in segs[2].ops if op.name == "aten.layer_norm"][0]
+    names = {func.param_name(v) for v in first.operands} - {None}
+    assert segs[2].layer.endswith("layer.1") and any(".layer.0.output.LayerNorm" in n for n in names)
 
 
 def test_streamed_w8_is_the_in_memory_compile_bit_for_bit(llama_dir, tmp_path):
