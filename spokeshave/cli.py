@@ -131,8 +131,6 @@ def stream_compile_checkpoint(model: str, output: str, pipeline: str | None = No
                               calibration: str | None = None, target: str | None = None,
                               seq: int = 128, batch: int = 4, batches: int = 8) -> Any:
     """`spokeshave compile --stream`: a `StreamResult`, with a progress bar per layer."""
-    from tqdm import tqdm
-
     import spokeshave
 
     from .checkpoints import calibration_batches
@@ -150,21 +148,10 @@ def stream_compile_checkpoint(model: str, output: str, pipeline: str | None = No
                   if calibration else None)
     stage(f"exporting the skeleton, then compiling layer by layer for {backend}"
           + (f" ({len(batches_in)} calibration batches)" if batches_in else ""))
-    bar = None
-
-    def progress(done: int, total: int, name: str, seconds: float) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, unit="layer", dynamic_ncols=True, file=sys.stdout)
-        bar.set_postfix_str(name, refresh=False)
-        bar.update(1)
-
-    try:
+    with _PassProgress() as bars:
         result = compile_streaming(streamed, output, pipeline, batches_in, backend,
-                                   progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
+                                   progress=lambda done, total, name, _s: bars("layers", done,
+                                                                                total, name))
     stage.done()
     return result
 
@@ -211,7 +198,8 @@ def compile_checkpoint(model: str, output: str, pipeline: str | None = None,
 
 
 class _PassProgress:
-    """A progress bar per long pass (one step per layer, with its ETA), drawn by tqdm."""
+    """A progress bar per long pass, or for the streamed segments (one step per layer, with
+    its ETA), drawn by tqdm."""
 
     def __init__(self):
         self.bar, self.pass_name = None, None

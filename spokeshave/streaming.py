@@ -110,7 +110,6 @@ class SafetensorsCheckpoint:
             header, _ = safetensors_header(file)
             for key, e in header.items():
                 self.where[key] = file
-        self.nbytes = sum(os.path.getsize(f) for f in self.files)
 
     def read(self, names: dict[str, torch.dtype]) -> dict[str, torch.Tensor]:
         """`{checkpoint name: tensor}` for `names` (name -> the dtype the model computes in),
@@ -249,8 +248,10 @@ def compile_streaming(streamed: Streamed, output: str, pipeline: str | None = No
     sources: dict[str, str] = {}
     shards: list[str] = []
     written: set[str] = set()
+    remaining = {op for s in segments for op in s.ops}  # ops of the segments not yet compiled
     try:
         for k, seg in enumerate(segments):
+            remaining.difference_update(seg.ops)
             t0 = time.perf_counter()
             sub = outline(func, seg)
             weights = WeightStore(_read_segment(seg.params, streamed, imported.weights, param_types))
@@ -272,7 +273,6 @@ def compile_streaming(streamed: Streamed, output: str, pipeline: str | None = No
             new = splice(func, seg, compiled)
             for j, v in enumerate(new):
                 env[v] = [o[j] for o in outs]
-            remaining = {op for s in segments[k + 1:] for op in s.ops}
             for v in [v for v in env if not any(u in remaining for u in v.uses)]:
                 del env[v]
             del cm, weights, shard, outs, batches, sub, compiled
