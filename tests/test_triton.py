@@ -120,3 +120,30 @@ def test_tiny_llama_runs_on_the_triton_backend(interpret):
     assert sum(op.name == "spk.linear_w4g" for op in tri.module.entry.ops) == 2 * 7 + 1
     got, want = tri(ids), ref(ids)
     assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+
+
+def test_kernels_run_interpreted_after_triton_was_imported_for_the_gpu(tmp_path):
+    """A process that imported triton without the interpreter (inductor does) and then sets
+    TRITON_INTERPRET=1: the generated kernels use only builtins, none of triton.language's
+    own @jit helpers, which were made in GPU mode."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, warnings, torch, triton.language\n"
+        "os.environ['TRITON_INTERPRET'] = '1'\n"
+        f"os.environ['SPOKESHAVE_TRITON_CACHE'] = {str(tmp_path)!r}\n"
+        "import spokeshave\n"
+        "from spokeshave.backends.triton.runtime import TritonBackendWarning\n"
+        "warnings.simplefilter('error', TritonBackendWarning)\n"
+        "m = torch.nn.Linear(48, 32)\n"
+        "x = torch.randn(3, 48)\n"
+        "for p in ('quantize{scheme=w8a8}', 'quantize{scheme=w4g group=16}'):\n"
+        "    got = spokeshave.compile(m, (x,), pipeline=p, backend='triton')(x)\n"
+        "    want = spokeshave.compile(m, (x,), pipeline=p)(x)\n"
+        "    assert (got - want).abs().max() < 1e-5, p\n"
+        "print('ok')\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr[-3000:]

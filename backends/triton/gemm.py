@@ -14,6 +14,11 @@ written) and what its epilogue multiplies in. Every load is masked, so any M, N 
 | `spk.linear_w4g` | two codes per byte `[N, K/2]`, scale/zeros `[N, K/G]` | nibble `k % 2` of byte `k // 2`, minus zero, times its group's scale |
 | `spk.linear_sparse24` | values `[N, K/2]`, 2-bit positions `[N, ceil(K/8)]` | each column picks its group's kept value whose position it is, else 0 |
 
+Only builtins of `triton.language` appear (`tl.full`, not `tl.zeros`): the helpers of
+`triton.language.standard` are themselves `@triton.jit` functions, made at triton's import
+in one mode, so after inductor has imported triton for the GPU, an interpreted kernel that
+called `tl.zeros` would fail ("Cannot call @triton.jit'd outside of the scope of a kernel").
+
 Layout choice (recorded for `w4g`): the kernel reads the IR's own packing (column `2j` in
 the low nibble, as `compiler.numerics.quant.pack_int4` writes it). Marlin instead
 reshuffles the codes offline so one 32-bit load feeds a tensor-core fragment directly;
@@ -91,7 +96,7 @@ def {name}(x_ptr, {params}, b_ptr, y_ptr, M, N, K, stride_xm, stride_ym,
     """{op}: y = x @ W^T{bias}, W decoded tile by tile in registers."""
     rm = tl.program_id(0) * BM + tl.arange(0, BM)
     rn = tl.program_id(1) * BN + tl.arange(0, BN)
-    acc = tl.zeros((BM, BN), dtype={acc})
+    acc = tl.full((BM, BN), 0, dtype={acc})
     for k0 in range(0, K, BK):
         rk = k0 + tl.arange(0, BK)
         xm = (rm[:, None] < M) & (rk[None, :] < K)

@@ -28,7 +28,7 @@ func.func @w4g(%x: tensor<?x64xf32>, %q: tensor<32x32xui8> {spk.param = "q"}, %s
 // w8a8: int8 x int8 into an int32 accumulator, then the per-token and per-channel scales.
 // CHECK-LABEL: func.func @w8a8(
 // CHECK:       def spk_gemm_w8a8(x_ptr, q_ptr, s_ptr, xs_ptr, b_ptr, y_ptr,
-// CHECK:         acc = tl.zeros((BM, BN), dtype=tl.int32)
+// CHECK:         acc = tl.full((BM, BN), 0, dtype=tl.int32)
 // CHECK:           acc += tl.dot(x, w, out_dtype=tl.int32)
 // CHECK:         acc = acc.to(tl.float32) * tl.load(xs_ptr + rm, mask=rm < M, other=0.0)[:, None]
 // CHECK-NEXT:    acc = acc * tl.load(s_ptr + rn, mask=rn < N, other=0.0)[None, :]
