@@ -100,8 +100,8 @@ def _blocks(m: int) -> tuple[int, int, int]:
 class GemmCall:
     """One compressed linear run by its generated kernel."""
 
-    def __init__(self, op: Op, kernel: Callable, device: torch.device):
-        self.op, self.kernel, self.device = op, kernel, device
+    def __init__(self, op: Op, kernel: Callable):
+        self.op, self.kernel = op, kernel
         ops = OPS[op.name].bind(op)
         self.weights = ops.positions_of(WEIGHT)
         self.bias = ops.positions_of(BIAS)
@@ -150,7 +150,7 @@ class TritonExecutable:
         self._source = module_source([op.name for op in self.ops]) if self.ops else ""
         self.failed: dict[Op, str] = {}
         kernels = load_kernels(self._source) if self.ops else None
-        self.calls = {op: GemmCall(op, getattr(kernels, kernel_name(op.name)), self.device)
+        self.calls = {op: GemmCall(op, getattr(kernels, kernel_name(op.name)))
                       for op in self.ops}
         self.extern_ops = Counter(op.name for op in module.entry.body.ops[:-1]
                                   if op not in self.calls)
