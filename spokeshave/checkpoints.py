@@ -111,9 +111,7 @@ def _load_hf_dir(path: str) -> Loaded:
         raise SpokeshaveError(f"{path}: a model directory needs config.json with safetensors "
                               f"weights, or a .gguf file; found neither")
     config = transformers.AutoConfig.from_pretrained(path)
-    decoder = any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel")
-                  for a in (config.architectures or []))
-    auto = transformers.AutoModelForCausalLM if decoder else transformers.AutoModel
+    decoder, auto = hf_model_class(config)
     check_checkpoint(path, auto, config)
     model = auto.from_pretrained(path, torch_dtype=torch.float32, attn_implementation="sdpa").eval()
     try:
@@ -124,6 +122,15 @@ def _load_hf_dir(path: str) -> Loaded:
     return _hf_loaded(wrapped.eval(), config, tok, decoder,
                       {"kind": "hf", "path": os.path.abspath(path),
                        "returns": "logits" if decoder else "last_hidden_state"})
+
+
+def hf_model_class(config: Any) -> tuple[bool, Any]:
+    """(is it a causal LM, the transformers Auto class that builds it) for a config."""
+    import transformers
+
+    decoder = any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel")
+                  for a in (config.architectures or []))
+    return decoder, transformers.AutoModelForCausalLM if decoder else transformers.AutoModel
 
 
 def _hf_loaded(model: torch.nn.Module, config: Any, tok: Any, decoder: bool,

@@ -143,16 +143,14 @@ def stream_checkpoint(path: str) -> Streamed:
     called as `spokeshave compile` calls it); the checkpoint is checked against its config."""
     import transformers
 
-    from .checkpoints import CausalLMLogits, EncoderHidden, _hf_loaded, check_checkpoint
+    from .checkpoints import CausalLMLogits, EncoderHidden, _hf_loaded, check_checkpoint, hf_model_class
 
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise SpokeshaveError(f"{path}: streaming needs a model directory with config.json and "
                               f"safetensors weights")
     transformers.logging.set_verbosity_error()
     config = transformers.AutoConfig.from_pretrained(path)
-    decoder = any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel")
-                  for a in (config.architectures or []))
-    auto = transformers.AutoModelForCausalLM if decoder else transformers.AutoModel
+    decoder, auto = hf_model_class(config)
     check_checkpoint(path, auto, config)
     ckpt = SafetensorsCheckpoint(path)
     with _parameters_on_meta():
