@@ -214,6 +214,12 @@ def _rename_aside(path: str) -> str:
     return aside
 
 
+def name_variants(name: str, base: str) -> tuple[str, str, str]:
+    """A tensor's name as checkpoints spell it: as is, under the base model's prefix
+    (`bert.`), and without it."""
+    return name, f"{base}.{name}", name.removeprefix(base + ".")
+
+
 def check_checkpoint(path: str, auto: Any, config: Any) -> None:
     """Every safetensors tensor against the model `config.json` builds (on the meta device):
     the first tensor whose shape differs is named with both shapes."""
@@ -231,7 +237,7 @@ def check_checkpoint(path: str, auto: Any, config: Any) -> None:
             with safe_open(file, "pt") as f:
                 for key in f.keys():
                     shape = tuple(f.get_slice(key).get_shape())
-                    for name in (key, f"{prefix}.{key}", key.removeprefix(prefix + ".")):
+                    for name in name_variants(key, prefix):
                         if name in expected:
                             if expected[name] != shape:
                                 raise SpokeshaveError(

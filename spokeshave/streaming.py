@@ -189,7 +189,9 @@ def stream_checkpoint(path: str) -> Streamed:
 
 
 def _checkpoint_name(name: str, base: str, ckpt: SafetensorsCheckpoint) -> str | None:
-    for key in (name, f"{base}.{name}", name.removeprefix(base + ".")):
+    from .checkpoints import name_variants
+
+    for key in name_variants(name, base):
         if key in ckpt.where:
             return key
     return None
