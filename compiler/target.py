@@ -29,6 +29,10 @@ import torch
 
 from .errors import SpokeshaveError
 
+# the arch of a "cuda" target whose kernels Triton's interpreter runs on the CPU
+# (`TRITON_INTERPRET=1`): the Triton backend makes it, cost models price it
+INTERPRETER_ARCH = "interpreter"
+
 # x86 extensions we name, spelled as Linux's /proc/cpuinfo spells them (which is also what
 # the kernels' `#ifdef` / `-m` flags map to). Flags outside this set are dropped so that
 # `key()` does not change with irrelevant flags such as `hypervisor` or `rdrand`.

@@ -15,7 +15,15 @@ launch / loop-nest overhead:
 * peak and bandwidth are measured on the host in a short calibration (`measure_host`), or
   taken from a rough table when the target is another machine (a parsed target, a GPU).
 
-It ignores: cache reuse and tiling (every boundary byte comes from memory once, nothing
+A candidate whose config names GEMM tiles (`block_m`, `block_n`, `block_k`, and `rows`,
+the call's M, when known: a generated GEMM's launch configuration, which the Triton backend ranks with this model) is charged as
+tiled: the input is read once per column tile and the weight once per row tile, the flops
+of the padded tiles are done, and the device is only as busy as its tiles fill it (waves of
+`cores` programs; a GPU's cores are its SMs). Under Triton's interpreter
+(`Target.arch == "interpreter"`) a tile step costs the same at any block size (numpy on
+whole tiles), so there the time is the count of tile steps.
+
+Otherwise it ignores: cache reuse and tiling (every boundary byte comes from memory once, nothing
 spills), vector width and dtype beyond the single peak (an int8 GEMM is not faster per
 flop than an fp32 one), dequantization and decompression work, sparsity speed-ups, thread
 and occupancy effects, and launch-to-launch overlap. That makes it good at "does this move
@@ -34,9 +42,13 @@ from spokeshave.compiler.cost import Candidate, Cost, boundary
 from spokeshave.compiler.dialect import LINEAR, OPS, REDUCTION, REGION_BODY, VIEW, has_trait, op_def
 from spokeshave.compiler.errors import SpokeshaveError
 from spokeshave.compiler.ir import ELEMENT_TYPES, Op, TensorType, Value, torch_dtype
-from spokeshave.compiler.target import Target
+from spokeshave.compiler.target import INTERPRETER_ARCH, Target
 
 _ITEMSIZE: dict[str, int] = {name: torch_dtype(name).itemsize for name in ELEMENT_TYPES}
+
+# Triton's interpreter (`TRITON_INTERPRET=1`) runs each tile step of each program as numpy
+# calls, ~1 ms whatever the tile's size (measured on the tests' GEMMs)
+INTERPRETED_TILE_STEP_S = 1e-3
 
 # ------------------------------------------------------------------ op classes
 
@@ -271,10 +283,40 @@ class RooflineCostModel:
         moved = sum(value_bytes(v, hint) for v in inputs + outputs)
         flops = sum(op_flops(op, hint) for op in ops)
         peak, bandwidth = self.machine(target)
+        config = candidate.config_dict()
+        if "block_m" in config and _is_linear_like(ops[0]):
+            return self._tiled(ops[0], config, hint, moved, flops, peak, bandwidth, target)
         memory_s, compute_s = moved / bandwidth, flops / peak
         bound = max((memory_s, "memory"), (compute_s, "compute"), (self.overhead_s, "overhead"),
                     key=lambda term: term[0])[1]
         return Cost(max(memory_s, compute_s) + self.overhead_s, flops, moved, bound)
+
+    def _tiled(self, op: Op, config: dict, hint: int, moved: float, flops: float, peak: float,
+               bandwidth: float, target: Target) -> Cost:
+        """A GEMM (with its fused epilogue) launched as `block_m x block_n` programs looping
+        over K in `block_k` steps."""
+        x, w = (_tensor(v) for v in op.operands[:2])
+        out = _tensor(op.results[0])
+        if x is None or w is None or out is None or not out.shape:
+            return Cost(moved / bandwidth + self.overhead_s, flops, moved, "memory")
+        n = _dim(out.shape[-1], hint)
+        k = _dim(x.shape[-1], hint)
+        m = int(config.get("rows") or max(_numel(out, hint) // max(n, 1), 1))
+        bm, bn, bk = (int(config[key]) for key in ("block_m", "block_n", "block_k"))
+        tiles_m, tiles_n, steps = -(-m // bm), -(-n // bn), -(-k // bk)
+        programs = tiles_m * tiles_n
+        if target.arch == INTERPRETER_ARCH:
+            seconds = programs * steps * INTERPRETED_TILE_STEP_S + self.overhead_s
+            return Cost(seconds, flops, moved, "overhead")
+        rereads = (tiles_n - 1) * value_bytes(op.operands[0], hint) + (tiles_m - 1) * value_bytes(op.operands[1], hint)
+        moved_tiled = moved + rereads
+        padded = flops * (tiles_m * bm / m) * (tiles_n * bn / n)
+        units = max(target.cores, 1)
+        busy = programs / (-(-programs // units) * units)  # the last wave's idle units
+        memory_s = moved_tiled / (bandwidth * min(1.0, programs / units))
+        compute_s = padded / (peak * busy)
+        bound = "memory" if memory_s >= compute_s else "compute"
+        return Cost(max(memory_s, compute_s) + self.overhead_s, padded, moved_tiled, bound)
 
     def __repr__(self) -> str:
         return (f"RooflineCostModel(peak_flops={self.peak_flops}, bandwidth={self.bandwidth}, "

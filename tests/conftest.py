@@ -91,6 +91,21 @@ def compiled_cache():
     return _CompiledCache()
 
 
+@pytest.fixture
+def interpret(monkeypatch, tmp_path):
+    """Triton kernels run on the CPU with Triton's interpreter, cached in this test's folder."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("SPOKESHAVE_TRITON_CACHE", str(tmp_path / "triton"))
+
+
+@pytest.fixture(params=["cpu", "triton"])
+def generated_backend(request) -> str:
+    """Each backend that generates code (the triton one under its interpreter)."""
+    if request.param == "triton":
+        request.getfixturevalue("interpret")
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -179,6 +179,27 @@ def load_smollm2() -> torch.nn.Module:
     return CausalLMLogits(lm).eval()
 
 
+def first_layers(model: torch.nn.Module, n: int) -> torch.nn.Module:
+    """A model of the same class and config cut to its first `n` layers, sharing the
+    original's tensors (nothing is copied; the original is left as it was)."""
+    import copy
+
+    cfg = copy.deepcopy(model.config)
+    cfg.num_hidden_layers = n
+    with torch.device("meta"):
+        cut = type(model)(cfg)
+    state = model.state_dict()
+    cut.load_state_dict({k: v for k, v in state.items() if k in cut.state_dict()},
+                        strict=True, assign=True)
+    for name, buf in model.named_buffers():  # non-persistent buffers (rotary inv_freq)
+        if name not in state and name in dict(cut.named_buffers()):
+            owner, _, attr = name.rpartition(".")
+            setattr(cut.get_submodule(owner) if owner else cut, attr, buf)
+    if getattr(cfg, "tie_word_embeddings", False) and hasattr(cut, "tie_weights"):
+        cut.tie_weights()
+    return cut.eval()
+
+
 # ------------------------------------------------------------------ comparisons
 
 

@@ -23,14 +23,15 @@ from __future__ import annotations
 import ctypes
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from spokeshave.compiler.dialect import POINTWISE, has_trait, op_def, reduces_last_dim
-from spokeshave.compiler.ir import Op, TensorType, Value
+from spokeshave.compiler.ir import Op, Value
 
-VEC, SCALAR = "vec", "scalar"
+from ..rowops import (REDUCTIONS, SCALAR, VEC, Lang, LayoutCache, RowKernelRecord, RowLayout,
+                      expression, is_row_scalar, norm_affine, operands)
+
 FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
 
 
@@ -45,200 +46,53 @@ def c_float(x: float) -> str:
     return f"((float){x.hex()})"
 
 
-def _operands(op: Op) -> dict[str, Value | None]:
-    d = op_def(op.name)
-    return dict(d.bind(op).values) if d is not None else {}
+CPP = Lang(literal=c_float, num=lambda s: s + "f",
+           fn={"exp": "spk_exp", "erf": "spk_erf", "tanh": "spk_tanh", "sigmoid": "spk_sigmoid",
+               "relu": "spk_relu", "max": "spk_max", "min": "spk_min", "sqrt": "sqrtf",
+               "log": "logf", "abs": "fabsf", "pow": "powf"})
 
 
-def _other(op: Op, ref: Callable[[Value], str]) -> str:
-    vals = _operands(op)
-    if vals.get("other") is not None:
-        return ref(vals["other"])
-    return c_float(op.attributes["other"])
-
-
-def _alpha(op: Op, rhs: str) -> str:
-    alpha = op.attributes.get("alpha", 1)
-    return rhs if alpha == 1 else f"({c_float(alpha)} * {rhs})"
-
-
-def _pow(op: Op, a: str) -> str:
-    e = op.attributes.get("exponent")
-    table = {2: f"({a} * {a})", 3: f"({a} * {a} * {a})", 1: a, 0.5: f"sqrtf({a})",
-             -1: f"(1.0f / {a})", -0.5: f"(1.0f / sqrtf({a}))"}
-    return table.get(e, f"powf({a}, {c_float(e)})")
-
-
-def _gelu(op: Op, a: str) -> str:
-    if op.attributes.get("approximate", "none") == "tanh":
-        return (f"(0.5f * {a} * (1.0f + spk_tanh(0.7978845608028654f * ({a} + 0.044715f * {a} * {a} * {a}))))")
-    return f"(0.5f * {a} * (1.0f + spk_erf({a} * 0.7071067811865476f)))"
-
-
-# pointwise op -> C++ expression from its operands' C++ references
-POINTWISE_EMITTERS: dict[str, Callable[[Op, list[str], Callable[[Value], str]], str]] = {
-    "aten.add.Tensor": lambda op, a, ref: f"({a[0]} + {_alpha(op, _other(op, ref))})",
-    "aten.sub.Tensor": lambda op, a, ref: f"({a[0]} - {_alpha(op, _other(op, ref))})",
-    "aten.mul.Tensor": lambda op, a, ref: f"({a[0]} * {_other(op, ref)})",
-    "aten.div.Tensor": lambda op, a, ref: f"({a[0]} / {_other(op, ref)})",
-    "aten.add.Scalar": lambda op, a, ref: f"({a[0]} + {_alpha(op, _other(op, ref))})",
-    "aten.sub.Scalar": lambda op, a, ref: f"({a[0]} - {_alpha(op, _other(op, ref))})",
-    "aten.mul.Scalar": lambda op, a, ref: f"({a[0]} * {_other(op, ref)})",
-    "aten.div.Scalar": lambda op, a, ref: f"({a[0]} / {_other(op, ref)})",
-    "aten.maximum": lambda op, a, ref: f"spk_max({a[0]}, {a[1]})",
-    "aten.minimum": lambda op, a, ref: f"spk_min({a[0]}, {a[1]})",
-    "aten.pow.Tensor_Scalar": lambda op, a, ref: _pow(op, a[0]),
-    "aten.gelu": lambda op, a, ref: _gelu(op, a[0]),
-    "aten.relu": lambda op, a, ref: f"spk_relu({a[0]})",
-    "aten.silu": lambda op, a, ref: f"({a[0]} * spk_sigmoid({a[0]}))",
-    "aten.sigmoid": lambda op, a, ref: f"spk_sigmoid({a[0]})",
-    "aten.tanh": lambda op, a, ref: f"spk_tanh({a[0]})",
-    "aten.exp": lambda op, a, ref: f"spk_exp({a[0]})",
-    "aten.erf": lambda op, a, ref: f"spk_erf({a[0]})",
-    "aten.neg": lambda op, a, ref: f"(-{a[0]})",
-    "aten.abs": lambda op, a, ref: f"fabsf({a[0]})",
-    "aten.sqrt": lambda op, a, ref: f"sqrtf({a[0]})",
-    "aten.rsqrt": lambda op, a, ref: f"(1.0f / sqrtf({a[0]}))",
-    "aten.reciprocal": lambda op, a, ref: f"(1.0f / {a[0]})",
-    "aten.log": lambda op, a, ref: f"logf({a[0]})",
-    "aten.clone": lambda op, a, ref: a[0],
-}
-REDUCTIONS = ("aten.layer_norm", "aten.rms_norm", "aten.softmax.int", "aten._softmax",
-              "aten.mean.dim", "aten.sum.dim_IntList", "aten.amax")
-
-
-def _f32(v: Value) -> bool:
-    return isinstance(v.type, TensorType) and v.type.dtype == "f32"
-
-
-def row_op_supported(op: Op) -> bool:
-    """An op a row kernel can compute: f32 in and out, pointwise with an emitter or a
-    last-dim reduction we lower, no attribute we would ignore."""
-    if not op.results or not all(_f32(r) for r in op.results) or len(op.results) != 1:
-        return False
-    tensor_operands = [v for v in op.operands if isinstance(v.type, TensorType)]
-    if len(tensor_operands) != len(op.operands) or not all(_f32(v) for v in tensor_operands):
-        return False
-    a = op.attributes
-    if has_trait(op, POINTWISE):
-        if op.name not in POINTWISE_EMITTERS:
-            return False
-        if op.name == "aten.div.Tensor" and a.get("rounding_mode") is not None:
-            return False
-        if "other" in a and not isinstance(a["other"], (int, float)):
-            return False
-        return True
-    if op.name in REDUCTIONS and reduces_last_dim(op):
-        if op.name in ("aten.mean.dim", "aten.sum.dim_IntList") and a.get("dtype") is not None:
-            return False
-        if op.name == "aten._softmax" and a.get("half_to_float", False):
-            return False
-        if op.name == "aten.softmax.int" and a.get("dtype") is not None:
-            return False
-        return True
-    return False
-
-
-def _is_scalar_type(v: Value) -> bool:
-    t = v.type
-    return isinstance(t, TensorType) and (t.rank == 0 or t.shape[-1] == 1)
+def cpp_expression(op: Op, args: list[str], ref: Callable[[Value], str]) -> str:
+    """Pointwise `op` as a C++ float expression (the prelude's functions)."""
+    return expression(op, args, ref, CPP)
 
 
 @dataclass
-class RowKernel:
-    """One generated row-wise function and how to call it."""
+class RowKernel(RowKernelRecord):
+    """One generated C++ row-wise function and how to call it."""
 
-    symbol: str
-    source: str
-    ops: tuple[Op, ...]
-    inputs: list[Value]
-    input_kinds: list[str]
-    outputs: list[Value]
-    output_kinds: list[str]
-    quantized: list[tuple[Value, int]] = field(default_factory=list)  # (value, bytes per row)
     fn: Any = None
-    _calls: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._layouts = LayoutCache(self.input_kinds, self.outputs, self.output_kinds, self._meta)
+
+    def _meta(self, lay: RowLayout):
+        meta = [lay.rows, lay.cols, len(lay.outer), *lay.outer, *(s for st in lay.strides for s in st)]
+        # an empty last dim still has per-row results (a mean over nothing is NaN): the
+        # kernel runs whenever there are rows; its loops over C simply do nothing
+        return (ctypes.c_int64 * len(meta))(*meta) if lay.rows else None
 
     def run(self, args: list[torch.Tensor]) -> list[torch.Tensor] | None:
         """Call the kernel on `args` (tensors for `inputs`); returns the outputs (then the
         (q, scale) pair of each quantized value), or None when the call does not fit.
-        What a call's shapes and strides imply (sizes, broadcast strides, output shapes)
-        is worked out once per distinct signature and kept."""
-        key = []
-        for t in args:
-            if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
-                return None
-            key.append((tuple(t.shape), t.stride()))
-        key = tuple(key)
-        call = self._calls.get(key)
-        if call is None:
-            if len(self._calls) > 512:
-                self._calls.clear()
-            call = self._calls[key] = self._prepare(args) or False
-        if call is False:
+        What a call's shapes and strides imply is worked out once per signature and kept."""
+        hit = self._layouts.get(args)
+        if hit is None:
             return None
-        meta, out_shapes, rows, contiguous, n_ptrs = call
+        lay, meta = hit
         # the contiguous copies must outlive the call: hold them, not just their pointers
-        alive = [t.contiguous() if c else t for t, c in zip(args, contiguous)]
+        alive = [t.contiguous() if c else t for t, c in zip(args, lay.contiguous)]
         ptrs = [t.data_ptr() for t in alive]
-        outs = [torch.empty(s, dtype=torch.float32) for s in out_shapes]
+        outs = [torch.empty(s, dtype=torch.float32) for s in lay.out_shapes]
         ptrs += [o.data_ptr() for o in outs]
         for _, row_bytes in self.quantized:
-            q = torch.empty((rows, row_bytes), dtype=torch.uint8)
-            s = torch.empty((rows,), dtype=torch.float32)
+            q = torch.empty((lay.rows, row_bytes), dtype=torch.uint8)
+            s = torch.empty((lay.rows,), dtype=torch.float32)
             outs += [q, s]
             ptrs += [q.data_ptr(), s.data_ptr()]
         if meta is not None:
-            self.fn(meta, (ctypes.c_int64 * n_ptrs)(*ptrs))
+            self.fn(meta, (ctypes.c_int64 * len(ptrs))(*ptrs))
         return outs
-
-    def _prepare(self, args: list[torch.Tensor]):
-        shapes = [tuple(t.shape) for t in args]
-        try:
-            full = tuple(torch.broadcast_shapes(*shapes))
-        except RuntimeError:
-            return None
-        rank = len(full)
-        if rank == 0 or any(v.type.rank != rank for v in self.outputs):
-            return None  # an output broadcasts to fewer dims than the kernel iterates
-        cols, outer = full[-1], full[:-1]
-        rows = 1
-        for d in outer:
-            rows *= d
-        meta = [rows, cols, len(outer), *outer]
-        contiguous = []
-        for t, kind in zip(args, self.input_kinds):
-            shape, stride = tuple(t.shape), t.stride()
-            if kind == VEC:
-                if not shape or shape[-1] != cols:
-                    return None  # compiled as a full row, broadcasts at run time
-                if cols > 1 and stride[-1] != 1:
-                    stride = _contiguous_strides(shape)
-                    contiguous.append(True)
-                else:
-                    contiguous.append(False)
-            else:
-                if shape and shape[-1] != 1:
-                    return None
-                contiguous.append(False)
-            lead = rank - len(shape)
-            for d in range(rank - 1):
-                td = d - lead
-                meta.append(0 if td < 0 or (shape[td] == 1 and full[d] != 1) else stride[td])
-        out_shapes = [(*outer, cols) if kind == VEC else (*outer, 1) for kind in self.output_kinds]
-        n_ptrs = len(args) + len(out_shapes) + 2 * len(self.quantized)
-        # an empty last dim still has per-row results (a mean over nothing is NaN): the
-        # kernel runs whenever there are rows; its loops over C simply do nothing
-        meta_arr = (ctypes.c_int64 * len(meta))(*meta) if rows else None
-        return meta_arr, out_shapes, rows, contiguous, n_ptrs
-
-
-def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    out, acc = [], 1
-    for d in reversed(shape):
-        out.append(acc)
-        acc *= max(d, 1)
-    return tuple(reversed(out))
 
 
 class _Emitter:
@@ -267,7 +121,7 @@ class _Emitter:
         ops = self.ops
         inside = {r for op in ops for r in op.results}
         for i, v in enumerate(self.inputs):
-            self.kind[v] = SCALAR if _is_scalar_type(v) else VEC
+            self.kind[v] = SCALAR if is_row_scalar(v) else VEC
             self.name[v] = f"in{i}"
             if self.kind[v] == VEC:
                 self.stored[v] = f"in{i}"
@@ -333,7 +187,7 @@ class _Emitter:
     def _pointwise(self, op: Op, body: list[str]) -> None:
         v = op.result
         args = [self.ref(a) for a in op.operands]
-        expr = POINTWISE_EMITTERS[op.name](op, args, self.ref)
+        expr = cpp_expression(op, args, self.ref)
         if all(self.kind[a] == SCALAR for a in op.operands):
             n = f"s{len(self.name)}"
             self.name[v] = n
@@ -350,7 +204,7 @@ class _Emitter:
         return self.stored[v]
 
     def _reduction(self, op: Op, body: list[str]) -> None:
-        vals = _operands(op)
+        vals = operands(op)
         x = self._stored_row(op.operands[0])
         k = len(self.name)
         a = op.attributes
@@ -380,10 +234,7 @@ class _Emitter:
                      f"const float c{k} = s{k} / (float)C;", f"m{k} += c{k};",
                      f"const float r{k} = 1.0f / sqrtf(fmaxf(q{k} / (float)C - c{k} * c{k}, 0.0f) + {eps});"]
             expr = f"(({x}[j] - m{k}) * r{k})"
-            if vals.get("weight") is not None:
-                expr = f"({expr} * {self.ref(vals['weight'])})"
-            if vals.get("bias") is not None:
-                expr = f"({expr} + {self.ref(vals['bias'])})"
+            expr = norm_affine(expr, vals, self.ref)
         elif op.name == "aten.rms_norm":
             eps = a.get("eps")
             eps = c_float(FLOAT32_EPS if eps is None else eps)
@@ -391,8 +242,7 @@ class _Emitter:
                      f"for (int64_t j = 0; j < C; ++j) q{k} += {x}[j] * {x}[j];",
                      f"const float r{k} = 1.0f / sqrtf(q{k} / (float)C + {eps});"]
             expr = f"({x}[j] * r{k})"
-            if vals.get("weight") is not None:
-                expr = f"({expr} * {self.ref(vals['weight'])})"
+            expr = norm_affine(expr, vals, self.ref)
         else:  # softmax over the last dim
             e = self._store_target_scratch()
             body += [f"float mx{k} = -INFINITY;", f"for (int64_t j = 0; j < C; ++j) mx{k} = spk_max({x}[j], mx{k});",

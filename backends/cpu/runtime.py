@@ -1,9 +1,9 @@
 """The CPU backend's executable: compiled groups run through ctypes, the rest interpreted.
 
 `build(module, weights, target)` lowers every `spk.fused` group (and every fusable op
-left on its own) with `lowering.lower_group`, writes one translation unit per distinct
-group (identical groups in different layers generate identical text, so they compile
-once), builds them into one shared object (`toolchain.build_library`, cached) and runs
+left on its own) with `schedule.plan_module` and the C++ of `lowering.CpuCodegen`, writes
+one translation unit per distinct group (identical groups in different layers generate
+identical text, so they compile once), builds them into one shared object (`toolchain.build_library`, cached) and runs
 the function through the core interpreter with those groups swapped in. Ops with no
 kernel are extern calls through the interpreter's ATen path, listed in `extern_ops` and
 in the compile summary. A group whose unit fails to compile, or every group when there is
@@ -20,64 +20,21 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from spokeshave.compiler.backend import KernelInfo
-from spokeshave.compiler.dialect import COMPRESSED_LINEAR, LINEAR, has_trait
-from spokeshave.compiler.interpreter import Interpreter, reference_runner
-from spokeshave.compiler.ir import Module, Op, Value
+from spokeshave.compiler.interpreter import Interpreter
+from spokeshave.compiler.ir import Module, Op
 from spokeshave.compiler.printer import print_module
 from spokeshave.compiler.target import Target
 from spokeshave.compiler.weights import WeightStore
 
+from ..schedule import GroupPlan, plan_module
 from . import toolchain
-from .lowering import ATTENTION, GroupPlan, lower_group
+from .lowering import CpuCodegen
 from .prelude import PRELUDE
-from .rows import row_op_supported
 
 
 class CpuBackendWarning(UserWarning):
     """A group runs on the reference path (its C++ did not build)."""
-
-
-def _group_name(op: Op, i: int) -> str:
-    where = f" at {op.loc}" if getattr(op, "loc", None) else ""
-    kind = op.attributes.get("kind")
-    return f"group {i} ({op.name}{'[' + kind + ']' if kind else ''}{where})"
-
-
-def _lowerable(op: Op) -> bool:
-    return (op.name == "spk.fused" or row_op_supported(op) or has_trait(op, COMPRESSED_LINEAR)
-            or (has_trait(op, LINEAR) and op.name != "aten.linear") or op.name in ATTENTION
-            or op.name == "aten.linear")
-
-
-def plan_module(module: Module, weights: WeightStore, target: Target) -> dict[Op, GroupPlan]:
-    """Lower every group and fusable op of the entry function."""
-    func = module.entry
-    params = {a: weights[n] for a in func.args if (n := func.param_name(a)) is not None}
-    plans: dict[Op, GroupPlan] = {}
-    for i, op in enumerate(func.body.ops[:-1]):
-        if not _lowerable(op):
-            continue
-        if op.name == "spk.fused":
-            block = op.regions[0].block
-            outer = dict(zip(block.args, op.operands))
-            body, inputs, outputs = block.ops[:-1], list(block.args), list(block.ops[-1].operands)
-
-            def constant(v: Value, outer=outer) -> torch.Tensor | None:
-                return params.get(outer.get(v))
-        else:
-            body, inputs, outputs = [op], list(dict.fromkeys(op.operands)), list(op.results)
-
-            def constant(v: Value) -> torch.Tensor | None:
-                return params.get(v)
-        plan = lower_group(_group_name(op, i), list(body), inputs, outputs, constant, target,
-                           reference_runner(op))
-        if op.name != "spk.fused":
-            plan.inputs = list(op.operands)
-        plan.finish()
-        plans[op] = plan
-    return plans
 
 
 def unit_sources(plans: Mapping[Op, GroupPlan]) -> dict[str, str]:
@@ -111,7 +68,7 @@ class CpuExecutable:
         start = time.perf_counter()
         self.module = module
         self.target = target
-        self.plans = plan_module(module, weights, target)
+        self.plans = plan_module(module, weights, CpuCodegen(target))
         self._sources = unit_sources(self.plans)
         self.library: toolchain.Library | None = None
         self.failed: dict[str, str] = {}      # group name -> reason
@@ -122,7 +79,7 @@ class CpuExecutable:
         self._interpreter = Interpreter(module, weights, select=self._select)
 
     def _build(self) -> None:
-        needs = {p.unit for p in self.plans.values() if getattr(p, "unit", None)}
+        needs = {p.unit for p in self.plans.values() if p.unit}
         if not needs:
             return
         try:
@@ -145,7 +102,7 @@ class CpuExecutable:
                         fn.restype = None
                         step.bind(fn)
             except AttributeError:
-                f = bad.get(getattr(plan, "unit", None)) or next(iter(bad.values()), None)
+                f = bad.get(plan.unit) or next(iter(bad.values()), None)
                 reason = f"{f.first_error} (compiler log: {f.log})" if f else "a kernel is missing"
                 self.failed[plan.name] = reason
         for unit, f in bad.items():
@@ -185,7 +142,7 @@ class CpuExecutable:
             for s in plan.steps:
                 name = s.symbol or f"{s.kind} {s.ops[0].name}"
                 out.append(KernelInfo(name, tuple(o.name for o in s.ops),
-                                      getattr(plan, "unit", None) if s.symbol else None))
+                                      plan.unit if s.symbol else None))
         out += [KernelInfo(f"extern {name}", (name,)) for name in sorted(self.extern_ops)]
         return out
 
@@ -213,6 +170,6 @@ def build(module: Module, weights: WeightStore, target: Target) -> CpuExecutable
 def generate(module: Module, weights: WeightStore, target: Target) -> dict[str, str]:
     """The translation units `build` would compile, with the shared prelude elided (what
     `spokeshave-opt --emit=cpp` prints for FileCheck)."""
-    units = unit_sources(plan_module(module, weights, target))
+    units = unit_sources(plan_module(module, weights, CpuCodegen(target)))
     return {name: text.replace(PRELUDE, "// prelude: backends/cpu/prelude.py\n", 1)
             for name, text in units.items()}

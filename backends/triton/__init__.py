@@ -1,10 +1,13 @@
 """The Triton backend (NVIDIA GPUs; any machine under `TRITON_INTERPRET=1`).
 
-This first slice generates the compressed-linear GEMMs (`gemm.py`: w8, w8a8, fp8, w4g and
-2:4, each decoding its stored weight tile by tile in registers before a dense `tl.dot`)
-and runs every other op through the interpreter's ATen path on the same device
-(`runtime.py`). Fused groups (`spk.fused`) as single Triton kernels, cost-model-ranked
-launch configurations and bf16/fp16 activations come next.
+Every fused group and fusable op is scheduled by `backends.schedule` (as on the CPU) and
+written as Triton kernels (`lowering.py`): row kernels for pointwise ops and last-dim
+reductions (`rows.py`), GEMMs for every compressed linear (and dense linears with an
+epilogue) that decode their stored weight tile by tile in registers before a dense `tl.dot`
+and apply the group's epilogue before the store (`gemm.py`), the w8a8 activation
+quantization fused into the producing row kernel. Launch configurations are ranked by the
+cost model and timed on a GPU (`launch.py`); the rest runs through the interpreter's ATen
+path on the same device (`runtime.py`).
 """
 from __future__ import annotations
 

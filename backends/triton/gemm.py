@@ -13,6 +13,11 @@ written) and what its epilogue multiplies in. Every load is masked, so any M, N 
 | `spk.linear_fp8` | e4m3 bytes `[N, K]`, scale `[N]` | decoded by bit arithmetic (exponent bits built into a float32: exact, and fp8-less GPUs too) |
 | `spk.linear_w4g` | two codes per byte `[N, K/2]`, scale/zeros `[N, K/G]` | nibble `k % 2` of byte `k // 2`, minus zero, times its group's scale |
 | `spk.linear_sparse24` | values `[N, K/2]`, 2-bit positions `[N, ceil(K/8)]` | each column picks its group's kept value whose position it is, else 0 |
+| `aten.linear` | float32 `[N, K]` | the weight itself (generated only when an epilogue fuses in) |
+
+After the scales and the bias, a step's epilogue (pointwise ops on the result, reading
+extra operands per element, column, row or once: `schedule.epilogue_kind`) rewrites the
+accumulator tile before the one store.
 
 Only builtins of `triton.language` appear (`tl.full`, not `tl.zeros`): the helpers of
 `triton.language.standard` are themselves `@triton.jit` functions, made at triton's import
@@ -26,8 +31,12 @@ that needs a GPU to measure against, and is left for when one is at hand.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+import torch
+from spokeshave.compiler.dialect import BIAS, OPS
+from spokeshave.compiler.ir import Op, TensorType
 from spokeshave.compiler.numerics.quant import INT4_SYMMETRIC_ZERO
 
 
@@ -89,13 +98,18 @@ FORMATS = {f.op: f for f in (
            ""),
 )}
 
+_DENSE = Format("aten.linear", "w_ptr", "",
+                "        w = tl.load(w_ptr + rn[None, :] * K + rk[:, None], mask=wm, other=0.0)"
+                ".to(tl.float32)\n", "")
+FORMATS[_DENSE.op] = _DENSE
+
 _TEMPLATE = '''
 @triton.jit
-def {name}(x_ptr, {params}, b_ptr, y_ptr, M, N, K, stride_xm, stride_ym,
+def {name}(x_ptr, {params}, b_ptr, {extras}y_ptr, M, N, K, stride_xm, stride_ym,
         HAS_BIAS: tl.constexpr, {consts}BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    """{op}: y = x @ W^T{bias}, W decoded tile by tile in registers."""
-    rm = tl.program_id(0) * BM + tl.arange(0, BM)
-    rn = tl.program_id(1) * BN + tl.arange(0, BN)
+    """{op}: y = {what}, W decoded tile by tile in registers."""
+    rm = tl.program_id(0).to(tl.int64) * BM + tl.arange(0, BM)
+    rn = tl.program_id(1).to(tl.int64) * BN + tl.arange(0, BN)
     acc = tl.full((BM, BN), 0, dtype={acc})
     for k0 in range(0, K, BK):
         rk = k0 + tl.arange(0, BK)
@@ -104,21 +118,85 @@ def {name}(x_ptr, {params}, b_ptr, y_ptr, M, N, K, stride_xm, stride_ym,
 {load_x}{decode}        acc += tl.dot(x, w{dot})
 {epilogue}    if HAS_BIAS:
         acc += tl.load(b_ptr + rn, mask=rn < N, other=0.0)[None, :]
-    tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], acc,
-             mask=(rm[:, None] < M) & (rn[None, :] < N))
+    ym = (rm[:, None] < M) & (rn[None, :] < N)
+{fused}    tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], acc, mask=ym)
 '''
 
 HEADER = "import triton\nimport triton.language as tl\n"
 
+# how an epilogue's extra operand is loaded, by `schedule.epilogue_kind`
+_EXTRA_LOAD = {
+    "one": "tl.load({p})",
+    "col": "tl.load({p} + rn, mask=rn < N, other=0.0)[None, :]",
+    "row": "tl.load({p} + rm, mask=rm < M, other=0.0)[:, None]",
+    "full": "tl.load({p} + rm[:, None] * N + rn[None, :], mask=ym, other=0.0)",
+}
+
 
 def kernel_name(op: str) -> str:
-    return "spk_gemm_" + op.removeprefix("spk.linear_")
+    return "spk_gemm_" + op.removeprefix("spk.linear_").removeprefix("aten.")
 
 
-def kernel_source(op: str) -> str:
-    """The Triton source of the GEMM for compressed op `op` (one `@triton.jit` function)."""
+def kernel_source(op: str, name: str | None = None, fused: str = "", extras: Sequence[str] = ()
+                  ) -> str:
+    """The Triton source of the GEMM for linear `op` (one `@triton.jit` function); `fused`
+    are epilogue lines rewriting `acc` (the linear's exact value, bias included), reading
+    the extra operands of kinds `extras` as `e0, e1, ...`."""
     f = FORMATS[op]
+    loads = "".join(f"    e{i} = {_EXTRA_LOAD[kind].format(p=f'e{i}_ptr')}\n"
+                    for i, kind in enumerate(extras))
+    what = "x @ W^T + bias" + (", then its epilogue" if fused else "")
     return _TEMPLATE.format(
-        name=kernel_name(op), params=f.params, consts=f.consts, op=op, bias=" + bias",
+        name=name or kernel_name(op), params=f.params, consts=f.consts, op=op, what=what,
+        extras="".join(f"e{i}_ptr, " for i in range(len(extras))),
         acc="tl.int32" if f.int8 else "tl.float32", load_x=_X_INT8 if f.int8 else _X_FLOAT,
-        decode=f.decode, dot=", out_dtype=tl.int32" if f.int8 else "", epilogue=f.epilogue)
+        decode=f.decode, dot=", out_dtype=tl.int32" if f.int8 else ', input_precision="ieee"',
+        epilogue=f.epilogue, fused=loads + fused)
+
+
+@dataclass(frozen=True)
+class TritonGemm:
+    """A linear's kernel inputs: its weights as the format's parameters take them."""
+
+    op_name: str
+    symbol: str
+    n: int
+    k: int
+    weights: tuple[torch.Tensor, ...] = field(repr=False)
+    consts: dict = field(default_factory=dict)
+    act_row_bytes: int = 0          # w8a8: a row kernel may write its int8 input rows
+    library_when_alone: bool = False
+    source: str = ""                # instantiated per step, with that step's epilogue
+
+
+def gemm_kernel(op: Op, weights: list[torch.Tensor]) -> TritonGemm | None:
+    """The kernel inputs for linear `op` with its weight-role tensors (None: no kernel)."""
+    if op.name not in FORMATS or not weights or weights[0].dim() != 2:
+        return None
+    try:
+        bound = OPS[op.name].bind(op)
+    except Exception:  # an op that does not fit its record is not ours to compile
+        return None
+    for i in bound.positions_of(BIAS):
+        b = op.operands[i].type
+        if not isinstance(b, TensorType) or b.dtype != "f32":
+            return None
+    w, consts = list(weights), {}
+    a = op.attributes
+    if op.name == "aten.linear" and w[0].dtype != torch.float32:
+        return None
+    if op.name == "spk.linear_fp8":
+        w = [w[0].view(torch.uint8), w[1]]
+    elif op.name == "spk.linear_w4g":
+        sym = a["symmetric"]
+        w = [w[0], w[1], w[1] if sym else w[2]]  # a symmetric weight passes no zeros
+        consts = {"GROUP": a["group"], "HAS_ZEROS": not sym}
+    elif op.name == "spk.linear_sparse24":
+        consts = {"MCOLS": w[1].shape[1]}
+    n = w[0].shape[0]
+    k = op.operands[0].type.shape[-1] if isinstance(op.operands[0].type, TensorType) else None
+    if not isinstance(k, int):
+        return None
+    return TritonGemm(op.name, kernel_name(op.name), n, k, tuple(t.contiguous() for t in w), consts,
+                      act_row_bytes=k if FORMATS[op.name].int8 else 0,
+                      library_when_alone=op.name == "aten.linear")

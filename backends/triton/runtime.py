@@ -1,13 +1,16 @@
-"""Running a module on the Triton backend: its compressed linears as generated Triton GEMMs
-(`gemm.py`), every other op through the interpreter's ATen path (torch, on the same device).
+"""Running a module on the Triton backend: every fused group (and fusable op) as the
+kernels `backends.schedule` plans and `lowering.TritonCodegen` writes (row kernels, GEMMs
+with their epilogues and prologues), the remaining ops through the interpreter's ATen path
+(torch, on the same device), listed as extern in `kernels`.
 
 The kernels of a module are written to one Python file in the Triton kernel cache
 (`$SPOKESHAVE_TRITON_CACHE`, else `~/.cache/spokeshave/triton`), named by the sha256 of its
 text and imported from there: `@triton.jit` reads its function's source back from the file,
 so generated source cannot be `exec`'d from a string. Triton compiles (and caches) each
 block-size variant on its first launch. A kernel that fails to compile or launch is
-reported once, with the op and the error, and that op runs on the reference path from then
-on: never a wrong result, never a crash.
+reported once, naming its group and the error, and that group runs on the reference path
+from then on: never a wrong result, never a crash. A call that does not fit a group's
+kernels (a dynamic dim that broadcasts at run time) takes the reference path for that call.
 
 Under `TRITON_INTERPRET=1` (no GPU: CI and these machines) Triton runs the same kernels on
 CPU tensors with numpy, exactly; that is how every kernel here is tested.
@@ -20,24 +23,25 @@ import os
 import tempfile
 import warnings
 from collections import Counter
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from spokeshave.compiler.backend import KernelInfo
-from spokeshave.compiler.dialect import BIAS, OPS, WEIGHT
 from spokeshave.compiler.errors import SpokeshaveError
-from spokeshave.compiler.interpreter import Interpreter, reference_runner
+from spokeshave.compiler.interpreter import Interpreter
 from spokeshave.compiler.ir import Module, Op
-from spokeshave.compiler.numerics.quant import quantize_per_token_int8
 from spokeshave.compiler.printer import print_module
-from spokeshave.compiler.target import Target
+from spokeshave.compiler.target import INTERPRETER_ARCH, Target
 from spokeshave.compiler.weights import WeightStore
 
-from .gemm import FORMATS, HEADER, kernel_name, kernel_source
+from ..schedule import GroupPlan, plan_module
+from .gemm import HEADER, kernel_source
+from .launch import LaunchTuner
+from .lowering import TritonCodegen
+from .rows import HELPERS
 
 CACHE_ENV = "SPOKESHAVE_TRITON_CACHE"
-INTERPRETER_ARCH = "interpreter"
 
 
 class TritonBackendWarning(UserWarning):
@@ -67,8 +71,18 @@ def default_target() -> Target:
 
 
 def module_source(ops: Sequence[str]) -> str:
-    """The kernel file for a module whose compressed linears are `ops`."""
-    return HEADER + "".join(kernel_source(op) for op in sorted(set(ops)))
+    """A kernel file of the plain GEMMs (no epilogue) of linear ops `ops`."""
+    return HEADER + HELPERS + "".join(kernel_source(op) for op in sorted(set(ops)))
+
+
+def plans_source(plans: Mapping[Op, GroupPlan]) -> str:
+    """The kernel file of a module's plans: every generated step's function, once."""
+    seen: dict[str, str] = {}
+    for plan in plans.values():
+        for step in plan.steps:
+            if step.symbol is not None:
+                seen.setdefault(step.symbol, step.source)
+    return HEADER + HELPERS + "".join(seen.values()) if seen else ""
 
 
 def _cache_dir() -> str:
@@ -92,88 +106,54 @@ def load_kernels(source: str) -> Any:
     return mod
 
 
-def _blocks(m: int) -> tuple[int, int, int]:
-    """(BM, BN, BK): 16-row tiles for decode-sized M (tl.dot needs >= 16 on each side)."""
-    return (16 if m <= 16 else 32), 32, 32
-
-
-class GemmCall:
-    """One compressed linear run by its generated kernel."""
-
-    def __init__(self, op: Op, kernel: Callable):
-        self.op, self.kernel = op, kernel
-        ops = OPS[op.name].bind(op)
-        self.weights = ops.positions_of(WEIGHT)
-        self.bias = ops.positions_of(BIAS)
-        self.attrs = op.attributes
-
-    def __call__(self, args: list[Any]) -> torch.Tensor:
-        x = args[0]
-        w = [args[i] for i in self.weights]
-        bias = args[self.bias[0]] if self.bias else None
-        n = w[0].shape[0]
-        k = x.shape[-1]
-        x2 = x.reshape(-1, k).float().contiguous()
-        m = x2.shape[0]
-        y = torch.empty((m, n), dtype=torch.float32, device=x.device)
-        extra: dict[str, Any] = {}
-        name = self.op.name
-        if name == "spk.linear_w8a8":
-            xq, xs = quantize_per_token_int8(x2)
-            x2, w = xq, [w[0], w[1], xs.reshape(-1).contiguous()]
-        elif name == "spk.linear_fp8":
-            w = [w[0].view(torch.uint8), w[1]]
-        elif name == "spk.linear_w4g":
-            sym = self.attrs["symmetric"]
-            w = [w[0], w[1], w[1] if sym else w[2]]  # a symmetric weight passes no zeros
-            extra = {"GROUP": self.attrs["group"], "HAS_ZEROS": not sym}
-        elif name == "spk.linear_sparse24":
-            extra = {"MCOLS": w[1].shape[1]}
-        if m and n:
-            bm, bn, bk = _blocks(m)
-            grid = ((m + bm - 1) // bm, (n + bn - 1) // bn)
-            self.kernel[grid](x2, *w, bias if bias is not None else y, y, m, n, k,
-                              x2.stride(0), y.stride(0), HAS_BIAS=bias is not None, **extra,
-                              BM=bm, BN=bn, BK=bk)
-        return y.reshape(*x.shape[:-1], n).to(x.dtype)
-
-
 class TritonExecutable:
-    """An `Executable`: the interpreter with the compressed linears swapped for kernels."""
+    """An `Executable`: the interpreter with every planned group swapped for its kernels."""
 
     def __init__(self, module: Module, weights: WeightStore, target: Target):
         self.module, self.target = module, target
         self.device = torch.device("cpu" if target.arch == INTERPRETER_ARCH else "cuda")
         if self.device.type != "cpu":
             weights = WeightStore({n: t.to(self.device) for n, t in weights.items()})
-        self.ops = [op for op in module.entry.body.ops[:-1] if op.name in FORMATS]
-        self._source = module_source([op.name for op in self.ops]) if self.ops else ""
-        self.failed: dict[Op, str] = {}
-        kernels = load_kernels(self._source) if self.ops else None
-        self.calls = {op: GemmCall(op, getattr(kernels, kernel_name(op.name)))
-                      for op in self.ops}
+        self.tuner = LaunchTuner(target)
+        self.plans = plan_module(module, weights, TritonCodegen(self.tuner))
+        self._source = plans_source(self.plans)
+        self.failed: dict[str, str] = {}      # group name -> reason
+        if self._source:
+            kernels = load_kernels(self._source)
+            self.tuner.load(kernels.__file__ + ".launch.json")
+            for plan in self.plans.values():
+                for step in plan.steps:
+                    if step.symbol is not None:
+                        step.bind(getattr(kernels, step.symbol))
         self.extern_ops = Counter(op.name for op in module.entry.body.ops[:-1]
-                                  if op not in self.calls)
+                                  if op not in self.plans or not self._generated(self.plans[op]))
         self._interpreter = Interpreter(module, weights, select=self._select)
 
+    @staticmethod
+    def _generated(plan: GroupPlan) -> bool:
+        return any(s.symbol is not None for s in plan.steps)
+
     def _select(self, op: Op):
-        call = self.calls.get(op)
-        if call is None:
+        plan = self.plans.get(op)
+        if plan is None or not self._generated(plan):
             return None
-        fallback = reference_runner(op)
+        single = len(op.results) == 1
 
         def run(args: list[Any]) -> Any:
-            if op in self.failed:
-                return fallback(args)
-            try:
-                return call(args)
-            except Exception as e:  # noqa: BLE001 - a compile/launch failure: the op falls back
-                where = f" at {op.loc}" if op.loc else ""
-                self.failed[op] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                warnings.warn(f"spokeshave triton: the kernel of {op.name}{where} failed "
-                              f"({self.failed[op]}); it runs on the reference path",
-                              TritonBackendWarning, stacklevel=2)
-                return fallback(args)
+            got = None
+            if plan.name not in self.failed:
+                try:
+                    got = plan.run(args)
+                except Exception as e:  # noqa: BLE001 - a compile/launch failure: the group falls back
+                    first = str(e).splitlines()[0] if str(e) else ""
+                    self.failed[plan.name] = f"{type(e).__name__}: {first}"
+                    warnings.warn(f"spokeshave triton: a kernel of {plan.name} failed "
+                                  f"({self.failed[plan.name]}); the group runs on the reference "
+                                  f"path", TritonBackendWarning, stacklevel=2)
+            if got is None:
+                plan.fallbacks += 1
+                return plan.fallback(args)
+            return got[0] if single else got
         return run
 
     def __call__(self, *inputs: Any) -> list[Any]:
@@ -188,9 +168,13 @@ class TritonExecutable:
 
     @property
     def kernels(self) -> Sequence[KernelInfo]:
-        used = sorted({op.name for op in self.ops})
-        return ([KernelInfo(kernel_name(n), (n,), "kernels.py") for n in used]
-                + [KernelInfo(f"extern {n}", (n,)) for n in sorted(self.extern_ops)])
+        out = []
+        for plan in self.plans.values():
+            for s in plan.steps:
+                name = s.symbol or f"{s.kind} {s.ops[0].name}"
+                out.append(KernelInfo(name, tuple(o.name for o in s.ops),
+                                      "kernels.py" if s.symbol else None))
+        return out + [KernelInfo(f"extern {n}", (n,)) for n in sorted(self.extern_ops)]
 
 
 def build(module: Module, weights: WeightStore, target: Target) -> TritonExecutable:
@@ -199,5 +183,5 @@ def build(module: Module, weights: WeightStore, target: Target) -> TritonExecuta
 
 def generate(module: Module, weights: WeightStore, target: Target) -> dict[str, str]:
     """What `build` would load: the kernel file (`spokeshave-opt --emit=triton`)."""
-    ops = [op.name for op in module.entry.body.ops[:-1] if op.name in FORMATS]
-    return {"kernels.py": module_source(ops)} if ops else {}
+    source = plans_source(plan_module(module, weights, TritonCodegen(LaunchTuner(target))))
+    return {"kernels.py": source} if source else {}

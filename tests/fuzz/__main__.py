@@ -44,7 +44,7 @@ def _settings(n: int, phases) -> settings:
 
 
 def explore(n: int, s: int, max_steps: int, progress: bool, show_skips: bool = False,
-            start: int = 0) -> tuple[Counter, dict, list]:
+            start: int = 0, backend: str = "cpu") -> tuple[Counter, dict, list]:
     stats: Counter = Counter()
     first: dict[str, tuple[int, Result]] = {}   # kind -> (index, result)
     ops: Counter = Counter()
@@ -60,7 +60,7 @@ def explore(n: int, s: int, max_steps: int, progress: bool, show_skips: bool = F
         if i < start:  # generated (so the sequence stays the seed's) but not checked
             stats["not checked"] += 1
             return
-        r = check(case)
+        r = check(case, backend)
         stats[r.status] += 1
         stats["cache hits"] += r.hits
         stats["compiled"] += r.compiled
@@ -90,7 +90,8 @@ def explore(n: int, s: int, max_steps: int, progress: bool, show_skips: bool = F
     return stats, first, ops, info
 
 
-def shrink(n: int, s: int, max_steps: int, kind: str, start: int = 0) -> tuple[Result | None, int]:
+def shrink(n: int, s: int, max_steps: int, kind: str, start: int = 0,
+           backend: str = "cpu") -> tuple[Result | None, int]:
     """The shrunk failing example of `kind`, and the index where the replay first met it."""
     last: list = [None]
     index = [0, -1]
@@ -103,7 +104,7 @@ def shrink(n: int, s: int, max_steps: int, kind: str, start: int = 0) -> tuple[R
             index[0] += 1
             if index[0] <= start:
                 return
-        r = check(case)
+        r = check(case, backend)
         if r.status == "fail" and r.kind == kind:
             if index[1] < 0:
                 index[1] = index[0] - 1
@@ -142,10 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", type=int, default=0,
                    help="check from this case on (earlier ones are generated, not checked): "
                         "replays a long run's failure in minutes")
+    p.add_argument("--backend", choices=("cpu", "triton"), default="cpu",
+                   help="the backend checked (triton: its kernels under TRITON_INTERPRET=1)")
     args = p.parse_args(argv)
+    if args.backend == "triton":
+        os.environ["TRITON_INTERPRET"] = "1"
 
     stats, first, ops, info = explore(args.cases, args.seed, args.max_steps, args.progress,
-                                      args.show_skips, args.start)
+                                      args.show_skips, args.start, args.backend)
+    print(f"backend {args.backend}")
     n = stats["cases"]
     print(f"seed {args.seed}: {n} cases in {stats['seconds']:.1f} s "
           f"({1000 * stats['seconds'] / max(n, 1):.0f} ms per case)")
@@ -180,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n=== {kind} (first at case {i}, not shrunk)\n{r.report}", flush=True)
             continue
         args.shrink -= 1
-        found, j = shrink(args.cases, args.seed, args.max_steps, kind, args.start)
+        found, j = shrink(args.cases, args.seed, args.max_steps, kind, args.start, args.backend)
         if found is None:
             print(f"\n=== {kind}: first at case {i}; the replay did not meet it again. Unshrunk:\n{r.report}")
             continue

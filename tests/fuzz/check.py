@@ -1,7 +1,10 @@
-"""The differential check of one fuzz `Case`: `fuse` + the CPU backend against the reference.
+"""The differential check of one fuzz `Case`: `fuse` + a generated-code backend against the
+reference.
 
-`check(case)` compiles the case's IR once with `pipeline="fuse", backend="cpu"` (a fixed
-roofline, so fusion never depends on a measurement of the host), calls it at both sizes of
+`check(case, backend)` compiles the case's IR once with `pipeline="fuse"` on `backend`
+("cpu", the default, for the case's target; "triton", under `TRITON_INTERPRET=1`, which the
+caller sets) with a fixed roofline, so fusion never depends on a measurement of the host,
+calls it at both sizes of
 its dynamic dims, and compares every output with the reference interpreter on the unfused
 IR at the tolerance of its op family (stated and justified below). A `Result` says pass,
 skip (with a reason) or fail (with the kind and a report that reads like a test case: the
@@ -36,7 +39,7 @@ import spokeshave
 # products in another order than torch; each of these is a few float32 ulps (6e-8) of the
 # values involved, and the generator keeps graphs well conditioned (magnitudes below 1e4,
 # exp / softmax inputs bounded), so after a dozen ops the error stays far below 1e-5 of the
-# output's scale. Bit equality is not the contract (tests/test_cpu_rows.py states the same).
+# output's scale. Bit equality is not the contract (tests/test_rows.py states the same).
 # The absolute floor only matters for all-zero or tiny outputs.
 RTOL = 1e-5
 ATOL = 1e-6
@@ -188,15 +191,15 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {s[0][:200] if s else ''}"
 
 
-def check(case: Case) -> Result:
-    """Compile `case` with fuse + cpu, call it at both sizes, compare with the reference."""
+def check(case: Case, backend: str = "cpu") -> Result:
+    """Compile `case` with fuse on `backend`, call it at both sizes, compare with the reference."""
     try:
-        return _check(case)
+        return _check(case, backend)
     except Exception as e:  # a bug of this harness: fail loudly, with the case
         return _fail("harness error", case, _first_line(e) + "\n" + traceback.format_exc())
 
 
-def _check(case: Case) -> Result:
+def _check(case: Case, backend: str) -> Result:
     res = Result("pass")
     with _BuildCounter():
         try:
@@ -207,8 +210,8 @@ def _check(case: Case) -> Result:
             return Result("skip", "invalid graph: " + _first_line(e), case.describe())
         try:
             cm = spokeshave.compile_module(spokeshave.parse(case.text), WeightStore(dict(case.weights)),
-                                           pipeline="fuse", backend="cpu", cost_model=COST_MODEL,
-                                           target=case.target)
+                                           pipeline="fuse", backend=backend, cost_model=COST_MODEL,
+                                           target=case.target if backend == "cpu" else None)
         except Exception as e:
             return _fail("compile error", case, _first_line(e) + "\n" + traceback.format_exc(limit=-3))
         exe = cm.executable
@@ -294,6 +297,9 @@ def _check(case: Case) -> Result:
         if notes:
             fam = "int" if any("(int)" in n for n in notes) else "float"
             return _fail(f"mismatch ({fam}) at {where[0]}", case, "\n".join(notes), res)
+        if backend == "triton" and exe.failed:  # a kernel failed at its first launch
+            return _fail("kernel failed", case, "\n".join(f"{k}: {v}" for k, v in exe.failed.items()),
+                         res)
         if _BuildCounter.calls != builds:
             return _fail("recompiled", case, "calling at another size built C++ again", res)
         if res.fallbacks:

@@ -13,7 +13,7 @@ values makes most compiles cache hits):
 * feature dims {8, 16, 24, 32, 64}; leading dims static {1, 2, 3, 5} or dynamic (`?`,
   symbols sized {1, 2, 3, 4, 7, 0} per call, the second call another size; inputs
   uniform in [-s, s], s in {1, 3}, some with all-zero rows);
-* pointwise: every op the row kernels emit (`rows.POINTWISE_EMITTERS`): unary, binary with
+* pointwise: every op the row kernels emit (`backends.rowops.EXPRESSIONS`): unary, binary with
   broadcasting (a pool value, a fresh input or a parameter of a broadcast shape: [D],
   [1, D], [..., 1], size-1 leading dims) and `.Scalar` forms; scalars {0.5, -1.5, 2.0,
   3.0}, alphas {1, 2, 0.5}, exponents {2, 3, 0.5, 1.5, -1, -0.5};

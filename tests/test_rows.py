@@ -1,16 +1,18 @@
-"""Row kernels of the CPU backend against the reference backend, op by op and fused.
+"""Row kernels of the generated-code backends (CPU C++, Triton under its interpreter)
+against the reference backend, op by op and fused.
 
 Tolerance (float paths): max |got - want| <= 1e-5 * max |want| (+1e-6 absolute for
-near-zero outputs). The kernels reorder sums (vectorised reductions) and use polynomial
-exp/erf (`backends/cpu/prelude.py`: ~1 ulp and < 1.5e-7 absolute), so bit equality is not
-the contract; 1e-5 of the output's scale is.
+near-zero outputs). The kernels reorder sums (vectorised or tree reductions) and use their
+own exp/erf/tanh (`backends/cpu/prelude.py`: ~1 ulp and < 1.5e-7 absolute; Triton's
+`tl.exp`/`tl.erf` and `rows.HELPERS`), so bit equality is not the contract; 1e-5 of the
+output's scale is.
 """
 from __future__ import annotations
 
 import pytest
 import torch
 from spokeshave.backends.cpu import toolchain
-from spokeshave.backends.cpu.rows import POINTWISE_EMITTERS, REDUCTIONS
+from spokeshave.backends.rowops import EXPRESSIONS, REDUCTIONS
 from spokeshave.compiler.weights import WeightStore
 
 import spokeshave
@@ -35,17 +37,18 @@ def _unary_or_binary(name: str) -> str:
     return f'  %0 = "{name}"(%x) {attrs} : ({T}) -> {T}\n'
 
 
-def _run_both(text: str, inputs: list[torch.Tensor], weights: dict | None = None):
+def _run_both(text: str, inputs: list[torch.Tensor], weights: dict | None = None, backend="cpu"):
     module = spokeshave.parse(text)
-    cm = spokeshave.compile_module(module, WeightStore(dict(weights or {})), pipeline="dce", backend="cpu")
+    cm = spokeshave.compile_module(module, WeightStore(dict(weights or {})), pipeline="dce",
+                                   backend=backend)
     ref = spokeshave.compile_module(spokeshave.parse(text), WeightStore(dict(weights or {})),
                                     pipeline="dce", backend="reference")
     assert not cm.executable.failed, cm.executable.failed
     return cm, cm(*inputs), ref(*inputs)
 
 
-@pytest.mark.parametrize("name", sorted(POINTWISE_EMITTERS))
-def test_pointwise_op(name):
+@pytest.mark.parametrize("name", sorted(EXPRESSIONS))
+def test_pointwise_op(name, generated_backend):
     text = (f"func.func @f(%x: {T}, %y: tensor<?x1x24xf32>) -> {T} {{\n" + _unary_or_binary(name)
             + f"  return %0 : {T}\n}}")
     g = torch.Generator().manual_seed(0)
@@ -53,7 +56,7 @@ def test_pointwise_op(name):
     y = torch.randn(3, 1, 24, generator=g) + 0.5
     if name in POSITIVE:
         x = x.abs() + 0.1
-    cm, got, want = _run_both(text, [x, y])
+    cm, got, want = _run_both(text, [x, y], backend=generated_backend)
     kinds = [s.kind for p in cm.executable.plans.values() for s in p.steps]
     assert kinds == ["rows"], kinds
     _close(got, want)
@@ -75,14 +78,14 @@ REDUCTION_CASES = {
 
 
 @pytest.mark.parametrize("name", REDUCTIONS)
-def test_reduction_op(name):
+def test_reduction_op(name, generated_backend):
     op, sig, ret = REDUCTION_CASES[name]
     text = (f'func.func @f(%x: {T}, %g: tensor<24xf32> {{spk.param = "g"}}, %b: tensor<24xf32> '
             f'{{spk.param = "b"}}) -> {ret} {{\n  %0 = {op} : {sig}\n  return %0 : {ret}\n}}')
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 7, 24, generator=g) * 4 + 1
     w = {"g": torch.rand(24, generator=g) + 0.5, "b": torch.randn(24, generator=g)}
-    cm, got, want = _run_both(text, [x], w)
+    cm, got, want = _run_both(text, [x], w, generated_backend)
     _close(got, want)
 
 
@@ -109,14 +112,18 @@ def _fused_weights():
     return {"g": torch.rand(24, generator=g) + 0.5, "b": torch.randn(24, generator=g)}
 
 
-def test_fused_group_is_one_kernel_with_several_outputs():
+def test_fused_group_is_one_kernel_with_several_outputs(generated_backend):
     x, r = torch.randn(2, 9, 24), torch.randn(2, 9, 24)
-    cm, got, want = _run_both(FUSED, [x, r], _fused_weights())
+    cm, got, want = _run_both(FUSED, [x, r], _fused_weights(), generated_backend)
     (plan,) = cm.executable.plans.values()
     assert [s.kind for s in plan.steps] == ["rows"]
     src = plan.steps[0].source
-    assert plan.steps[0].symbol in cm.executable.sources[plan.unit]
-    assert src.count("#pragma omp parallel") == 1 and "spk_erf" not in src and "spk_tanh" in src
+    assert plan.steps[0].symbol in cm.executable.sources[plan.unit or "kernels.py"]
+    assert "erf" not in src and "spk_tanh" in src
+    if generated_backend == "cpu":
+        assert src.count("#pragma omp parallel") == 1
+    else:  # one row per program: LayerNorm, softmax, mean and RMSNorm reduce the loaded row
+        assert src.count("@triton.jit") == 1 and src.count("tl.load(a0") == 1
     for a, b in zip(got, want):
         _close(a, b)
 
@@ -138,7 +145,7 @@ def test_one_compile_serves_every_shape(monkeypatch):
     assert plan.fallbacks == 0
 
 
-def test_runtime_broadcast_takes_the_reference_path():
+def test_runtime_broadcast_takes_the_reference_path(generated_backend):
     """`?` dims that turn out to broadcast (1 where the kernel iterates) are not what was
     compiled: that call runs on the reference path, correctly. (`y`'s last dim is `?`: a
     call that passes 1 where the type says 24 is refused before any kernel runs.)"""
@@ -148,7 +155,7 @@ def test_runtime_broadcast_takes_the_reference_path():
   return %0 : {T}
 }}"""
     x, y = torch.randn(2, 3, 24), torch.randn(2, 3, 1)
-    cm, got, want = _run_both(text, [x, y])
+    cm, got, want = _run_both(text, [x, y], backend=generated_backend)
     _close(got, want)
     (plan,) = cm.executable.plans.values()
     assert plan.fallbacks == 1
@@ -157,7 +164,7 @@ def test_runtime_broadcast_takes_the_reference_path():
     assert plan.fallbacks == 1
 
 
-def test_layer_norm_of_a_constant_row_is_zero():
+def test_layer_norm_of_a_constant_row_is_zero(generated_backend):
     """A constant row normalises to 0 (torch: exactly). A float sum of 8 equal values is not
     8x exactly (3x rounds), so a plain two-pass mean is off by an ulp and 1/sqrt(eps) turns
     that into 3e-5; the kernel's corrected two-pass repairs the mean (a fuzzing find)."""
@@ -168,6 +175,6 @@ def test_layer_norm_of_a_constant_row_is_zero():
     levels = torch.cat([torch.tensor([float.fromhex("0x1.f66234p-1"), float.fromhex("0x1.7ff624p-1")]),
                         torch.rand(62, generator=torch.Generator().manual_seed(0)) * 4 - 2])
     x = levels[:, None].expand(64, 8).contiguous()
-    _, got, want = _run_both(text, [x])
+    _, got, want = _run_both(text, [x], backend=generated_backend)
     assert float(want.abs().max()) == 0.0
     assert float(got.abs().max()) <= 1e-6, float(got.abs().max())

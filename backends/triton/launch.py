@@ -1,0 +1,126 @@
+"""Launch configurations of the generated GEMMs: ranked by the cost model, the top few timed.
+
+Cost-model-guided autotuning, as Inductor's max-autotune narrows its candidates: for each
+GEMM step and size class of its M (the next power of two, so decode and prefill shapes get
+their own), every candidate `LaunchConfig` is priced by the roofline cost model's tiled
+GEMM term (`costmodel.roofline`: tile re-reads, padding, wave fill of the SMs). On a GPU
+the configurations of the `TOP` cheapest tile shapes are timed on the call's own tensors (`triton.testing.do_bench`) and the
+fastest kept; under the interpreter nothing is timed (a timing there measures numpy) and the
+cheapest is taken, which the model prices by tile steps, so the biggest tiles win.
+
+The choices are cached beside the kernel file: `<kernel file>.launch.json`, keyed by the
+target (`Target.key()`), step and M class, written atomically, read back by the next
+process that loads the same kernels. Warps and stages do not change a roofline price; they
+are told apart by the timing only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+from spokeshave.compiler.cost import Candidate
+from spokeshave.compiler.ir import Op
+from spokeshave.compiler.target import INTERPRETER_ARCH, Target
+from spokeshave.costmodel.roofline import RooflineCostModel
+
+TOP = 3
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    block_m: int
+    block_n: int
+    block_k: int
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+def m_class(m: int) -> int:
+    """The size class of M a choice is cached for: its next power of two (at least 16)."""
+    return max(16, 1 << max(m - 1, 0).bit_length())
+
+
+def gemm_candidates(m: int, target: Target) -> list[LaunchConfig]:
+    """The configurations tried for an M of `m` rows on `target` (tl.dot needs 16 or more
+    per side; 128 x 128 x 64 fp32 tiles are what a GPU's registers hold)."""
+    return [LaunchConfig(bm, bn, bk, warps, stages)
+            for bm in (16, 32, 64, 128) if bm <= m_class(m)
+            for bn in (32, 64, 128) for bk in (32, 64)
+            for warps in (4, 8) for stages in (2, 3)]
+
+
+def rank(ops: Sequence[Op], m: int, target: Target, model: RooflineCostModel | None = None
+         ) -> list[LaunchConfig]:
+    """Candidates cheapest first by the cost model (stable: ties keep their order)."""
+    model = model or RooflineCostModel()
+    ops = tuple(ops)
+
+    def seconds(c: LaunchConfig) -> float:
+        cand = Candidate.of(ops, dim_hint=m, rows=m, block_m=c.block_m, block_n=c.block_n,
+                            block_k=c.block_k)
+        return model.predict(cand, target).seconds
+    return sorted(gemm_candidates(m, target), key=seconds)
+
+
+class LaunchTuner:
+    """The chosen configuration per (step, M class), kept in memory and beside the kernels."""
+
+    def __init__(self, target: Target, path: str | None = None):
+        self.target = target
+        self.model = RooflineCostModel()
+        self.timed = target.device == "cuda" and target.arch != INTERPRETER_ARCH
+        self._chosen: dict[str, LaunchConfig] = {}
+        self.load(path)
+
+    def load(self, path: str | None) -> None:
+        """Read (and from now on write) the choices kept at `path`."""
+        self.path = path
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path or not os.path.isfile(self.path):
+            return
+        try:
+            with open(self.path) as f:
+                table = json.load(f).get(self.target.key(), {})
+            self._chosen = {k: LaunchConfig(**v) for k, v in table.items()}
+        except (OSError, ValueError, TypeError):
+            self._chosen = {}  # a corrupt or foreign file: choose again and rewrite it
+
+    def _save(self) -> None:
+        if not self.path:
+            return
+        try:
+            with open(self.path) as f:
+                everything = json.load(f)
+        except (OSError, ValueError):
+            everything = {}
+        everything[self.target.key()] = {k: asdict(v) for k, v in sorted(self._chosen.items())}
+        folder = os.path.dirname(self.path) or "."
+        fd, tmp = tempfile.mkstemp(prefix=".spk-", suffix=".json", dir=folder)
+        with os.fdopen(fd, "w") as f:
+            json.dump(everything, f, indent=1)
+        os.replace(tmp, self.path)
+
+    def choose(self, symbol: str, ops: Sequence[Op], m: int,
+               launch: Callable[[LaunchConfig], None]) -> LaunchConfig:
+        """The configuration for step `symbol` at `m` rows; `launch(config)` runs the kernel
+        once with it (for timing on a GPU)."""
+        key = f"{symbol}:m{m_class(m)}"
+        got = self._chosen.get(key)
+        if got is not None:
+            return got
+        ranked = rank(ops, m, self.target, self.model)
+        best = ranked[0]
+        if self.timed:
+            from triton.testing import do_bench
+
+            tiles = list(dict.fromkeys((c.block_m, c.block_n, c.block_k) for c in ranked))[:TOP]
+            timed = [c for c in ranked if (c.block_m, c.block_n, c.block_k) in tiles]
+            best = min(timed, key=lambda c: do_bench(lambda: launch(c), warmup=5, rep=20))
+        self._chosen[key] = best
+        self._save()
+        return best

@@ -1,0 +1,111 @@
+"""The Triton backend's code for the steps `backends.schedule` plans: one kernel per step.
+
+`TritonCodegen` is the scheduler's `Codegen`: a linear with a format in `gemm.FORMATS`
+(every compressed op, and a dense `aten.linear` that has an epilogue to fuse) becomes one
+GEMM kernel whose store applies the step's epilogue (activation, residual add, the `lorc`
+correction, any pointwise chain on the result); a run of row ops becomes one row kernel
+(`rows.py`), which also writes the int8 rows and scales of a w8a8 GEMM's input (the
+prologue). Each GEMM launch's block sizes, warps and stages come from `launch.LaunchTuner`
+(cost-model ranked, timed on a GPU, cached beside the kernels). Launches are ordinary Triton launches on the tensors' device (CPU tensors under
+`TRITON_INTERPRET=1`).
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+from spokeshave.compiler.ir import Op, Value
+from spokeshave.compiler.numerics.quant import quantize_per_token_int8
+
+from ..schedule import Quantized, Step, bias_value, epilogue_kind, gemm_buffers, row_step
+from . import rows
+from .gemm import TritonGemm, gemm_kernel, kernel_source
+from .launch import LaunchConfig, LaunchTuner
+from .rows import triton_expression
+
+
+def _fused_lines(op: Op, epilogue: list[Op], extras: list[Value]) -> str:
+    chain: dict[Value, str] = {op.result: "acc"}
+
+    def ref(v: Value) -> str:
+        return chain[v] if v in chain else f"e{extras.index(v)}"
+    lines = []
+    for i, e in enumerate(epilogue):
+        lines.append(f"    t{i} = {triton_expression(e, [ref(a) for a in e.operands], ref)}\n")
+        chain[e.result] = f"t{i}"
+    if epilogue:
+        lines.append(f"    acc = t{len(epilogue) - 1}\n")
+    return "".join(lines)
+
+
+def gemm_step(op: Op, kernel: TritonGemm, epilogue: list[Op], extras: list[Value],
+              tuner: LaunchTuner) -> Step:
+    """A linear with a pointwise epilogue, as one generated kernel."""
+    kinds = [epilogue_kind(v, kernel.n) for v in extras]
+    fused = _fused_lines(op, epilogue, extras)
+    text = kernel_source(op.name, "KERNEL", fused, kinds)
+    symbol = f"{kernel.symbol}_{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    source = text.replace("KERNEL", symbol, 1)
+    bias_v = bias_value(op)
+    inputs = [op.operands[0], *([bias_v] if bias_v is not None else []), *extras]
+    result = epilogue[-1].result if epilogue else op.result
+    box: dict[str, Any] = {}
+    ops = (op, *epilogue)
+    n, k = kernel.n, kernel.k
+    int8 = kernel.act_row_bytes > 0
+
+    def call(args: list[Any]) -> list[Any] | None:
+        x = args[0]
+        b = args[1] if bias_v is not None else None
+        ex = args[2 if bias_v is not None else 1:]
+        if isinstance(x, Quantized):
+            shape, x2, xs = x.shape, x.q, x.scale.reshape(-1)
+        else:
+            if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.shape[-1] != k:
+                return None
+            shape = tuple(x.shape)
+            x2 = x.reshape(-1, k).contiguous()
+            if int8:  # not fused into a producer: quantized here, as the reference does
+                x2, xs = quantize_per_token_int8(x2)
+                xs = xs.reshape(-1).contiguous()
+        buffers = gemm_buffers(ex, kinds, b, (*shape[:-1], n), x2.device)
+        if buffers is None:
+            return None
+        ready, b, y = buffers
+        m = y.numel() // n if n else 0
+        if m:
+            weights = (*kernel.weights[:2], xs, *kernel.weights[2:]) if int8 else kernel.weights
+
+            def launch(c: LaunchConfig) -> None:
+                grid = (-(-m // c.block_m), -(-n // c.block_n))
+                box["fn"][grid](x2, *weights, b if b is not None else y, *ready, y, m, n, k,
+                                x2.stride(0), n, HAS_BIAS=b is not None, **kernel.consts,
+                                BM=c.block_m, BN=c.block_n, BK=c.block_k,
+                                num_warps=c.num_warps, num_stages=c.num_stages)
+            launch(tuner.choose(symbol, ops, m, launch))
+        return [y]
+
+    return Step("gemm", (op, *epilogue), inputs, [result], symbol, source, (), call,
+                lambda fn: box.__setitem__("fn", fn))
+
+
+class TritonCodegen:
+    """The scheduler's `Codegen` for Triton; `tuner` picks each GEMM launch's configuration."""
+
+    def __init__(self, tuner: LaunchTuner):
+        self.tuner = tuner
+
+    def gemm_kernel(self, op: Op, weights: list[torch.Tensor]) -> TritonGemm | None:
+        return gemm_kernel(op, weights)
+
+    def quantize_row(self, kernel: TritonGemm) -> str:
+        return "int8-per-token"
+
+    def gemm_step(self, op: Op, kernel: TritonGemm, epilogue: list[Op], extras: list[Value],
+                  quantized_input: bool) -> Step:
+        return gemm_step(op, kernel, epilogue, extras, self.tuner)
+
+    def rows_step(self, ops: list[Op], inputs: list[Value], outputs: list[Value],
+                  quantize: dict[Value, tuple[str, int]]) -> Step:
+        return row_step(rows.generate(ops, inputs, outputs, quantize))
