@@ -194,3 +194,32 @@ def test_the_prologue_quantizes_rows_bit_for_bit(interpret):
     want_q, want_s = quantize_per_token_int8(torch.relu(x))
     assert torch.equal(q, want_q) and torch.equal(s, want_s.reshape(-1))
     assert q[0, :3].tolist() == [127, 0, 2]  # half to even
+
+
+def test_launch_configurations_are_ranked_by_the_cost_model():
+    """The roofline's tiled term: under the interpreter the fewest tile steps win (the
+    biggest tiles); on an H100-sized GPU a memory-bound decode GEMM takes 16-row tiles (no
+    padded rows) and the narrowest column tiles (the weight streamed by the most SMs)."""
+    from spokeshave.compiler.target import Target
+
+    text = """func.func @f(%x: tensor<?x4096xf32>, %q: tensor<4096x4096xi8> {spk.param = "q"}, %s: tensor<4096xf32> {spk.param = "s"}) -> tensor<?x4096xf32> {
+  %0 = "spk.linear_w8"(%x, %q, %s) : (tensor<?x4096xf32>, tensor<4096x4096xi8>, tensor<4096xf32>) -> tensor<?x4096xf32>
+  return %0 : tensor<?x4096xf32>
+}"""
+    op = spokeshave.parse(text).entry.body.ops[0]
+    interp = Target(device="cuda", arch="interpreter")
+    best = launch.rank([op], 64, interp)[0]
+    assert (best.block_m, best.block_n, best.block_k) == (64, 128, 64)
+    gpu = Target.parse("cuda:sm_90:sms=132")
+    decode = launch.rank([op], 1, gpu)[0]
+    assert (decode.block_m, decode.block_n) == (16, 32), decode
+
+
+def test_chosen_launch_configurations_are_cached_beside_the_kernels(interpret, tmp_path):
+    m, x = _mlp(), torch.randn(4, 48)
+    spokeshave.compile(m, (x,), pipeline="quantize{scheme=w4g group=16}", backend="triton")(x)
+    (table,) = (tmp_path / "triton").glob("*.launch.json")
+    import json
+
+    chosen = json.loads(table.read_text())["cuda.interpreter.nofeatures"]
+    assert any(k.startswith("spk_gemm_w4g_") and k.endswith(":m16") for k in chosen), chosen
