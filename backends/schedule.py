@@ -23,12 +23,13 @@ shape never fails and never recompiles.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import networkx as nx
 import torch
+from spokeshave.compiler.backend import KernelInfo
 from spokeshave.compiler.dialect import COMPRESSED_LINEAR, LINEAR, POINTWISE, has_trait, op_def
 from spokeshave.compiler.interpreter import reference_runner
 from spokeshave.compiler.ir import Module, Op, TensorType, Value
@@ -411,6 +412,15 @@ def lowerable(op: Op) -> bool:
     """A top-level op a backend's plan covers: a group, or one op a step can compute."""
     return (op.name == "spk.fused" or row_op_supported(op) or has_trait(op, COMPRESSED_LINEAR)
             or has_trait(op, LINEAR) or op.name in ATTENTION)
+
+
+def kernel_infos(plans: Mapping[Op, GroupPlan], extern_ops: Mapping[str, int]) -> list[KernelInfo]:
+    """What an executable ran: each step of each plan (generated ones name the source file
+    holding them, `plan.unit`), then each op left to the interpreter's ATen path."""
+    out = [KernelInfo(s.symbol or f"{s.kind} {s.ops[0].name}", tuple(o.name for o in s.ops),
+                      plan.unit if s.symbol else None)
+           for plan in plans.values() for s in plan.steps]
+    return out + [KernelInfo(f"extern {name}", (name,)) for name in sorted(extern_ops)]
 
 
 def plan_module(module: Module, weights: WeightStore, codegen: Codegen) -> dict[Op, GroupPlan]:

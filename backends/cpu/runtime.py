@@ -27,7 +27,7 @@ from spokeshave.compiler.printer import print_module
 from spokeshave.compiler.target import Target
 from spokeshave.compiler.weights import WeightStore
 
-from ..schedule import GroupPlan, plan_module
+from ..schedule import GroupPlan, kernel_infos, plan_module
 from . import toolchain
 from .lowering import CpuCodegen
 from .prelude import PRELUDE
@@ -137,14 +137,7 @@ class CpuExecutable:
 
     @property
     def kernels(self) -> Sequence[KernelInfo]:
-        out = []
-        for plan in self.plans.values():
-            for s in plan.steps:
-                name = s.symbol or f"{s.kind} {s.ops[0].name}"
-                out.append(KernelInfo(name, tuple(o.name for o in s.ops),
-                                      plan.unit if s.symbol else None))
-        out += [KernelInfo(f"extern {name}", (name,)) for name in sorted(self.extern_ops)]
-        return out
+        return kernel_infos(self.plans, self.extern_ops)
 
     def summary(self) -> str:
         """The compile report: groups, generated kernels, library calls, extern ops."""

@@ -35,7 +35,7 @@ from spokeshave.compiler.printer import print_module
 from spokeshave.compiler.target import INTERPRETER_ARCH, Target
 from spokeshave.compiler.weights import WeightStore
 
-from ..schedule import GroupPlan, plan_module
+from ..schedule import GroupPlan, kernel_infos, plan_module
 from .gemm import HEADER, kernel_source
 from .launch import LaunchTuner
 from .lowering import TritonCodegen
@@ -122,6 +122,7 @@ class TritonExecutable:
             kernels = load_kernels(self._source)
             self.tuner.load(kernels.__file__ + ".launch.json")
             for plan in self.plans.values():
+                plan.unit = "kernels.py" if self._generated(plan) else None
                 for step in plan.steps:
                     if step.symbol is not None:
                         step.bind(getattr(kernels, step.symbol))
@@ -168,13 +169,7 @@ class TritonExecutable:
 
     @property
     def kernels(self) -> Sequence[KernelInfo]:
-        out = []
-        for plan in self.plans.values():
-            for s in plan.steps:
-                name = s.symbol or f"{s.kind} {s.ops[0].name}"
-                out.append(KernelInfo(name, tuple(o.name for o in s.ops),
-                                      "kernels.py" if s.symbol else None))
-        return out + [KernelInfo(f"extern {n}", (n,)) for n in sorted(self.extern_ops)]
+        return kernel_infos(self.plans, self.extern_ops)
 
 
 def build(module: Module, weights: WeightStore, target: Target) -> TritonExecutable:
