@@ -414,6 +414,23 @@ def lowerable(op: Op) -> bool:
             or has_trait(op, LINEAR) or op.name in ATTENTION)
 
 
+def plan_runner(plan: GroupPlan, single: bool,
+                attempt: Callable[[list[Any]], list[Any] | None] | None = None
+                ) -> Callable[[list[Any]], Any]:
+    """The interpreter's runner of a planned op: `attempt` (the plan's steps by default);
+    when it returns None (a call that does not fit), the op's reference runner, counted in
+    `plan.fallbacks`."""
+    attempt = attempt or plan.run
+
+    def run(args: list[Any]) -> Any:
+        got = attempt(args)
+        if got is None:
+            plan.fallbacks += 1
+            return plan.fallback(args)
+        return got[0] if single else got
+    return run
+
+
 def kernel_infos(plans: Mapping[Op, GroupPlan], extern_ops: Mapping[str, int]) -> list[KernelInfo]:
     """What an executable ran: each step of each plan (generated ones name the source file
     holding them, `plan.unit`), then each op left to the interpreter's ATen path."""

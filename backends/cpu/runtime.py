@@ -27,7 +27,7 @@ from spokeshave.compiler.printer import print_module
 from spokeshave.compiler.target import Target
 from spokeshave.compiler.weights import WeightStore
 
-from ..schedule import GroupPlan, kernel_infos, plan_module
+from ..schedule import GroupPlan, kernel_infos, plan_module, plan_runner
 from . import toolchain
 from .lowering import CpuCodegen
 from .prelude import PRELUDE
@@ -118,15 +118,7 @@ class CpuExecutable:
         plan = self.plans.get(op)
         if plan is None or plan.name in self.failed:
             return None
-        single = len(op.results) == 1
-
-        def run(args: list[Any]) -> Any:
-            got = plan.run(args)
-            if got is None:
-                plan.fallbacks += 1
-                return plan.fallback(args)
-            return got[0] if single else got
-        return run
+        return plan_runner(plan, len(op.results) == 1)
 
     def __call__(self, *inputs: Any) -> list[Any]:
         return self._interpreter(*inputs)

@@ -35,7 +35,7 @@ from spokeshave.compiler.printer import print_module
 from spokeshave.compiler.target import INTERPRETER_ARCH, Target
 from spokeshave.compiler.weights import WeightStore
 
-from ..schedule import GroupPlan, kernel_infos, plan_module
+from ..schedule import GroupPlan, kernel_infos, plan_module, plan_runner
 from .gemm import HEADER, kernel_source
 from .launch import LaunchTuner
 from .lowering import TritonCodegen
@@ -138,24 +138,20 @@ class TritonExecutable:
         plan = self.plans.get(op)
         if plan is None or not self._generated(plan):
             return None
-        single = len(op.results) == 1
 
-        def run(args: list[Any]) -> Any:
-            got = None
-            if plan.name not in self.failed:
-                try:
-                    got = plan.run(args)
-                except Exception as e:  # noqa: BLE001 - a compile/launch failure: the group falls back
-                    first = str(e).splitlines()[0] if str(e) else ""
-                    self.failed[plan.name] = f"{type(e).__name__}: {first}"
-                    warnings.warn(f"spokeshave triton: a kernel of {plan.name} failed "
-                                  f"({self.failed[plan.name]}); the group runs on the reference "
-                                  f"path", TritonBackendWarning, stacklevel=2)
-            if got is None:
-                plan.fallbacks += 1
-                return plan.fallback(args)
-            return got[0] if single else got
-        return run
+        def attempt(args: list[Any]) -> list[Any] | None:
+            if plan.name in self.failed:
+                return None
+            try:
+                return plan.run(args)
+            except Exception as e:  # noqa: BLE001 - a compile/launch failure: the group falls back
+                first = str(e).splitlines()[0] if str(e) else ""
+                self.failed[plan.name] = f"{type(e).__name__}: {first}"
+                warnings.warn(f"spokeshave triton: a kernel of {plan.name} failed "
+                              f"({self.failed[plan.name]}); the group runs on the reference "
+                              f"path", TritonBackendWarning, stacklevel=3)
+                return None
+        return plan_runner(plan, len(op.results) == 1, attempt)
 
     def __call__(self, *inputs: Any) -> list[Any]:
         return self._interpreter(*inputs)
