@@ -116,17 +116,23 @@ def norm_affine(expr: str, vals: dict[str, Value | None], ref: Ref) -> str:
     return expr
 
 
-def f32(v: Value) -> bool:
-    return isinstance(v.type, TensorType) and v.type.dtype == "f32"
+F32 = frozenset({"f32"})
 
 
-def row_op_supported(op: Op) -> bool:
-    """An op a row kernel can compute: f32 in and out, pointwise with an expression or a
-    last-dim reduction we lower, no attribute we would ignore."""
-    if not op.results or not all(f32(r) for r in op.results) or len(op.results) != 1:
+def float_of(v: Value, float_types: frozenset[str] = F32) -> bool:
+    """A tensor value of one of the element types a backend's kernels read and write."""
+    return isinstance(v.type, TensorType) and v.type.dtype in float_types
+
+
+def row_op_supported(op: Op, float_types: frozenset[str] = F32) -> bool:
+    """An op a row kernel can compute: tensors of `float_types` in and out (computed in
+    float32), pointwise with an expression or a last-dim reduction we lower, no attribute we
+    would ignore."""
+    if not op.results or not all(float_of(r, float_types) for r in op.results) or len(op.results) != 1:
         return False
     tensor_operands = [v for v in op.operands if isinstance(v.type, TensorType)]
-    if len(tensor_operands) != len(op.operands) or not all(f32(v) for v in tensor_operands):
+    if (len(tensor_operands) != len(op.operands)
+            or not all(float_of(v, float_types) for v in tensor_operands)):
         return False
     a = op.attributes
     if has_trait(op, POINTWISE):

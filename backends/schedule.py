@@ -32,10 +32,10 @@ import torch
 from spokeshave.compiler.backend import KernelInfo
 from spokeshave.compiler.dialect import COMPRESSED_LINEAR, LINEAR, POINTWISE, has_trait, op_def
 from spokeshave.compiler.interpreter import reference_runner
-from spokeshave.compiler.ir import Module, Op, TensorType, Value
+from spokeshave.compiler.ir import Module, Op, Value
 from spokeshave.compiler.weights import WeightStore
 
-from .rowops import row_op_supported
+from .rowops import F32, float_of, row_op_supported
 
 ATTENTION = ("aten.scaled_dot_product_attention",)
 
@@ -108,7 +108,10 @@ class GemmKernelLike(Protocol):
 
 
 class Codegen(Protocol):
-    """What a backend supplies: kernels for linears, and the source of each step."""
+    """What a backend supplies: kernels for linears, and the source of each step; its
+    kernels read and write tensors of `float_types` (computing in float32)."""
+
+    float_types: frozenset[str]
 
     def gemm_kernel(self, op: Op, weights: list[torch.Tensor]) -> GemmKernelLike | None: ...
 
@@ -124,10 +127,10 @@ class Codegen(Protocol):
 # ------------------------------------------------------------------ epilogue operands
 
 
-def epilogue_kind(v: Value, n: int) -> str | None:
+def epilogue_kind(v: Value, n: int, float_types: frozenset[str] = F32) -> str | None:
     """How an epilogue reads an extra operand: per element, per column, per row, once."""
     t = v.type
-    if not isinstance(t, TensorType) or t.dtype != "f32":
+    if not float_of(v, float_types):
         return None
     if t.rank == 0 or all(d == 1 for d in t.shape):
         return "one"
@@ -157,10 +160,12 @@ def ready_extra(t: torch.Tensor, kind: str, y_shape: tuple[int, ...]) -> torch.T
 
 
 def gemm_buffers(extras: list[Any], kinds: list[str], bias: torch.Tensor | None,
-                 y_shape: tuple[int, ...], device: torch.device
+                 y_shape: tuple[int, ...], device: torch.device,
+                 dtype: torch.dtype = torch.float32
                  ) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor] | None:
     """A GEMM step's extra operands laid out for its epilogue, its bias as float32, and its
-    output buffer; None when an extra does not fit (the group then takes the reference path)."""
+    `dtype` output buffer; None when an extra does not fit (the group then takes the
+    reference path)."""
     ready = []
     for t, kind in zip(extras, kinds):
         c = ready_extra(t, kind, y_shape) if isinstance(t, torch.Tensor) else None
@@ -169,7 +174,7 @@ def gemm_buffers(extras: list[Any], kinds: list[str], bias: torch.Tensor | None,
         ready.append(c)
     if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
         bias = bias.float().contiguous()
-    return ready, bias, torch.empty(y_shape, dtype=torch.float32, device=device)
+    return ready, bias, torch.empty(y_shape, dtype=dtype, device=device)
 
 
 def bias_value(op: Op) -> Value | None:
@@ -243,10 +248,14 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
         for v in op.operands:
             users.setdefault(v, []).append(op)
     out_set = set(outputs)
+    floats = codegen.float_types
+
+    def row_op(op: Op) -> bool:
+        return row_op_supported(op, floats)
     kernels: dict[Op, Any] = {}
     for op in ops:
         if ((has_trait(op, COMPRESSED_LINEAR) or has_trait(op, LINEAR))
-                and op.operands[0].type.dtype == "f32"):
+                and float_of(op.operands[0], floats)):
             weights = [constant(v) for v in op_def(op.name).bind(op).by_role("weight")]
             if all(w is not None for w in weights):
                 k = codegen.gemm_kernel(op, weights)
@@ -262,11 +271,11 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
         chain, extras, cur = [], [], g.result
         while cur not in out_set and len(users.get(cur, [])) == 1:
             c = users[cur][0]
-            if (not has_trait(c, POINTWISE) or not row_op_supported(c) or c in claimed
+            if (not has_trait(c, POINTWISE) or not row_op(c) or c in claimed
                     or c.result.type.shape != g.result.type.shape):
                 break
             others = [v for v in c.operands if v is not cur]
-            if any(epilogue_kind(v, k.n) is None or _depends_on(v, g, ops) for v in others):
+            if any(epilogue_kind(v, k.n, floats) is None or _depends_on(v, g, ops) for v in others):
                 break
             chain.append(c)
             extras += [v for v in others if v not in extras]
@@ -301,7 +310,7 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
         # the split ops read float outlier columns too: their input stays float
         float_too = "oweight" in op_def(g.name).bind(g).values
         if (k.act_row_bytes and not float_too and p is not None and p not in kernels
-                and row_op_supported(p) and unit_of.get(p) is None):
+                and row_op(p) and unit_of.get(p) is None):
             if x not in quantize:
                 quantize[x] = (codegen.quantize_row(k), k.act_row_bytes)
                 quantizer_of[x] = k.symbol
@@ -346,11 +355,11 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
             flush()
             steps.append(codegen.gemm_step(u, kernels[u], epilogue_of[u], extras_of[u],
                                            u.operands[0] in quantize))
-        elif row_op_supported(u) and not (run and not _same_space(run, u)):
+        elif row_op(u) and not (run and not _same_space(run, u)):
             run.append(u)
         else:
             flush()
-            if row_op_supported(u):
+            if row_op(u):
                 run.append(u)
             else:
                 kind = "library" if (has_trait(u, LINEAR) or u.name in ATTENTION) else "extern"
@@ -408,9 +417,10 @@ def group_name(op: Op, i: int) -> str:
     return f"group {i} ({op.name}{'[' + kind + ']' if kind else ''}{where})"
 
 
-def lowerable(op: Op) -> bool:
+def lowerable(op: Op, float_types: frozenset[str] = F32) -> bool:
     """A top-level op a backend's plan covers: a group, or one op a step can compute."""
-    return (op.name == "spk.fused" or row_op_supported(op) or has_trait(op, COMPRESSED_LINEAR)
+    return (op.name == "spk.fused" or row_op_supported(op, float_types)
+            or has_trait(op, COMPRESSED_LINEAR)
             or has_trait(op, LINEAR) or op.name in ATTENTION)
 
 
@@ -446,7 +456,7 @@ def plan_module(module: Module, weights: WeightStore, codegen: Codegen) -> dict[
     params = {a: weights[n] for a in func.args if (n := func.param_name(a)) is not None}
     plans: dict[Op, GroupPlan] = {}
     for i, op in enumerate(func.body.ops[:-1]):
-        if not lowerable(op):
+        if not lowerable(op, codegen.float_types):
             continue
         if op.name == "spk.fused":
             block = op.regions[0].block

@@ -82,10 +82,12 @@ class QualityReport:
 
     layers: list[LayerEntry] = field(default_factory=list)
     end_to_end: EndToEnd | None = None
+    activations: str = ""   # the float element types the model runs in ("bf16"; "" unknown)
 
     @staticmethod
     def measure(entries: list[LayerEntry], batches: list | None,
-                reference: Callable[..., Any], compiled: Callable[..., Any]) -> "QualityReport":
+                reference: Callable[..., Any], compiled: Callable[..., Any],
+                activations: str = "") -> "QualityReport":
         e2e = None
         if batches:
             rels, coss = [], []
@@ -95,7 +97,7 @@ class QualityReport:
                     rels.append(rel)
                     coss.append(cos)
             e2e = EndToEnd(len(batches), sum(rels) / len(rels), max(rels), min(coss))
-        return QualityReport(list(entries), e2e)
+        return QualityReport(list(entries), e2e, activations)
 
     def by_layer(self, pass_name: str | None = None) -> dict[str, LayerEntry]:
         """The last entry per layer (of one pass, if given)."""
@@ -114,6 +116,8 @@ class QualityReport:
                      "" if e.error is None else f"{e.error:.3e}")
             lines.append(f"{e.layer:<48.48} {e.pass_name:<16.16} {e.scheme:<8.8} "
                          f"{cells[0]:>6} {cells[1]:>8} {cells[2]:>10}  {status}")
+        if self.activations:
+            lines.append(f"activations: {self.activations}")
         if self.end_to_end:
             d = self.end_to_end
             lines.append(f"end to end over {d.batches} calibration batches: relative MSE "

@@ -18,7 +18,7 @@ from .compiler.backend import BACKENDS, Backend, Executable
 from .compiler.errors import SpokeshaveError
 from .compiler.frontend import Imported
 from .compiler.frontend import import_model as _import_model
-from .compiler.ir import Module
+from .compiler.ir import Module, TensorType, torch_dtype
 from .compiler.parser import parse_module
 from .compiler.passmanager import PassContext, PassManager
 from .compiler.report import QualityReport
@@ -59,11 +59,15 @@ class CompiledModel:
         """Per-layer compression entries and the end-to-end error on the calibration batches
         (measured on first access). `print(cm.report)`, `cm.report.save_plot("err.png")`."""
         if self._report is None:
+            f = self.module.entry
+            floats = sorted({v.type.dtype for v in (*f.user_inputs(), *f.return_op.operands)
+                             if isinstance(v.type, TensorType) and torch_dtype(v.type.dtype).is_floating_point})
+            activations = ", ".join(floats)
             if self._reference is not None and self._calibration:
                 self._report = QualityReport.measure(self.context.report, self._calibration,
-                                                     self._reference, self)
+                                                     self._reference, self, activations)
             else:
-                self._report = QualityReport(list(self.context.report))
+                self._report = QualityReport(list(self.context.report), activations=activations)
         return self._report
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

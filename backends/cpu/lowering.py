@@ -16,6 +16,7 @@ import torch
 from spokeshave.compiler.ir import Op, Value
 from spokeshave.compiler.target import Target
 
+from ..rowops import F32
 from ..schedule import Quantized, Step, bias_value, epilogue_kind, gemm_buffers, row_step
 from . import gemm, rows
 from .rows import cpp_expression
@@ -110,7 +111,9 @@ def gemm_step(op: Op, kernel: gemm.GemmKernel, epilogue: list[Op], extras: list[
 
 
 class CpuCodegen:
-    """The scheduler's `Codegen` for C++ on `target`."""
+    """The scheduler's `Codegen` for C++ on `target` (float32 tensors)."""
+
+    float_types = F32
 
     def __init__(self, target: Target):
         self.target = target

@@ -36,8 +36,10 @@ from dataclasses import dataclass, field
 
 import torch
 from spokeshave.compiler.dialect import BIAS, OPS
-from spokeshave.compiler.ir import Op, TensorType
+from spokeshave.compiler.ir import Op, TensorType, torch_dtype
 from spokeshave.compiler.numerics.quant import INT4_SYMMETRIC_ZERO
+
+from .rows import FLOAT_TYPES
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,14 @@ class Format:
 
 _X_FLOAT = ("        x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=xm, other=0.0)"
             ".to(tl.float32)\n")
+# Triton's interpreter multiplies bf16 tiles as their uint16 storage (numpy has no bf16), so
+# there a bf16 kernel's launcher sets DOT_F32: the same exact products (bf16 x bf16 fits
+# float32) and float32 sums as the tensor-core dot a GPU compiles from the other branch
+_BF16_DOT = ("        if DOT_F32:\n"
+             "            acc += tl.dot(x.to(tl.float32), w.to(tl.float32), input_precision=\"ieee\")\n"
+             "        else:\n"
+             "            acc += tl.dot(x, w)")
+_X_HALF = "        x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=xm, other=0.0)\n"
 _X_INT8 = "        x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=xm, other=0)\n"
 _CHANNEL_SCALE = "    acc = acc * tl.load(s_ptr + rn, mask=rn < N, other=0.0)[None, :]\n"
 
@@ -106,7 +116,7 @@ FORMATS[_DENSE.op] = _DENSE
 _TEMPLATE = '''
 @triton.jit
 def {name}(x_ptr, {params}, b_ptr, {extras}y_ptr, M, N, K, stride_xm, stride_ym,
-        HAS_BIAS: tl.constexpr, {consts}BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+        HAS_BIAS: tl.constexpr, {consts}{dot_const}BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     """{op}: y = {what}, W decoded tile by tile in registers."""
     rm = tl.program_id(0).to(tl.int64) * BM + tl.arange(0, BM)
     rn = tl.program_id(1).to(tl.int64) * BN + tl.arange(0, BN)
@@ -115,11 +125,11 @@ def {name}(x_ptr, {params}, b_ptr, {extras}y_ptr, M, N, K, stride_xm, stride_ym,
         rk = k0 + tl.arange(0, BK)
         xm = (rm[:, None] < M) & (rk[None, :] < K)
         wm = (rk[:, None] < K) & (rn[None, :] < N)
-{load_x}{decode}        acc += tl.dot(x, w{dot})
+{load_x}{decode}{cast_w}{dot_line}
 {epilogue}    if HAS_BIAS:
         acc += tl.load(b_ptr + rn, mask=rn < N, other=0.0)[None, :]
     ym = (rm[:, None] < M) & (rn[None, :] < N)
-{fused}    tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], acc, mask=ym)
+{fused}    tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], acc{store_cast}, mask=ym)
 '''
 
 HEADER = "import triton\nimport triton.language as tl\n"
@@ -137,21 +147,33 @@ def kernel_name(op: str) -> str:
     return "spk_gemm_" + op.removeprefix("spk.linear_").removeprefix("aten.")
 
 
-def kernel_source(op: str, name: str | None = None, fused: str = "", extras: Sequence[str] = ()
-                  ) -> str:
-    """The Triton source of the GEMM for linear `op` (one `@triton.jit` function); `fused`
-    are epilogue lines rewriting `acc` (the linear's exact value, bias included), reading
-    the extra operands of kinds `extras` as `e0, e1, ...`."""
+def kernel_source(op: str, name: str | None = None, fused: str = "", extras: Sequence[str] = (),
+                  dtype: str = "f32") -> str:
+    """The Triton source of the GEMM for linear `op` (one `@triton.jit` function) on `dtype`
+    activations; `fused` are epilogue lines rewriting `acc` (the linear's exact value, bias
+    included), reading the extra operands of kinds `extras` as `e0, e1, ...`.
+
+    16-bit activations (f16, bf16) enter `tl.dot` as they are, the decoded weight tile cast
+    to their type (tensor cores; float32 accumulation); f32 ones take an IEEE float32 dot
+    (Triton's default TF32 would cost ~1e-3)."""
     f = FORMATS[op]
-    loads = "".join(f"    e{i} = {_EXTRA_LOAD[kind].format(p=f'e{i}_ptr')}\n"
+    half = dtype != "f32" and not f.int8
+    up = ".to(tl.float32)" if dtype != "f32" else ""
+    loads = "".join(f"    e{i} = {_EXTRA_LOAD[kind].format(p=f'e{i}_ptr')}{up}\n"
                     for i, kind in enumerate(extras))
     what = "x @ W^T + bias" + (", then its epilogue" if fused else "")
     return _TEMPLATE.format(
         name=name or kernel_name(op), params=f.params, consts=f.consts, op=op, what=what,
         extras="".join(f"e{i}_ptr, " for i in range(len(extras))),
-        acc="tl.int32" if f.int8 else "tl.float32", load_x=_X_INT8 if f.int8 else _X_FLOAT,
-        decode=f.decode, dot=", out_dtype=tl.int32" if f.int8 else ', input_precision="ieee"',
-        epilogue=f.epilogue, fused=loads + fused)
+        acc="tl.int32" if f.int8 else "tl.float32",
+        load_x=_X_INT8 if f.int8 else (_X_HALF if half else _X_FLOAT), decode=f.decode,
+        cast_w="        w = w.to(x.dtype)\n" if half else "",
+        dot_line=_BF16_DOT if half and dtype == "bf16" else
+        "        acc += tl.dot(x, w{})".format(", out_dtype=tl.int32" if f.int8 else
+                                              ("" if half else ', input_precision="ieee"')),
+        dot_const="DOT_F32: tl.constexpr, " if half and dtype == "bf16" else "",
+        epilogue=f.epilogue, fused=loads + fused,
+        store_cast=".to(y_ptr.dtype.element_ty)" if dtype != "f32" else "")
 
 
 @dataclass(frozen=True)
@@ -177,13 +199,16 @@ def gemm_kernel(op: Op, weights: list[torch.Tensor]) -> TritonGemm | None:
         bound = OPS[op.name].bind(op)
     except Exception:  # an op that does not fit its record is not ours to compile
         return None
+    x = op.operands[0].type
+    if not isinstance(x, TensorType) or x.dtype not in FLOAT_TYPES:
+        return None
     for i in bound.positions_of(BIAS):
         b = op.operands[i].type
-        if not isinstance(b, TensorType) or b.dtype != "f32":
+        if not isinstance(b, TensorType) or b.dtype not in FLOAT_TYPES:
             return None
     w, consts = list(weights), {}
     a = op.attributes
-    if op.name == "aten.linear" and w[0].dtype != torch.float32:
+    if op.name == "aten.linear" and w[0].dtype != torch_dtype(x.dtype):
         return None
     if op.name == "spk.linear_fp8":
         w = [w[0].view(torch.uint8), w[1]]
@@ -194,7 +219,7 @@ def gemm_kernel(op: Op, weights: list[torch.Tensor]) -> TritonGemm | None:
     elif op.name == "spk.linear_sparse24":
         consts = {"MCOLS": w[1].shape[1]}
     n = w[0].shape[0]
-    k = op.operands[0].type.shape[-1] if isinstance(op.operands[0].type, TensorType) else None
+    k = x.shape[-1]
     if not isinstance(k, int):
         return None
     return TritonGemm(op.name, kernel_name(op.name), n, k, tuple(t.contiguous() for t in w), consts,

@@ -15,14 +15,15 @@ import hashlib
 from typing import Any
 
 import torch
-from spokeshave.compiler.ir import Op, Value
+from spokeshave.compiler.ir import Op, Value, torch_dtype
+from spokeshave.compiler.target import INTERPRETER_ARCH
 from spokeshave.compiler.numerics.quant import quantize_per_token_int8
 
 from ..schedule import Quantized, Step, bias_value, epilogue_kind, gemm_buffers, row_step
 from . import rows
 from .gemm import TritonGemm, gemm_kernel, kernel_source
 from .launch import LaunchConfig, LaunchTuner
-from .rows import triton_expression
+from .rows import FLOAT_TYPES, triton_expression
 
 
 def _fused_lines(op: Op, epilogue: list[Op], extras: list[Value]) -> str:
@@ -42,9 +43,10 @@ def _fused_lines(op: Op, epilogue: list[Op], extras: list[Value]) -> str:
 def gemm_step(op: Op, kernel: TritonGemm, epilogue: list[Op], extras: list[Value],
               tuner: LaunchTuner) -> Step:
     """A linear with a pointwise epilogue, as one generated kernel."""
-    kinds = [epilogue_kind(v, kernel.n) for v in extras]
+    kinds = [epilogue_kind(v, kernel.n, FLOAT_TYPES) for v in extras]
     fused = _fused_lines(op, epilogue, extras)
-    text = kernel_source(op.name, "KERNEL", fused, kinds)
+    floats = op.operands[0].type.dtype
+    text = kernel_source(op.name, "KERNEL", fused, kinds, floats)
     symbol = f"{kernel.symbol}_{hashlib.sha256(text.encode()).hexdigest()[:16]}"
     source = text.replace("KERNEL", symbol, 1)
     bias_v = bias_value(op)
@@ -53,6 +55,10 @@ def gemm_step(op: Op, kernel: TritonGemm, epilogue: list[Op], extras: list[Value
     box: dict[str, Any] = {}
     ops = (op, *epilogue)
     n, k = kernel.n, kernel.k
+    x_dtype = torch_dtype(floats)
+    dot = ({"DOT_F32": tuner.target.arch == INTERPRETER_ARCH}
+           if floats == "bf16" and not kernel.act_row_bytes else {})
+    y_dtype = torch_dtype(result.type.dtype)
     int8 = kernel.act_row_bytes > 0
 
     def call(args: list[Any]) -> list[Any] | None:
@@ -62,14 +68,14 @@ def gemm_step(op: Op, kernel: TritonGemm, epilogue: list[Op], extras: list[Value
         if isinstance(x, Quantized):
             shape, x2, xs = x.shape, x.q, x.scale.reshape(-1)
         else:
-            if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.shape[-1] != k:
+            if not isinstance(x, torch.Tensor) or x.dtype != x_dtype or x.shape[-1] != k:
                 return None
             shape = tuple(x.shape)
             x2 = x.reshape(-1, k).contiguous()
             if int8:  # not fused into a producer: quantized here, as the reference does
-                x2, xs = quantize_per_token_int8(x2)
+                x2, xs = quantize_per_token_int8(x2.float())
                 xs = xs.reshape(-1).contiguous()
-        buffers = gemm_buffers(ex, kinds, b, (*shape[:-1], n), x2.device)
+        buffers = gemm_buffers(ex, kinds, b, (*shape[:-1], n), x2.device, y_dtype)
         if buffers is None:
             return None
         ready, b, y = buffers
@@ -80,7 +86,7 @@ def gemm_step(op: Op, kernel: TritonGemm, epilogue: list[Op], extras: list[Value
             def launch(c: LaunchConfig) -> None:
                 grid = (-(-m // c.block_m), -(-n // c.block_n))
                 box["fn"][grid](x2, *weights, b if b is not None else y, *ready, y, m, n, k,
-                                x2.stride(0), n, HAS_BIAS=b is not None, **kernel.consts,
+                                x2.stride(0), n, HAS_BIAS=b is not None, **kernel.consts, **dot,
                                 BM=c.block_m, BN=c.block_n, BK=c.block_k,
                                 num_warps=c.num_warps, num_stages=c.num_stages)
             launch(tuner.choose(symbol, ops, m, launch))
@@ -91,7 +97,10 @@ def gemm_step(op: Op, kernel: TritonGemm, epilogue: list[Op], extras: list[Value
 
 
 class TritonCodegen:
-    """The scheduler's `Codegen` for Triton; `tuner` picks each GEMM launch's configuration."""
+    """The scheduler's `Codegen` for Triton (f32, f16 and bf16 tensors); `tuner` picks each
+    GEMM launch's configuration."""
+
+    float_types = FLOAT_TYPES
 
     def __init__(self, tuner: LaunchTuner):
         self.tuner = tuner

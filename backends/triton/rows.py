@@ -9,6 +9,9 @@ input), as in the CPU's row kernels (`backends/cpu/rows.py`). Every reduction re
 input through `tl.where(mask, x, identity)`, since masked lanes hold whatever the ops made
 of the `other=0` loads.
 
+Values are f32, f16 or bf16 tensors: loaded into float32, computed there, stored in their
+own type (no rounding between the ops of one kernel, as in Inductor).
+
 Inputs broadcast in the outer dims by run-time strides (0 where a dim broadcasts, one
 compile for every shape) and in the last dim by kind. A value the scheduler marked for a
 w8a8 prologue is also written as int8 rows and per-row scales, bit for bit as
@@ -29,13 +32,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from spokeshave.compiler.ir import Op, TensorType, Value
+from spokeshave.compiler.ir import Op, TensorType, Value, torch_dtype
 from spokeshave.compiler.numerics.quant import INT8_MAX, ZERO_RANGE
 
 from ..rowops import (REDUCTIONS, SCALAR, VEC, Lang, LayoutCache, RowKernelRecord, RowLayout,
                       expression, is_row_scalar, norm_affine, operands)
 
 FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
+
+# the activation element types the kernels read and write (computing in float32 within a
+# kernel, as Inductor does: intermediates are not rounded to the 16-bit type between ops)
+TL_TYPES = {"f32": "tl.float32", "f16": "tl.float16", "bf16": "tl.bfloat16"}
+FLOAT_TYPES = frozenset(TL_TYPES)
+FLOAT_DTYPES = tuple(torch_dtype(t) for t in sorted(FLOAT_TYPES))
 
 
 def py_float(x: float) -> str:
@@ -123,17 +132,18 @@ class TritonRowKernel(RowKernelRecord):
     def __post_init__(self) -> None:
         self._layouts = LayoutCache(self.input_kinds, self.outputs, self.output_kinds,
                                     lambda lay: len(lay.outer) == self.nd)
+        self._out_dtypes = [torch_dtype(v.type.dtype) for v in self.outputs]
 
     def run(self, args: list[torch.Tensor]) -> list[torch.Tensor] | None:
         """Launch on `args`; the outputs, then each quantized value's (int8 rows, scales);
         None when the call does not fit what was generated."""
-        hit = self._layouts.get(args)
+        hit = self._layouts.get(args, FLOAT_DTYPES)
         if hit is None or not hit[1]:
             return None
         lay: RowLayout = hit[0]
         dev = args[0].device
         alive = [t.contiguous() if c else t for t, c in zip(args, lay.contiguous)]
-        outs = [torch.empty(s, dtype=torch.float32, device=dev) for s in lay.out_shapes]
+        outs = [torch.empty(s, dtype=dt, device=dev) for s, dt in zip(lay.out_shapes, self._out_dtypes)]
         quant = []
         for _ in self.quantized:
             quant += [torch.empty((lay.rows, lay.cols), dtype=torch.int8, device=dev),
@@ -157,8 +167,8 @@ def generate(ops: list[Op], inputs: list[Value], outputs: list[Value],
     for i, v in enumerate(inputs):
         kind[v] = SCALAR if is_row_scalar(v) else VEC
         name[v] = f"in{i}"
-        body.append(f"in{i} = tl.load(a{i} + o{i} + c, mask=cm, other=1.0)" if kind[v] == VEC
-                    else f"in{i} = tl.load(a{i} + o{i})")
+        body.append(f"in{i} = tl.load(a{i} + o{i} + c, mask=cm, other=1.0).to(tl.float32)"
+                    if kind[v] == VEC else f"in{i} = tl.load(a{i} + o{i}).to(tl.float32)")
 
     def ref(v: Value) -> str:
         return name[v]
@@ -177,12 +187,16 @@ def generate(ops: list[Op], inputs: list[Value], outputs: list[Value],
         name[v], kind[v] = f"v{k}", SCALAR if scalar else VEC
         body.append(f"v{k} = {expr}")
     for i, v in enumerate(outputs):
-        body.append(f"tl.store(out{i} + r * C + c, {name[v]}, mask=cm)" if kind[v] == VEC
-                    else f"tl.store(out{i} + r, {name[v]})")
+        val = name[v] if v.type.dtype == "f32" else f"{name[v]}.to(out{i}.dtype.element_ty)"
+        body.append(f"tl.store(out{i} + r * C + c, {val}, mask=cm)" if kind[v] == VEC
+                    else f"tl.store(out{i} + r, {val})")
     for i, v in enumerate(quantize):
         if kind[v] != VEC:
             raise NotImplementedError("a w8a8 prologue of a [..., 1] value")
-        body += quantize_lines(name[v], f"q{i}", f"qs{i}", "r", "cm", "C")
+        x = name[v]
+        if v.type.dtype != "f32":  # quantize the value the IR holds (as the reference does)
+            x = f"{x}.to({TL_TYPES[v.type.dtype]}).to(tl.float32)"
+        body += quantize_lines(x, f"q{i}", f"qs{i}", "r", "cm", "C")
     ranks = [x.type.rank for x in (*inputs, *outputs, *quantize) if isinstance(x.type, TensorType)]
     nd = max(max(ranks, default=1) - 1, 0)
     index = ["rem = r"]

@@ -88,3 +88,29 @@ func.func @softmax(%x: tensor<?x4x?x?xf32>, %m: tensor<?x1x1x?xf32>) -> tensor<?
   %2 = "aten.softmax.int"(%1) {dim = -1} : (tensor<?x4x?x?xf32>) -> tensor<?x4x?x?xf32>
   return %2 : tensor<?x4x?x?xf32>
 }
+
+// -----
+
+// A bf16 model stays bf16: the row kernel loads into float32 and stores its own type; the
+// GEMM takes x into `tl.dot` as it is, with the decoded weight tile cast to it (tensor
+// cores), except under the interpreter (DOT_F32: it multiplies bf16 as uint16 storage).
+// CHECK-LABEL: func.func @bf16_norm_linear_gelu(
+// CHECK:       def spk_rows_{{[0-9a-f]+}}(
+// CHECK:         in0 = tl.load(a0 + o0 + c, mask=cm, other=1.0).to(tl.float32)
+// CHECK:         tl.store(out0 + r * C + c, {{v[0-9]+}}.to(out0.dtype.element_ty), mask=cm)
+// CHECK:       def spk_gemm_linear_{{[0-9a-f]+}}(x_ptr, w_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_ym,
+// CHECK-NEXT:          HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
+// CHECK:           x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=xm, other=0.0)
+// CHECK-NEXT:      w = tl.load(w_ptr
+// CHECK-NEXT:      w = w.to(x.dtype)
+// CHECK-NEXT:      if DOT_F32:
+// CHECK-NEXT:          acc += tl.dot(x.to(tl.float32), w.to(tl.float32), input_precision="ieee")
+// CHECK-NEXT:      else:
+// CHECK-NEXT:          acc += tl.dot(x, w)
+// CHECK:         tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], acc.to(y_ptr.dtype.element_ty), mask=ym)
+func.func @bf16_norm_linear_gelu(%x: tensor<?x32xbf16>, %w: tensor<64x32xbf16> {spk.param = "fc.weight"}, %g: tensor<32xbf16> {spk.param = "ln.weight"}) -> tensor<?x64xbf16> {
+  %0 = "aten.rms_norm"(%x, %g) {normalized_shape = [32], eps = 1.0e-6} : (tensor<?x32xbf16>, tensor<32xbf16>) -> tensor<?x32xbf16>
+  %1 = "aten.linear"(%0, %w) : (tensor<?x32xbf16>, tensor<64x32xbf16>) -> tensor<?x64xbf16>
+  %2 = "aten.gelu"(%1) : (tensor<?x64xbf16>) -> tensor<?x64xbf16>
+  return %2 : tensor<?x64xbf16>
+}
