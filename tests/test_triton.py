@@ -261,3 +261,30 @@ def test_16_bit_activations_stay_16_bit(interpret, dtype, pipeline):
     assert {k.name.split("_")[1] for k in tri.executable.kernels if k.name.startswith("spk_")} == {"gemm", "rows"}
     err = (got.float() - want.float()).abs().max()
     assert err <= 2 * torch.finfo(dtype).eps * want.float().abs().max(), err
+
+
+@pytest.mark.parametrize("scheme", ["w8a8", "w8"])
+def test_llm_int8_split_gemms(interpret, tiles, scheme):
+    """`outlier-split`: the int8 part on x with its outlier columns zeroed, their float
+    GEMM (MO = 3 columns: a masked 16-wide tile) added before the bias, in one kernel."""
+    torch.manual_seed(0)
+    m = torch.nn.Linear(48, 19)
+
+    def data(rows):
+        x = torch.randn(rows, 48)
+        x[:, [3, 17, 40]] *= 30
+        return x
+    imported = spokeshave.import_model(m, (data(3),), dynamic_shapes=({0: torch.export.Dim("b")},))
+    pipe = f"outlier-split{{threshold=6.0 scheme={scheme}}}"
+    cal = [(data(8),)]
+    tri = spokeshave.compile_module(imported, pipeline=pipe, backend="triton", calibration=cal)
+    ref = spokeshave.compile_module(imported, pipeline=pipe, backend="reference", calibration=cal)
+    (op,) = [o for o in tri.module.entry.ops if o.name.startswith("spk.linear")]
+    assert op.name == f"spk.linear_{scheme}_split"
+    assert any(k.name.startswith(f"spk_gemm_{scheme}_split_") for k in tri.executable.kernels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TritonBackendWarning)
+        for rows in (1, 15, 33):
+            x = data(rows)
+            got, want = tri(x), ref(x)
+            assert (got - want).abs().max() <= 2e-5 * want.abs().max(), rows

@@ -13,6 +13,7 @@ written) and what its epilogue multiplies in. Every load is masked, so any M, N 
 | `spk.linear_fp8` | e4m3 bytes `[N, K]`, scale `[N]` | decoded by bit arithmetic (exponent bits built into a float32: exact, and fp8-less GPUs too) |
 | `spk.linear_w4g` | two codes per byte `[N, K/2]`, scale/zeros `[N, K/G]` | nibble `k % 2` of byte `k // 2`, minus zero, times its group's scale |
 | `spk.linear_sparse24` | values `[N, K/2]`, 2-bit positions `[N, ceil(K/8)]` | each column picks its group's kept value whose position it is, else 0 |
+| `spk.linear_w8a8_split`, `_w8_split` | as w8a8 / w8, plus `oweight [N, MO]`, `oindex [MO]` | as w8a8 / w8 on x with its outlier columns zeroed; then their float GEMM |
 | `aten.linear` | float32 `[N, K]` | the weight itself (generated only when an epilogue fuses in) |
 
 After the scales and the bias, a step's epilogue (pointwise ops on the result, reading
@@ -52,6 +53,7 @@ class Format:
     decode: str            # lines computing `w` [BK, BN] (the loop's body, indented 8)
     epilogue: str          # lines scaling `acc` after the loop (indented 4)
     int8: bool = False     # x arrives quantized: an int8 dot into int32
+    split: bool = False    # LLM.int8(): x's outlier columns come apart, as a float GEMM
 
 
 _X_FLOAT = ("        x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=xm, other=0.0)"
@@ -107,6 +109,21 @@ FORMATS = {f.op: f for f in (
            "        w = tl.where(pos == (nib & 3), v0, tl.where(pos == ((nib >> 2) & 3), v1, 0.0))\n",
            ""),
 )}
+
+# LLM.int8()'s outlier columns: x arrives with them zeroed (so the int8 part never sees
+# them), and their float32 values `xo [M, MO]` times `oweight [N, MO]` join the scaled
+# accumulator before the bias, in the reference's order
+_OUTLIERS = ("    for o0 in range(0, MO, 16):\n"
+             "        ro = o0 + tl.arange(0, 16)\n"
+             "        xo = tl.load(xo_ptr + rm[:, None] * MO + ro[None, :],\n"
+             "                     mask=(rm[:, None] < M) & (ro[None, :] < MO), other=0.0)\n"
+             "        ow = tl.load(ow_ptr + rn[None, :] * MO + ro[:, None],\n"
+             "                     mask=(ro[:, None] < MO) & (rn[None, :] < N), other=0.0).to(tl.float32)\n"
+             "        acc += tl.dot(xo, ow, input_precision=\"ieee\")\n")
+for _base in ("spk.linear_w8a8", "spk.linear_w8"):
+    _f = FORMATS[_base]
+    FORMATS[_base + "_split"] = Format(_base + "_split", _f.params + ", xo_ptr, ow_ptr, MO", _f.consts,
+                                       _f.decode, _f.epilogue + _OUTLIERS, _f.int8, split=True)
 
 _DENSE = Format("aten.linear", "w_ptr", "",
                 "        w = tl.load(w_ptr + rn[None, :] * K + rk[:, None], mask=wm, other=0.0)"
@@ -218,6 +235,8 @@ def gemm_kernel(op: Op, weights: list[torch.Tensor]) -> TritonGemm | None:
         consts = {"GROUP": a["group"], "HAS_ZEROS": not sym}
     elif op.name == "spk.linear_sparse24":
         consts = {"MCOLS": w[1].shape[1]}
+    elif FORMATS[op.name].split:
+        w = [w[0], w[1], w[2].contiguous(), w[3]]  # q, scale, oweight [N, MO], oindex [MO]
     n = w[0].shape[0]
     k = x.shape[-1]
     if not isinstance(k, int):

@@ -21,7 +21,7 @@ from spokeshave.compiler.numerics.quant import quantize_per_token_int8
 
 from ..schedule import Quantized, Step, bias_value, epilogue_kind, gemm_buffers, row_step
 from . import rows
-from .gemm import TritonGemm, gemm_kernel, kernel_source
+from .gemm import FORMATS, TritonGemm, gemm_kernel, kernel_source
 from .launch import LaunchConfig, LaunchTuner
 from .rows import FLOAT_TYPES, triton_expression
 
@@ -60,6 +60,7 @@ def gemm_step(op: Op, kernel: TritonGemm, epilogue: list[Op], extras: list[Value
            if floats == "bf16" and not kernel.act_row_bytes else {})
     y_dtype = torch_dtype(result.type.dtype)
     int8 = kernel.act_row_bytes > 0
+    split = FORMATS[op.name].split
 
     def call(args: list[Any]) -> list[Any] | None:
         x = args[0]
@@ -72,6 +73,10 @@ def gemm_step(op: Op, kernel: TritonGemm, epilogue: list[Op], extras: list[Value
                 return None
             shape = tuple(x.shape)
             x2 = x.reshape(-1, k).contiguous()
+            if split:  # the outlier columns apart in float32, zeroed in x
+                xo = x2.index_select(1, kernel.weights[3]).float().contiguous()
+                x2 = x2.clone()
+                x2[:, kernel.weights[3]] = 0
             if int8:  # not fused into a producer: quantized here, as the reference does
                 x2, xs = quantize_per_token_int8(x2.float())
                 xs = xs.reshape(-1).contiguous()
@@ -81,7 +86,11 @@ def gemm_step(op: Op, kernel: TritonGemm, epilogue: list[Op], extras: list[Value
         ready, b, y = buffers
         m = y.numel() // n if n else 0
         if m:
-            weights = (*kernel.weights[:2], xs, *kernel.weights[2:]) if int8 else kernel.weights
+            weights = [*kernel.weights[:2], *([xs] if int8 else [])]
+            if split:
+                weights += [xo, kernel.weights[2], xo.shape[1]]
+            else:
+                weights += kernel.weights[2:]
 
             def launch(c: LaunchConfig) -> None:
                 grid = (-(-m // c.block_m), -(-n // c.block_n))

@@ -60,3 +60,19 @@ func.func @fp8(%x: tensor<?x64xf32>, %q: tensor<32x64xf8E4M3FN> {spk.param = "q"
   %0 = "spk.linear_fp8"(%x, %q, %s) : (tensor<?x64xf32>, tensor<32x64xf8E4M3FN>, tensor<32xf32>) -> tensor<?x32xf32>
   return %0 : tensor<?x32xf32>
 }
+
+// -----
+
+// LLM.int8() split: the int8 GEMM (x arrives with its outlier columns zeroed), its
+// scales, then the outlier columns' float GEMM in 16-wide masked tiles, then the bias.
+// CHECK-LABEL: func.func @w8a8_split(
+// CHECK:       def spk_gemm_w8a8_split_{{[0-9a-f]+}}(x_ptr, q_ptr, s_ptr, xs_ptr, xo_ptr, ow_ptr, MO, b_ptr, y_ptr,
+// CHECK:           acc += tl.dot(x, w, out_dtype=tl.int32)
+// CHECK:         acc = acc * tl.load(s_ptr + rn, mask=rn < N, other=0.0)[None, :]
+// CHECK-NEXT:    for o0 in range(0, MO, 16):
+// CHECK:             acc += tl.dot(xo, ow, input_precision="ieee")
+// CHECK-NEXT:    if HAS_BIAS:
+func.func @w8a8_split(%x: tensor<?x64xf32>, %q: tensor<32x64xi8> {spk.param = "q"}, %s: tensor<32xf32> {spk.param = "s"}, %ow: tensor<32x3xf32> {spk.param = "ow"}, %oi: tensor<3xi64> {spk.param = "oi"}) -> tensor<?x32xf32> {
+  %0 = "spk.linear_w8a8_split"(%x, %q, %s, %ow, %oi) : (tensor<?x64xf32>, tensor<32x64xi8>, tensor<32xf32>, tensor<32x3xf32>, tensor<3xi64>) -> tensor<?x32xf32>
+  return %0 : tensor<?x32xf32>
+}
