@@ -69,7 +69,6 @@ import atexit
 import datetime
 import gc
 import json
-import math
 import os
 import platform
 import shutil
@@ -89,6 +88,7 @@ for _var in ("TORCHINDUCTOR_CACHE_DIR", "SPOKESHAVE_CACHE_DIR"):
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _peers  # sets the environment, imports torch
+from _timing import interleaved, summarize, write_section  # noqa: E402
 
 HERE = os.path.abspath(__file__)
 BEGIN, END = "<!-- speed_cpu:begin -->", "<!-- speed_cpu:end -->"
@@ -275,57 +275,6 @@ def run_workers(args, models: list[str]) -> dict:
 # ---------------------------------------------------------------- timing (interleaved)
 
 
-def interleaved(steps: dict, reps: int, min_rep_s: float, errors: dict) -> dict[str, list[float]]:
-    """Row -> per-rep seconds per call; rep r of every row before rep r + 1 of any."""
-    ks = {}
-    for name, f in list(steps.items()):
-        try:
-            f()  # a first call at a new shape may compile: not part of the estimate
-            n, t0 = 0, time.perf_counter()
-            while n < 2 or (time.perf_counter() - t0 < min_rep_s and n < 100):
-                f()
-                n += 1
-            ks[name] = max(1, math.ceil(min_rep_s / ((time.perf_counter() - t0) / n)))
-        except Exception as e:  # noqa: BLE001 - a failing row must not stop the others
-            errors[name] = f"run failed: {type(e).__name__}: {str(e)[:200]}"
-            del steps[name]
-    names = list(steps)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for rep in range(reps if names else 0):
-        shift = rep % len(names)
-        for name in names[shift:] + names[:shift]:
-            if name not in steps:
-                continue
-            f, k = steps[name], ks[name]
-            gc.collect()
-            gc.disable()
-            try:
-                t0 = time.perf_counter()
-                for _ in range(k):
-                    f()
-                times[name].append((time.perf_counter() - t0) / k)
-            except Exception as e:  # noqa: BLE001
-                errors[name] = f"run failed: {type(e).__name__}: {str(e)[:200]}"
-                del steps[name]
-            finally:
-                gc.enable()
-    return {n: t for n, t in times.items() if n in steps and t}
-
-
-def percentile(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    pos = (len(s) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-def summarize(ts: list[float]) -> dict:
-    med = percentile(ts, 0.5)
-    return {"median_ms": med * 1e3, "spread": (percentile(ts, 0.9) - percentile(ts, 0.1)) / med,
-            "min_ms": min(ts) * 1e3, "max_ms": max(ts) * 1e3, "reps": len(ts)}
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -484,20 +433,6 @@ def report(args, results: dict, wall_s: float, load: tuple[float, float]) -> str
                              for n, r in m["workloads"].items()]).rstrip() + "\n"
 
 
-def write_section(path: str, text: str) -> None:
-    old = "# Benchmarks\n"
-    if os.path.exists(path):
-        with open(path) as f:
-            old = f.read()
-    i, j = old.find(BEGIN), old.find(END)
-    if i >= 0 and j > i:
-        new = old[:i + len(BEGIN)] + "\n" + text + old[j:]
-    else:
-        new = old.rstrip("\n") + f"\n\n{SECTION}\n\n{BEGIN}\n{text}{END}\n"
-    with open(path, "w") as f:
-        f.write(new)
-
-
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", default=",".join(_peers.WORKLOADS),
@@ -566,7 +501,7 @@ def main(argv=None) -> int:
                        "workers": {f"{r}/{m}": v for (r, m), v in workers.items()},
                        "python": platform.python_version()}, f, indent=1, default=str)
     if not args.no_write:
-        write_section(args.out, text)
+        write_section(args.out, text, SECTION, BEGIN, END)
         log(f"wrote {args.out}")
     return 0
 

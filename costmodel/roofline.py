@@ -19,7 +19,8 @@ A candidate whose config names GEMM tiles (`block_m`, `block_n`, `block_k`, and 
 the call's M, when known: a generated GEMM's launch configuration, which the Triton backend ranks with this model) is charged as
 tiled: the input is read once per column tile and the weight once per row tile, the flops
 of the padded tiles are done, and the device is only as busy as its tiles fill it (waves of
-`cores` programs; a GPU's cores are its SMs). Under Triton's interpreter
+`cores` programs; a GPU's cores are its SMs). A `split_k` of S launches S programs per
+output tile, each on a slice of K, and adds their partial tiles' round trip through memory. Under Triton's interpreter
 (`Target.arch == "interpreter"`) a tile step costs the same at any block size (numpy on
 whole tiles), so there the time is the count of tile steps.
 
@@ -303,14 +304,20 @@ class RooflineCostModel:
         k = _dim(x.shape[-1], hint)
         m = int(config.get("rows") or max(_numel(out, hint) // max(n, 1), 1))
         bm, bn, bk = (int(config[key]) for key in ("block_m", "block_n", "block_k"))
-        tiles_m, tiles_n, steps = -(-m // bm), -(-n // bn), -(-k // bk)
-        programs = tiles_m * tiles_n
+        split = max(int(config.get("split_k", 1)), 1)
+        tiles_m, tiles_n = -(-m // bm), -(-n // bn)
+        steps = -(-(-(-k // bk)) // split)  # each slice's K steps
+        programs = tiles_m * tiles_n * split
         if target.arch == INTERPRETER_ARCH:
-            seconds = programs * steps * INTERPRETED_TILE_STEP_S + self.overhead_s
+            # a split tile also stores its partial and its last slice reads them all back
+            reduce_steps = 2 if split > 1 else 0
+            seconds = programs * (steps + reduce_steps) * INTERPRETED_TILE_STEP_S + self.overhead_s
             return Cost(seconds, flops, moved, "overhead")
         rereads = (tiles_n - 1) * value_bytes(op.operands[0], hint) + (tiles_m - 1) * value_bytes(op.operands[1], hint)
-        moved_tiled = moved + rereads
-        padded = flops * (tiles_m * bm / m) * (tiles_n * bn / n)
+        # split-K's partial tiles, written once and read back once (4-byte accumulators)
+        partials = 2 * 4 * split * m * n if split > 1 else 0
+        moved_tiled = moved + rereads + partials
+        padded = flops * (tiles_m * bm / m) * (tiles_n * bn / n) * (steps * split * bk / k)
         units = max(target.cores, 1)
         busy = programs / (-(-programs // units) * units)  # the last wave's idle units
         memory_s = moved_tiled / (bandwidth * min(1.0, programs / units))

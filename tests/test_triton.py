@@ -30,12 +30,20 @@ PIPELINES = {
 }
 
 
-@pytest.fixture(params=["ranked", "small-tiles"])
+FORCED_TILES = {
+    "small-tiles": launch.LaunchConfig(16, 32, 16),
+    # K = 48 in three one-step slices; K = 32 in two, and a third empty slice (a zero partial)
+    "split-k": launch.LaunchConfig(16, 32, 16, split_k=3),
+}
+
+
+@pytest.fixture(params=["ranked", *FORCED_TILES])
 def tiles(request, monkeypatch):
     """The tuner's own choice (under the interpreter: the biggest tiles, one per GEMM here),
-    or only 16 x 32 x 16 tiles, so M, N and K each span several tiles and a masked tail."""
-    if request.param == "small-tiles":
-        monkeypatch.setattr(launch, "gemm_candidates", lambda m, target: [launch.LaunchConfig(16, 32, 16)])
+    or only 16 x 32 x 16 tiles, so M, N and K each span several tiles and a masked tail, or
+    those split along K (split-K's partial tiles and their in-order sum)."""
+    if request.param in FORCED_TILES:
+        monkeypatch.setattr(launch, "gemm_candidates", lambda m, target: [FORCED_TILES[request.param]])
     return request.param
 
 
@@ -66,8 +74,9 @@ def test_each_compressed_gemm_matches_the_reference(interpret, tiles, kind, bias
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_the_w8a8_gemm_is_bit_exact(interpret, bias):
-    """int8 x int8 into int32 is exact, and the rescale rounds as the reference does."""
+def test_the_w8a8_gemm_is_bit_exact(interpret, tiles, bias):
+    """int8 x int8 into int32 is exact (split-K's int32 partials too), and the rescale rounds
+    as the reference does."""
     torch.manual_seed(0)
     m = torch.nn.Linear(48, 19, bias=bias)
     imported = spokeshave.import_model(m, (torch.randn(3, 48),),
@@ -91,7 +100,8 @@ def test_fp8_decode_covers_every_code(interpret):
     x[0, 0] = 1.0
     y = torch.empty(1, 256)
     kernels.__dict__[kernel_name("spk.linear_fp8")][(1, 8)](
-        x, codes, torch.ones(256), y, y, 1, 256, 16, 16, 256, HAS_BIAS=False, BM=16, BN=32, BK=16)
+        x, codes, torch.ones(256), y, y, y, y, 1, 256, 16, 16, 256, HAS_BIAS=False, BM=16, BN=32, BK=16,
+        SPLIT_K=1)
     want = fp8[:, 0].float()
     nan = want.isnan()
     assert torch.equal(y[0].isnan(), nan) and torch.equal(y[0][~nan], want[~nan])
@@ -213,6 +223,16 @@ def test_launch_configurations_are_ranked_by_the_cost_model():
     gpu = Target.parse("cuda:sm_90:sms=132")
     decode = launch.rank([op], 1, gpu)[0]
     assert (decode.block_m, decode.block_n) == (16, 32), decode
+    # 16 rows of a long K (4096 x 14336): 128-wide column tiles leave 32 programs for 132
+    # SMs, so the model splits K; a 256-row prefill fills the SMs without a split
+    long_k = spokeshave.parse(text.replace("4096x4096xi8", "4096x14336xi8")
+                              .replace("?x4096xf32>, %q", "?x14336xf32>, %q")
+                              .replace("(tensor<?x4096xf32>, tensor", "(tensor<?x14336xf32>, tensor")
+                              ).entry.body.ops[0]
+    short = launch.rank([long_k], 16, gpu)[0]
+    assert short.split_k > 1 and short.block_n == 128, short
+    assert launch.rank([long_k], 256, gpu)[0].split_k == 1
+    assert launch.rank([long_k], 16, interp)[0].split_k == 1  # the interpreter counts tile steps
 
 
 def test_chosen_launch_configurations_are_cached_beside_the_kernels(interpret, tmp_path):

@@ -19,7 +19,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from spokeshave.compiler.cost import Candidate
 from spokeshave.compiler.ir import Op
@@ -36,6 +36,12 @@ class LaunchConfig:
     block_k: int
     num_warps: int = 4
     num_stages: int = 2
+    split_k: int = 1       # programs per output tile, each summing a slice of K
+
+
+# split-K is offered where the output has few row tiles (decode and short prompts); whether
+# a split pays (more programs against the partial tiles' round trip) is the cost model's call
+SPLIT_K_MAX_ROWS = 64
 
 
 def m_class(m: int) -> int:
@@ -46,23 +52,36 @@ def m_class(m: int) -> int:
 def gemm_candidates(m: int, target: Target) -> list[LaunchConfig]:
     """The configurations tried for an M of `m` rows on `target` (tl.dot needs 16 or more
     per side; 128 x 128 x 64 fp32 tiles are what a GPU's registers hold)."""
-    return [LaunchConfig(bm, bn, bk, warps, stages)
+    splits = (1, 2, 4, 8) if m_class(m) <= SPLIT_K_MAX_ROWS else (1,)
+    return [LaunchConfig(bm, bn, bk, warps, stages, split)
             for bm in (16, 32, 64, 128) if bm <= m_class(m)
             for bn in (32, 64, 128) for bk in (32, 64)
-            for warps in (4, 8) for stages in (2, 3)]
+            for warps in (4, 8) for stages in (2, 3) for split in splits]
 
 
-def rank(ops: Sequence[Op], m: int, target: Target, model: RooflineCostModel | None = None
-         ) -> list[LaunchConfig]:
-    """Candidates cheapest first by the cost model (stable: ties keep their order)."""
+def fits(c: LaunchConfig, k: int, min_block_k: int = 16) -> bool:
+    """Whether `c` suits a K of `k`: its K tile at least the format's `min_block_k`, and no
+    split-K slice empty (one would be correct, a zero partial, but wasted)."""
+    return c.block_k >= min_block_k and c.block_k * c.split_k <= max(k, c.block_k)
+
+
+def rank(ops: Sequence[Op], m: int, target: Target, model: RooflineCostModel | None = None,
+         min_block_k: int = 16) -> list[LaunchConfig]:
+    """The candidates that fit the GEMM `ops[0]`, cheapest first by the cost model (stable:
+    ties keep their order, so an unsplit K wins a tie)."""
     model = model or RooflineCostModel()
     ops = tuple(ops)
+    k = ops[0].operands[0].type.shape[-1]
 
     def seconds(c: LaunchConfig) -> float:
         cand = Candidate.of(ops, dim_hint=m, rows=m, block_m=c.block_m, block_n=c.block_n,
-                            block_k=c.block_k)
+                            block_k=c.block_k, split_k=c.split_k)
         return model.predict(cand, target).seconds
-    return sorted(gemm_candidates(m, target), key=seconds)
+    every = gemm_candidates(m, target)
+    fitting = [c for c in every if fits(c, k, min_block_k)]
+    # a candidate list with none that fits (a test's forced tiles): its K tiles raised
+    fitting = fitting or [replace(c, block_k=max(c.block_k, min_block_k)) for c in every]
+    return sorted(fitting, key=seconds)
 
 
 class LaunchTuner:
@@ -106,20 +125,21 @@ class LaunchTuner:
         os.replace(tmp, self.path)
 
     def choose(self, symbol: str, ops: Sequence[Op], m: int,
-               launch: Callable[[LaunchConfig], None]) -> LaunchConfig:
-        """The configuration for step `symbol` at `m` rows; `launch(config)` runs the kernel
-        once with it (for timing on a GPU)."""
+               launch: Callable[[LaunchConfig], None], min_block_k: int = 16) -> LaunchConfig:
+        """The configuration for step `symbol` at `m` rows, its K tile at least `min_block_k`;
+        `launch(config)` runs the kernel once with it (for timing on a GPU)."""
         key = f"{symbol}:m{m_class(m)}"
         got = self._chosen.get(key)
         if got is not None:
             return got
-        ranked = rank(ops, m, self.target, self.model)
+        ranked = rank(ops, m, self.target, self.model, min_block_k)
         best = ranked[0]
         if self.timed:
             from triton.testing import do_bench
 
-            tiles = list(dict.fromkeys((c.block_m, c.block_n, c.block_k) for c in ranked))[:TOP]
-            timed = [c for c in ranked if (c.block_m, c.block_n, c.block_k) in tiles]
+            shape = lambda c: (c.block_m, c.block_n, c.block_k, c.split_k)  # noqa: E731
+            tiles = list(dict.fromkeys(map(shape, ranked)))[:TOP]
+            timed = [c for c in ranked if shape(c) in tiles]
             best = min(timed, key=lambda c: do_bench(lambda: launch(c), warmup=5, rep=20))
         self._chosen[key] = best
         self._save()

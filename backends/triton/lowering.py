@@ -40,6 +40,15 @@ def _fused_lines(op: Op, epilogue: list[Op], extras: list[Value]) -> str:
     return "".join(lines)
 
 
+def _split_k_locks(box: dict[str, Any], tiles: int, device: torch.device) -> torch.Tensor:
+    """The step's split-K arrival counters, one per output tile: zeroed once, and left zeroed
+    by every launch (its last slice per tile resets its counter)."""
+    locks = box.get("locks")
+    if locks is None or locks.numel() < tiles or locks.device != device:
+        locks = box["locks"] = torch.zeros(tiles, dtype=torch.int32, device=device)
+    return locks
+
+
 def gemm_step(op: Op, kernel: TritonGemm, epilogue: list[Op], extras: list[Value],
               tuner: LaunchTuner) -> Step:
     """A linear with a pointwise epilogue, as one generated kernel."""
@@ -93,12 +102,17 @@ def gemm_step(op: Op, kernel: TritonGemm, epilogue: list[Op], extras: list[Value
                 weights += kernel.weights[2:]
 
             def launch(c: LaunchConfig) -> None:
-                grid = (-(-m // c.block_m), -(-n // c.block_n))
-                box["fn"][grid](x2, *weights, b if b is not None else y, *ready, y, m, n, k,
+                grid = (-(-m // c.block_m), -(-n // c.block_n), c.split_k)
+                ws, locks = y, y
+                if c.split_k > 1:
+                    ws = torch.empty((c.split_k, m, n), device=y.device,
+                                     dtype=torch.int32 if int8 else torch.float32)
+                    locks = _split_k_locks(box, grid[0] * grid[1], y.device)
+                box["fn"][grid](x2, *weights, b if b is not None else y, *ready, y, ws, locks, m, n, k,
                                 x2.stride(0), n, HAS_BIAS=b is not None, **kernel.consts, **dot,
-                                BM=c.block_m, BN=c.block_n, BK=c.block_k,
+                                BM=c.block_m, BN=c.block_n, BK=c.block_k, SPLIT_K=c.split_k,
                                 num_warps=c.num_warps, num_stages=c.num_stages)
-            launch(tuner.choose(symbol, ops, m, launch))
+            launch(tuner.choose(symbol, ops, m, launch, kernel.min_block_k))
         return [y]
 
     return Step("gemm", (op, *epilogue), inputs, [result], symbol, source, (), call,

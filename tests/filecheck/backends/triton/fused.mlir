@@ -10,7 +10,7 @@
 // CHECK:       // ----- triton: kernels.py
 // CHECK:       def [[K:spk_gemm_linear_[0-9a-f]+]](x_ptr, w_ptr, b_ptr, y_ptr,
 // CHECK:           acc += tl.dot(x, w, input_precision="ieee")
-// CHECK:         ym = (rm[:, None] < M) & (rn[None, :] < N)
+// CHECK:             acc += tl.load(b_ptr + rn, mask=rn < N, other=0.0)[None, :]
 // CHECK-NEXT:    [[T:t[0-9]+]] = (0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476)))
 // CHECK-NEXT:    acc = [[T]]
 // CHECK-NEXT:    tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], acc, mask=ym)
@@ -98,7 +98,7 @@ func.func @softmax(%x: tensor<?x4x?x?xf32>, %m: tensor<?x1x1x?xf32>) -> tensor<?
 // CHECK:       def spk_rows_{{[0-9a-f]+}}(
 // CHECK:         in0 = tl.load(a0 + o0 + c, mask=cm, other=1.0).to(tl.float32)
 // CHECK:         tl.store(out0 + r * C + c, {{v[0-9]+}}.to(out0.dtype.element_ty), mask=cm)
-// CHECK:       def spk_gemm_linear_{{[0-9a-f]+}}(x_ptr, w_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_ym,
+// CHECK:       def spk_gemm_linear_{{[0-9a-f]+}}(x_ptr, w_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr, M, N, K, stride_xm, stride_ym,
 // CHECK-NEXT:          HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
 // CHECK:           x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=xm, other=0.0)
 // CHECK-NEXT:      w = tl.load(w_ptr
