@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+import triton
 
 import spokeshave
 from spokeshave.backends.triton import launch
@@ -71,6 +72,24 @@ def test_each_compressed_gemm_matches_the_reference(interpret, tiles, kind, bias
             # the GELU between the GEMMs is a generated row kernel (tl.erf, not torch's), so
             # even w8a8 is held to the float tolerance here; its GEMM alone is exact (below)
             assert (got - want).abs().max() <= 2e-5 * want.abs().max().clamp_min(1), (kind, shape)
+
+
+def test_kernels_call_only_triton_language_builtins():
+    """`triton.language.standard`'s helpers (`tl.cdiv`, `tl.zeros`, ...) are `@triton.jit`
+    functions made once, in the mode of triton's first import: after inductor has imported
+    triton for a GPU, an interpreted kernel that calls one fails. Every generated GEMM (each
+    format, each activation type) and the row kernels' helpers call builtins only."""
+    import re
+
+    import triton.language as tl
+
+    from spokeshave.backends.triton.gemm import FORMATS, HEADER, kernel_source
+    from spokeshave.backends.triton.rows import HELPERS
+
+    sources = [HEADER, HELPERS] + [kernel_source(op, dtype=dt) for op in FORMATS for dt in ("f32", "f16", "bf16")]
+    called = {name for text in sources for name in re.findall(r"\btl\.(\w+)", text)}
+    jitted = sorted(n for n in called if isinstance(getattr(tl, n, None), triton.JITFunction))
+    assert not jitted, jitted
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -233,6 +252,54 @@ def test_launch_configurations_are_ranked_by_the_cost_model():
     assert short.split_k > 1 and short.block_n == 128, short
     assert launch.rank([long_k], 256, gpu)[0].split_k == 1
     assert launch.rank([long_k], 16, interp)[0].split_k == 1  # the interpreter counts tile steps
+
+
+@pytest.mark.parametrize("library", ["faster", "slower", "fails"])
+def test_a_2_4_gemm_keeps_torchs_semi_structured_kernel_when_it_times_faster(
+        interpret, tmp_path, monkeypatch, library):
+    """On a GPU the tuner times a 2:4 GEMM with no epilogue against torch's semi-structured
+    kernels and keeps the faster. Here (no GPU) the timing is faked: `do_bench` runs the call
+    once and reports a set time, and torch's semi-structured weight (CUDA only) is stood in
+    for by the dense weight it would hold, so the plumbing (choose, cache, run) is real."""
+    import json
+
+    import triton.testing
+
+    from spokeshave.backends.triton import lowering
+    from spokeshave.compiler.numerics.sparse import decompress_24
+
+    init = launch.LaunchTuner.__init__
+
+    def timed_init(self, *a, **kw):
+        init(self, *a, **kw)
+        self.timed = True
+    monkeypatch.setattr(launch.LaunchTuner, "__init__", timed_init)
+    fake_times = {"faster": 0.5, "slower": 2.0}
+
+    def dense(kernel, box):
+        if library == "fails":
+            raise RuntimeError("no semi-structured kernel for this device")
+        return decompress_24(*kernel.weights[:2])
+    monkeypatch.setattr(lowering, "_semi_structured", dense)
+    calls = []
+
+    def do_bench(fn, warmup=0, rep=0):
+        calls.append(fn)
+        fn()  # the library call raises here when it "fails"
+        is_library = "_semi_structured" in fn.__code__.co_names
+        return fake_times.get(library, 1.0) if is_library else 1.0  # every kernel config: 1.0
+    monkeypatch.setattr(triton.testing, "do_bench", do_bench)
+    torch.manual_seed(0)
+    m = torch.nn.Linear(64, 32)
+    x = torch.randn(5, 64)
+    tri = spokeshave.compile(m, (x,), pipeline="sparsify{method=magnitude}", backend="triton")
+    ref = spokeshave.compile(m, (x,), pipeline="sparsify{method=magnitude}", backend="reference")
+    got = tri(x)
+    assert (got - ref(x)).abs().max() <= 2e-5 * ref(x).abs().max()
+    (table,) = (tmp_path / "triton").glob("*.launch.json")
+    (chosen,) = json.loads(table.read_text())["cuda.interpreter.nofeatures"].values()
+    assert chosen["library"] == ("torch-2:4" if library == "faster" else ""), chosen
+    assert len(calls) > 1  # kernel configurations and the library call were timed
 
 
 def test_chosen_launch_configurations_are_cached_beside_the_kernels(interpret, tmp_path):

@@ -175,7 +175,7 @@ def {name}(x_ptr, {params}, b_ptr, {extras}y_ptr, ws_ptr, lock_ptr, M, N, K, str
     rn = tl.program_id(1).to(tl.int64) * BN + tl.arange(0, BN)
     acc = tl.full((BM, BN), 0, dtype={acc})
     if SPLIT_K > 1:
-        k_per = tl.cdiv(K, BK * SPLIT_K) * BK
+        k_per = (K + BK * SPLIT_K - 1) // (BK * SPLIT_K) * BK
         k_lo = tl.program_id(2) * k_per
         k_hi = tl.minimum(k_lo + k_per, K)
     else:

@@ -4,8 +4,9 @@ Cost-model-guided autotuning, as Inductor's max-autotune narrows its candidates:
 GEMM step and size class of its M (the next power of two, so decode and prefill shapes get
 their own), every candidate `LaunchConfig` is priced by the roofline cost model's tiled
 GEMM term (`costmodel.roofline`: tile re-reads, padding, wave fill of the SMs). On a GPU
-the configurations of the `TOP` cheapest tile shapes are timed on the call's own tensors (`triton.testing.do_bench`) and the
-fastest kept; under the interpreter nothing is timed (a timing there measures numpy) and the
+the configurations of the `TOP` cheapest tile shapes are timed on the call's own tensors
+(`triton.testing.do_bench`) and the fastest kept, and so is a library call that computes
+the same step faster (a 2:4 GEMM with no epilogue against torch's semi-structured kernels); under the interpreter nothing is timed (a timing there measures numpy) and the
 cheapest is taken, which the model prices by tile steps, so the biggest tiles win.
 
 The choices are cached beside the kernel file: `<kernel file>.launch.json`, keyed by the
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
 from spokeshave.compiler.cost import Candidate
@@ -37,6 +38,7 @@ class LaunchConfig:
     num_warps: int = 4
     num_stages: int = 2
     split_k: int = 1       # programs per output tile, each summing a slice of K
+    library: str = ""      # "": the generated kernel; else the name of a faster library call
 
 
 # split-K is offered where the output has few row tiles (decode and short prompts); whether
@@ -125,9 +127,13 @@ class LaunchTuner:
         os.replace(tmp, self.path)
 
     def choose(self, symbol: str, ops: Sequence[Op], m: int,
-               launch: Callable[[LaunchConfig], None], min_block_k: int = 16) -> LaunchConfig:
+               launch: Callable[[LaunchConfig], None], min_block_k: int = 16,
+               libraries: Mapping[str, Callable[[], None]] | None = None) -> LaunchConfig:
         """The configuration for step `symbol` at `m` rows, its K tile at least `min_block_k`;
-        `launch(config)` runs the kernel once with it (for timing on a GPU)."""
+        `launch(config)` runs the kernel once with it (for timing on a GPU). `libraries` are
+        library calls computing the same step (torch's 2:4 kernels), timed against the best
+        configuration on a GPU: the faster is kept (`LaunchConfig.library` names a library
+        win). A library call that fails is not a candidate."""
         key = f"{symbol}:m{m_class(m)}"
         got = self._chosen.get(key)
         if got is not None:
@@ -140,7 +146,16 @@ class LaunchTuner:
             shape = lambda c: (c.block_m, c.block_n, c.block_k, c.split_k)  # noqa: E731
             tiles = list(dict.fromkeys(map(shape, ranked)))[:TOP]
             timed = [c for c in ranked if shape(c) in tiles]
-            best = min(timed, key=lambda c: do_bench(lambda: launch(c), warmup=5, rep=20))
+            times = {c: do_bench(lambda c=c: launch(c), warmup=5, rep=20) for c in timed}
+            best = min(times, key=times.get)
+            fastest = times[best]
+            for name, call in (libraries or {}).items():
+                try:
+                    seconds = do_bench(call, warmup=5, rep=20)
+                except Exception:  # noqa: BLE001 - no kernel for this device, dtype or shape
+                    continue
+                if seconds < fastest:
+                    fastest, best = seconds, replace(best, library=name)
         self._chosen[key] = best
         self._save()
         return best

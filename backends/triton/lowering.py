@@ -6,7 +6,8 @@ GEMM kernel whose store applies the step's epilogue (activation, residual add, t
 correction, any pointwise chain on the result); a run of row ops becomes one row kernel
 (`rows.py`), which also writes the int8 rows and scales of a w8a8 GEMM's input (the
 prologue). Each GEMM launch's block sizes, warps and stages come from `launch.LaunchTuner`
-(cost-model ranked, timed on a GPU, cached beside the kernels). Launches are ordinary Triton launches on the tensors' device (CPU tensors under
+(cost-model ranked, timed on a GPU, cached beside the kernels); on a GPU a 2:4 GEMM with
+no epilogue is also timed against torch's semi-structured kernels, and the faster kept. Launches are ordinary Triton launches on the tensors' device (CPU tensors under
 `TRITON_INTERPRET=1`).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from spokeshave.compiler.ir import Op, Value, torch_dtype
 from spokeshave.compiler.target import INTERPRETER_ARCH
 from spokeshave.compiler.numerics.quant import quantize_per_token_int8
+from spokeshave.compiler.numerics.sparse import decompress_24
 
 from ..schedule import Quantized, Step, bias_value, epilogue_kind, gemm_buffers, row_step
 from . import rows
@@ -47,6 +49,16 @@ def _split_k_locks(box: dict[str, Any], tiles: int, device: torch.device) -> tor
     if locks is None or locks.numel() < tiles or locks.device != device:
         locks = box["locks"] = torch.zeros(tiles, dtype=torch.int32, device=device)
     return locks
+
+
+def _semi_structured(kernel: TritonGemm, box: dict[str, Any]) -> torch.Tensor:
+    """A 2:4 linear's weight as torch's semi-structured sparse tensor (cuSPARSELt / CUTLASS),
+    made on first need from the kernel's own values and positions."""
+    if "semi" not in box:
+        from torch.sparse import to_sparse_semi_structured
+
+        box["semi"] = to_sparse_semi_structured(decompress_24(*kernel.weights[:2]))
+    return box["semi"]
 
 
 def gemm_step(op: Op, kernel: TritonGemm, epilogue: list[Op], extras: list[Value],
@@ -112,7 +124,15 @@ def gemm_step(op: Op, kernel: TritonGemm, epilogue: list[Op], extras: list[Value
                                 x2.stride(0), n, HAS_BIAS=b is not None, **kernel.consts, **dot,
                                 BM=c.block_m, BN=c.block_n, BK=c.block_k, SPLIT_K=c.split_k,
                                 num_warps=c.num_warps, num_stages=c.num_stages)
-            launch(tuner.choose(symbol, ops, m, launch, kernel.min_block_k))
+            libraries = {}
+            if op.name == "spk.linear_sparse24" and not epilogue and tuner.timed:
+                libraries["torch-2:4"] = lambda: torch.nn.functional.linear(x2, _semi_structured(kernel, box), b)
+            chosen = tuner.choose(symbol, ops, m, launch, kernel.min_block_k, libraries)
+            if chosen.library:
+                return [torch.nn.functional.linear(x2, _semi_structured(kernel, box), b)
+                        .reshape(*shape[:-1], n)]
+            box.pop("semi", None)  # the generated kernel won: the library's weight copy goes
+            launch(chosen)
         return [y]
 
     return Step("gemm", (op, *epilogue), inputs, [result], symbol, source, (), call,

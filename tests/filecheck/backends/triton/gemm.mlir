@@ -44,7 +44,7 @@ func.func @w4g(%x: tensor<?x64xf32>, %q: tensor<32x32xui8> {spk.param = "q"}, %s
 // CHECK:       def spk_gemm_w8a8_{{[0-9a-f]+}}(x_ptr, q_ptr, s_ptr, xs_ptr, b_ptr, y_ptr, ws_ptr, lock_ptr,
 // CHECK:         acc = tl.full((BM, BN), 0, dtype=tl.int32)
 // CHECK-NEXT:    if SPLIT_K > 1:
-// CHECK-NEXT:        k_per = tl.cdiv(K, BK * SPLIT_K) * BK
+// CHECK-NEXT:        k_per = (K + BK * SPLIT_K - 1) // (BK * SPLIT_K) * BK
 // CHECK:         for k0 in range(k_lo, k_hi, BK):
 // CHECK:             acc += tl.dot(x, w, out_dtype=tl.int32)
 // CHECK:         if SPLIT_K > 1:
