@@ -13,13 +13,13 @@ from spokeshave.compiler.registry import Registry
 
 def builtin_passes() -> list[type[Pass]]:
     """Every pass that ships with spokeshave."""
-    from . import (canonicalize, cse, dce, fold_constants, fold_norms, fuse, lorc, outlier_split,
-                   quantize, reorder_outliers, slice, smooth, sparsify)
+    from . import (canonicalize, cse, dce, fold_constants, fold_norms, fuse, gqa_attention, lorc,
+                   outlier_split, quantize, reorder_outliers, slice, smooth, sparsify)
 
     return [canonicalize.Canonicalize, cse.CSE, dce.DCE, fold_constants.FoldConstants,
             quantize.Quantize, sparsify.Sparsify, fold_norms.FoldNorms, slice.Slice,
             smooth.Smooth, reorder_outliers.ReorderOutliers, outlier_split.OutlierSplit,
-            lorc.Lorc, fuse.Fuse]
+            lorc.Lorc, gqa_attention.GqaAttention, fuse.Fuse]
 
 
 def load_builtin(registry: Registry[type[Pass]] = PASSES) -> None:
