@@ -3,11 +3,13 @@
 Cost-model-guided autotuning, as Inductor's max-autotune narrows its candidates: for each
 GEMM step and size class of its M (the next power of two, so decode and prefill shapes get
 their own), every candidate `LaunchConfig` is priced by the roofline cost model's tiled
-GEMM term (`costmodel.roofline`: tile re-reads, padding, wave fill of the SMs). On a GPU
-the configurations of the `TOP` cheapest tile shapes are timed on the call's own tensors
-(`triton.testing.do_bench`) and the fastest kept, and so is a library call that computes
-the same step faster (a 2:4 GEMM with no epilogue against torch's semi-structured kernels); under the interpreter nothing is timed (a timing there measures numpy) and the
-cheapest is taken, which the model prices by tile steps, so the biggest tiles win.
+GEMM term (`costmodel.roofline`: tile re-reads, padding, split-K's partials, wave fill of
+the SMs). On a GPU the configurations of the `TOP` cheapest tile shapes are timed on the
+call's own tensors (`triton.testing.do_bench`) and the fastest kept, unless a library call
+computing the same step is faster (a 2:4 GEMM with no epilogue against torch's
+semi-structured kernels). Under the interpreter nothing is timed (a timing there measures
+numpy) and the cheapest is taken, which the model prices by tile steps, so the biggest
+tiles win.
 
 The choices are cached beside the kernel file: `<kernel file>.launch.json`, keyed by the
 target (`Target.key()`), step and M class, written atomically, read back by the next

@@ -5,10 +5,11 @@
 GEMM kernel whose store applies the step's epilogue (activation, residual add, the `lorc`
 correction, any pointwise chain on the result); a run of row ops becomes one row kernel
 (`rows.py`), which also writes the int8 rows and scales of a w8a8 GEMM's input (the
-prologue). Each GEMM launch's block sizes, warps and stages come from `launch.LaunchTuner`
-(cost-model ranked, timed on a GPU, cached beside the kernels); on a GPU a 2:4 GEMM with
-no epilogue is also timed against torch's semi-structured kernels, and the faster kept. Launches are ordinary Triton launches on the tensors' device (CPU tensors under
-`TRITON_INTERPRET=1`).
+prologue). Each GEMM launch's block sizes, warps, stages and split-K come from
+`launch.LaunchTuner` (cost-model ranked, timed on a GPU, cached beside the kernels); on a
+GPU a 2:4 GEMM with no epilogue is also timed against torch's semi-structured kernels, and
+the faster kept. Launches are ordinary Triton launches on the tensors' device (CPU tensors
+under `TRITON_INTERPRET=1`).
 """
 from __future__ import annotations
 
