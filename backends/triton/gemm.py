@@ -240,6 +240,7 @@ def kernel_source(op: str, name: str | None = None, fused: str = "", extras: Seq
                     for i, kind in enumerate(extras))
     what = "x @ W^T + bias" + (", then its epilogue" if fused else "")
     xkind = "int8" if f.int8 else ("half" if half else "f32")
+    acc = "tl.int32" if f.int8 else "tl.float32"
     if f.halves:  # each 32-row block of K as its two 16-row halves, a dot each
         body = ("        for b in tl.static_range(BK // 32):\n"
                 "            kb = k0 + b * 32\n"
@@ -256,9 +257,9 @@ def kernel_source(op: str, name: str | None = None, fused: str = "", extras: Seq
     return _TEMPLATE.format(
         name=name or kernel_name(op), params=f.params, consts=f.consts, op=op, what=what,
         extras="".join(f"e{i}_ptr, " for i in range(len(extras))),
-        acc="tl.int32" if f.int8 else "tl.float32", body=body,
+        acc=acc, body=body,
         dot_const="DOT_F32: tl.constexpr, " if half and dtype == "bf16" else "",
-        split_k=_SPLIT_K.format(acc="tl.int32" if f.int8 else "tl.float32"),
+        split_k=_SPLIT_K.format(acc=acc),
         epilogue=f.epilogue, fused=loads + fused,
         store_cast=".to(y_ptr.dtype.element_ty)" if dtype != "f32" else "")
 
@@ -276,7 +277,6 @@ class TritonGemm:
     act_row_bytes: int = 0          # w8a8: a row kernel may write its int8 input rows
     library_when_alone: bool = False
     source: str = ""                # instantiated per step, with that step's epilogue
-    min_block_k: int = 16           # the format's least K tile
 
 
 def pack_w4g_halves(packed: torch.Tensor, scale: torch.Tensor, zeros: torch.Tensor
@@ -289,7 +289,7 @@ def pack_w4g_halves(packed: torch.Tensor, scale: torch.Tensor, zeros: torch.Tens
     codes = unpack_int4(packed)
     n, k = codes.shape
     blocks = -(-k // 32)
-    padded = torch.zeros(n, blocks * 32, dtype=torch.uint8)
+    padded = torch.zeros(n, blocks * 32, dtype=torch.uint8, device=codes.device)
     padded[:, :k] = codes
     halves = padded.reshape(n, blocks, 2, 16)
     byte = halves[:, :, 0] | (halves[:, :, 1] << 4)
@@ -323,8 +323,7 @@ def gemm_kernel(op: Op, weights: list[torch.Tensor]) -> TritonGemm | None:
             return None  # a 16-row half of K would span two groups; `quantize` makes none
         sym = a["symmetric"]
         # a symmetric weight passes no zeros (its scales stand in for the unread pointer)
-        w = list(pack_w4g_halves(w[0].cpu(), w[1].cpu(), w[1].cpu() if sym else w[2].cpu()))
-        w = [t.to(weights[0].device) for t in w]
+        w = list(pack_w4g_halves(w[0], w[1], w[1] if sym else w[2]))
         consts = {"GROUP": a["group"], "HAS_ZEROS": not sym}
     elif op.name == "spk.linear_sparse24":
         consts = {"MCOLS": w[1].shape[1]}
@@ -336,5 +335,4 @@ def gemm_kernel(op: Op, weights: list[torch.Tensor]) -> TritonGemm | None:
         return None
     return TritonGemm(op.name, kernel_name(op.name), n, k, tuple(t.contiguous() for t in w), consts,
                       act_row_bytes=k if FORMATS[op.name].int8 else 0,
-                      library_when_alone=op.name == "aten.linear",
-                      min_block_k=FORMATS[op.name].min_block_k)
+                      library_when_alone=op.name == "aten.linear")

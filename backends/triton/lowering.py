@@ -128,7 +128,7 @@ def gemm_step(op: Op, kernel: TritonGemm, epilogue: list[Op], extras: list[Value
             libraries = {}
             if op.name == "spk.linear_sparse24" and not epilogue and tuner.timed:
                 libraries["torch-2:4"] = lambda: torch.nn.functional.linear(x2, _semi_structured(kernel, box), b)
-            chosen = tuner.choose(symbol, ops, m, launch, kernel.min_block_k, libraries)
+            chosen = tuner.choose(symbol, ops, m, launch, FORMATS[op.name].min_block_k, libraries)
             if chosen.library:
                 return [torch.nn.functional.linear(x2, _semi_structured(kernel, box), b)
                         .reshape(*shape[:-1], n)]
