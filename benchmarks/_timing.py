@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -84,3 +85,8 @@ def write_section(path: str, text: str, section: str, begin: str, end: str) -> N
         new = old.rstrip("\n") + f"\n\n{section}\n\n{begin}\n{text}{end}\n"
     with open(path, "w") as f:
         f.write(new)
+
+
+def log(msg: str) -> None:
+    """Progress on stderr, so stdout carries the tables only."""
+    print(msg, file=sys.stderr, flush=True)

@@ -88,7 +88,7 @@ for _var in ("TORCHINDUCTOR_CACHE_DIR", "SPOKESHAVE_CACHE_DIR"):
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _peers  # sets the environment, imports torch
-from _timing import interleaved, summarize, write_section  # noqa: E402
+from _timing import interleaved, log, summarize, write_section  # noqa: E402
 
 HERE = os.path.abspath(__file__)
 BEGIN, END = "<!-- speed_cpu:begin -->", "<!-- speed_cpu:end -->"
@@ -276,10 +276,6 @@ def run_workers(args, models: list[str]) -> dict:
 
 
 # ---------------------------------------------------------------- main
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def measure_model(args, model: str, names: list[str], workers: dict) -> dict:

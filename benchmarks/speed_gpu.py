@@ -46,7 +46,7 @@ if SMOKE:
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _peers  # noqa: E402  (sets the environment, imports torch)
 import torch  # noqa: E402
-from _timing import interleaved, summarize, write_section  # noqa: E402
+from _timing import interleaved, log, summarize, write_section  # noqa: E402
 
 import spokeshave  # noqa: E402
 
@@ -69,10 +69,6 @@ MODEL_PIPELINES = {
     "spokeshave w8a8": "quantize{scheme=w8a8 skip=*lm_head},fuse",
 }
 TORCHAO_ROWS = {"torchao int4 wo": "Int4WeightOnlyConfig", "torchao int8 wo": "Int8WeightOnlyConfig"}
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def device() -> torch.device:
