@@ -121,7 +121,7 @@ class Codegen(Protocol):
                   quantized_input: bool) -> Step: ...
 
     def rows_step(self, ops: list[Op], inputs: list[Value], outputs: list[Value],
-                  quantize: dict[Value, tuple[str, int]]) -> Step: ...
+                  quantize: dict[Value, tuple[str, int]], donated: list[Value]) -> Step: ...
 
 
 # ------------------------------------------------------------------ epilogue operands
@@ -318,6 +318,7 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
                 quantize.pop(x)
     steps: list[Step] = []
     run: list[Op] = []
+    fresh: set[Value] = set()   # results of this group's linears: new buffers nobody else holds
 
     def flush():
         if not run:
@@ -342,8 +343,12 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
         if not outs and not q:
             run.clear()
             return
+        # a fresh GEMM result read by this run alone may be overwritten by it (in place):
+        # one large buffer less per call, and no page faults for a new one
+        donated = [v for v in ins if v in fresh and v not in out_set
+                   and all(u in run for u in users.get(v, []))]
         try:
-            step = codegen.rows_step(list(run), ins, outs, q)
+            step = codegen.rows_step(list(run), ins, outs, q, donated)
         except NotImplementedError:
             steps.extend(library_step(op, "extern") for op in run)
         else:
@@ -355,6 +360,7 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
             flush()
             steps.append(codegen.gemm_step(u, kernels[u], epilogue_of[u], extras_of[u],
                                            u.operands[0] in quantize))
+            fresh.add((epilogue_of[u] or [u])[-1].result)
         elif row_op(u) and not (run and not _same_space(run, u)):
             run.append(u)
         else:
@@ -364,6 +370,8 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
             else:
                 kind = "library" if (has_trait(u, LINEAR) or u.name in ATTENTION) else "extern"
                 steps.append(library_step(u, kind))
+                if has_trait(u, LINEAR):
+                    fresh.add(u.result)
     flush()
     _route_quantized(steps, quantize)
     plan = GroupPlan(name, tuple(ops), list(inputs), list(outputs), steps, fallback)

@@ -129,5 +129,5 @@ class CpuCodegen:
         return gemm_step(op, kernel, epilogue, extras, quantized_input)
 
     def rows_step(self, ops: list[Op], inputs: list[Value], outputs: list[Value],
-                  quantize: dict[Value, tuple[str, int]]) -> Step:
-        return row_step(rows.generate(ops, inputs, outputs, quantize))
+                  quantize: dict[Value, tuple[str, int]], donated: list[Value]) -> Step:
+        return row_step(rows.generate(ops, inputs, outputs, quantize, donated))

@@ -62,6 +62,7 @@ class RowKernel(RowKernelRecord):
     """One generated C++ row-wise function and how to call it."""
 
     fn: Any = None
+    inplace: int | None = None   # the input whose buffer the output may reuse (`generate`)
 
     def __post_init__(self) -> None:
         self._layouts = LayoutCache(self.input_kinds, self.outputs, self.output_kinds, self._meta)
@@ -83,7 +84,10 @@ class RowKernel(RowKernelRecord):
         # the contiguous copies must outlive the call: hold them, not just their pointers
         alive = [t.contiguous() if c else t for t, c in zip(args, lay.contiguous)]
         ptrs = [t.data_ptr() for t in alive]
-        outs = [torch.empty(s, dtype=torch.float32) for s in lay.out_shapes]
+        if self.inplace is not None and _reusable(alive[self.inplace], lay.out_shapes[0]):
+            outs = [alive[self.inplace]]
+        else:
+            outs = [torch.empty(s, dtype=torch.float32) for s in lay.out_shapes]
         ptrs += [o.data_ptr() for o in outs]
         for _, row_bytes in self.quantized:
             q = torch.empty((lay.rows, row_bytes), dtype=torch.uint8)
@@ -93,6 +97,29 @@ class RowKernel(RowKernelRecord):
         if meta is not None:
             self.fn(meta, (ctypes.c_int64 * len(ptrs))(*ptrs))
         return outs
+
+
+def _reusable(t: torch.Tensor, shape: tuple[int, ...]) -> bool:
+    """`t` can be the output buffer itself: exactly the output's shape, densely laid out."""
+    return tuple(t.shape) == shape and t.is_contiguous()
+
+
+def inplace_input(ops: list[Op], inputs: list[Value], outputs: list[Value], kinds_in: list[str],
+                  quantize: dict, donated: list[Value]) -> int | None:
+    """The donated input whose buffer the kernel may write its output into, if any.
+
+    Safe when the output is the last op's result and the kernel's only output: it is then
+    stored last in the final segment, where row r's element j is written after every read
+    of the input's element j (the simd loop reads its inputs at j alone, and earlier
+    segments only read), and rows are disjoint between threads. The input must have the
+    output's type (a broadcast input is read by other rows)."""
+    if len(outputs) != 1 or quantize or outputs[0] is not ops[-1].result:
+        return None
+    out = outputs[0].type
+    for i, v in enumerate(inputs):
+        if v in donated and kinds_in[i] == VEC and v.type == out:
+            return i
+    return None
 
 
 class _Emitter:
@@ -258,21 +285,29 @@ class _Emitter:
 
 
 def generate(ops: list[Op], inputs: list[Value], outputs: list[Value],
-             quantize: dict[Value, tuple[str, int]] | None = None) -> RowKernel:
+             quantize: dict[Value, tuple[str, int]] | None = None,
+             donated: list[Value] | None = None) -> RowKernel:
     """The row kernel computing `outputs` from `inputs` through `ops` (in order).
-    `quantize`: value -> (quantize_row function, bytes per row) for prologue outputs."""
+    `quantize`: value -> (quantize_row function, bytes per row) for prologue outputs;
+    `donated`: inputs dead after this kernel, whose buffer its output may take over."""
     quantize = quantize or {}
     em = _Emitter(ops, inputs, outputs, {v: fn for v, (fn, _) in quantize.items()})
     em.pre = []
     body, kinds_in, kinds_out = em.build()
     nin, nout = len(inputs), len(outputs)
+    inplace = inplace_input(ops, inputs, outputs, kinds_in, quantize, donated or [])
+    # the output and the input it may overwrite are one array: no `__restrict` on either
+    aliased = {inplace, nin} if inplace is not None else set()
+
+    def restrict(i: int) -> str:
+        return "" if i in aliased else " __restrict"
     head = ["const int64_t R = meta[0], C = meta[1], nd = meta[2];",
             "const int64_t* osz = meta + 3;"]
     for i in range(nin):
-        head.append(f"const float* __restrict a{i} = (const float*)ptrs[{i}];")
+        head.append(f"const float*{restrict(i)} a{i} = (const float*)ptrs[{i}];")
         head.append(f"const int64_t* st{i} = meta + 3 + nd * {i + 1};")
     for i in range(nout):
-        head.append(f"float* __restrict out{i} = (float*)ptrs[{nin + i}];")
+        head.append(f"float*{restrict(nin + i)} out{i} = (float*)ptrs[{nin + i}];")
     for i in range(len(quantize)):
         rb = list(quantize.values())[i][1]
         head.append(f"void* qo{i} = ptrs[{nin + nout + 2 * i}];")
@@ -282,7 +317,7 @@ def generate(ops: list[Op], inputs: list[Value], outputs: list[Value],
            "{ int64_t rem = r; for (int64_t d = nd - 1; d >= 0; --d) { const int64_t i = rem % osz[d]; rem /= osz[d];"
            + "".join(f" o{i} += i * st{i}[d];" for i in range(nin)) + " } }"]
     for i, k in enumerate(kinds_in):
-        row.append(f"const float* __restrict in{i} = a{i} + o{i};" if k == VEC
+        row.append(f"const float*{restrict(i)} in{i} = a{i} + o{i};" if k == VEC
                    else f"const float in{i} = a{i}[o{i}];")
     row += em.pre + body.splitlines()
     scratch = max(em.scratch, 1)
@@ -301,4 +336,4 @@ def generate(ops: list[Op], inputs: list[Value], outputs: list[Value],
     symbol = "spk_rows_" + hashlib.sha256(fn.encode()).hexdigest()[:16]
     source = f'extern "C" void {symbol}(const int64_t* meta, void* const* ptrs) {{\n{fn}\n}}\n'
     return RowKernel(symbol, source, tuple(ops), list(inputs), kinds_in, list(outputs), kinds_out,
-                     [(v, rb) for v, (_, rb) in quantize.items()])
+                     [(v, rb) for v, (_, rb) in quantize.items()], inplace=inplace)

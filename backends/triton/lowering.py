@@ -160,5 +160,5 @@ class TritonCodegen:
         return gemm_step(op, kernel, epilogue, extras, self.tuner)
 
     def rows_step(self, ops: list[Op], inputs: list[Value], outputs: list[Value],
-                  quantize: dict[Value, tuple[str, int]]) -> Step:
+                  quantize: dict[Value, tuple[str, int]], donated: list[Value]) -> Step:
         return row_step(rows.generate(ops, inputs, outputs, quantize))

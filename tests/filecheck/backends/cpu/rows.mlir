@@ -69,3 +69,42 @@ func.func @twice(%x: tensor<?x8xf32>) -> tensor<?x8xf32> {
   %1 = "aten.silu"(%0) : (tensor<?x8xf32>) -> tensor<?x8xf32>
   return %1 : tensor<?x8xf32>
 }
+
+// -----
+
+// The linear's result is read by the gelu alone: torch's GEMM writes a fresh buffer, and the
+// row kernel writes its output over it (one large buffer less per call, and no page faults
+// for a new one), so neither pointer is `__restrict`.
+// CHECK-LABEL: func.func @linear_gelu_in_place(
+// CHECK:       extern "C" void spk_rows_{{[0-9a-f]+}}(
+// CHECK:         const float* a0 = (const float*)ptrs[0];
+// CHECK:         float* out0 = (float*)ptrs[1];
+// CHECK:         const float* in0 = a0 + o0;
+// CHECK:         const float [[V:v[0-9]+]] = (0.5f * in0[j] * (1.0f + spk_erf(in0[j] * 0.7071067811865476f)));
+// CHECK-NEXT:    {{pv[0-9]+}}[j] = [[V]];
+func.func @linear_gelu_in_place(%x: tensor<?x32xf32>, %w: tensor<64x32xf32>, %b: tensor<64xf32>) -> tensor<?x64xf32> {
+  %0 = "spk.fused"(%x, %w, %b) ({
+  ^bb0(%a: tensor<?x32xf32>, %aw: tensor<64x32xf32>, %ab: tensor<64xf32>):
+    %1 = "aten.linear"(%a, %aw, %ab) : (tensor<?x32xf32>, tensor<64x32xf32>, tensor<64xf32>) -> tensor<?x64xf32>
+    %2 = "aten.gelu"(%1) : (tensor<?x64xf32>) -> tensor<?x64xf32>
+    "spk.yield"(%2) : (tensor<?x64xf32>) -> ()
+  }) {kind = "gemm"} : (tensor<?x32xf32>, tensor<64x32xf32>, tensor<64xf32>) -> tensor<?x64xf32>
+  return %0 : tensor<?x64xf32>
+}
+
+// -----
+
+// The linear's result leaves the group too: the row kernel writes a buffer of its own.
+// CHECK-LABEL: func.func @linear_gelu_kept(
+// CHECK:       extern "C" void spk_rows_{{[0-9a-f]+}}(
+// CHECK:         const float* __restrict a0 = (const float*)ptrs[0];
+// CHECK:         float* __restrict out0 = (float*)ptrs[1];
+func.func @linear_gelu_kept(%x: tensor<?x32xf32>, %w: tensor<64x32xf32>, %b: tensor<64xf32>) -> (tensor<?x64xf32>, tensor<?x64xf32>) {
+  %0:2 = "spk.fused"(%x, %w, %b) ({
+  ^bb0(%a: tensor<?x32xf32>, %aw: tensor<64x32xf32>, %ab: tensor<64xf32>):
+    %1 = "aten.linear"(%a, %aw, %ab) : (tensor<?x32xf32>, tensor<64x32xf32>, tensor<64xf32>) -> tensor<?x64xf32>
+    %2 = "aten.gelu"(%1) : (tensor<?x64xf32>) -> tensor<?x64xf32>
+    "spk.yield"(%1, %2) : (tensor<?x64xf32>, tensor<?x64xf32>) -> ()
+  }) {kind = "gemm"} : (tensor<?x32xf32>, tensor<64x32xf32>, tensor<64xf32>) -> (tensor<?x64xf32>, tensor<?x64xf32>)
+  return %0#0, %0#1 : tensor<?x64xf32>, tensor<?x64xf32>
+}
