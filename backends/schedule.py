@@ -109,9 +109,12 @@ class GemmKernelLike(Protocol):
 
 class Codegen(Protocol):
     """What a backend supplies: kernels for linears, and the source of each step; its
-    kernels read and write tensors of `float_types` (computing in float32)."""
+    kernels read and write tensors of `float_types` (computing in float32). A row kernel may
+    write its output over a `donated` input, and adds `biased[v]` to input `v` wherever it
+    reads it (only a codegen with `defers_bias` is given any)."""
 
     float_types: frozenset[str]
+    defers_bias: bool
 
     def gemm_kernel(self, op: Op, weights: list[torch.Tensor]) -> GemmKernelLike | None: ...
 
@@ -121,7 +124,8 @@ class Codegen(Protocol):
                   quantized_input: bool) -> Step: ...
 
     def rows_step(self, ops: list[Op], inputs: list[Value], outputs: list[Value],
-                  quantize: dict[Value, tuple[str, int]], donated: list[Value]) -> Step: ...
+                  quantize: dict[Value, tuple[str, int]], donated: list[Value],
+                  biased: dict[Value, Value]) -> Step: ...
 
 
 # ------------------------------------------------------------------ epilogue operands
@@ -193,6 +197,20 @@ def library_step(op: Op, kind: str = "library") -> Step:
         out = run(args)
         return list(out) if len(op.results) > 1 else [out]
     return Step(kind, (op,), list(op.operands), list(op.results), call=call)
+
+
+def drop_bias(step: Step, bias: Value) -> None:
+    """Make the library step of a dense linear compute `x @ w.T` alone (a row kernel adds
+    `bias` as it reads the result): torch's addmm first copies the bias into every row of
+    its output, a full extra write and read of it."""
+    step.inputs = [v for v in step.inputs if v is not bias]
+
+    def call(args: list[Any]) -> list[Any] | None:
+        x, w = args
+        if not isinstance(x, torch.Tensor):
+            return None
+        return [torch.nn.functional.linear(x, w)]
+    step.call = call
 
 
 def quant_shape(args: list[Any]) -> tuple[int, ...]:
@@ -319,6 +337,9 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
     steps: list[Step] = []
     run: list[Op] = []
     fresh: set[Value] = set()   # results of this group's linears: new buffers nobody else holds
+    # library linears whose bias a row kernel could add instead (`drop_bias`)
+    library_of: dict[Value, Step] = {}
+    bias_of: dict[Value, Value] = {}
 
     def flush():
         if not run:
@@ -347,13 +368,18 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
         # one large buffer less per call, and no page faults for a new one
         donated = [v for v in ins if v in fresh and v not in out_set
                    and all(u in run for u in users.get(v, []))]
+        biased = {v: bias_of[v] for v in donated if v in bias_of
+                  and all(has_trait(u, POINTWISE) for u in users[v])}
         try:
-            step = codegen.rows_step(list(run), ins, outs, q, donated)
+            step = codegen.rows_step(list(run), ins + [b for b in biased.values() if b not in ins],
+                                     outs, q, donated, biased)
         except NotImplementedError:
             steps.extend(library_step(op, "extern") for op in run)
         else:
             step.needs = tuple(dict.fromkeys(quantizer_of[v] for v in q))
             steps.append(step)
+            for v, b in biased.items():
+                drop_bias(library_of[v], b)
         run.clear()
     for u in order:
         if u in kernels:
@@ -372,6 +398,10 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
                 steps.append(library_step(u, kind))
                 if has_trait(u, LINEAR):
                     fresh.add(u.result)
+                    b = bias_value(u)
+                    if (codegen.defers_bias and u.name == "aten.linear" and b is not None
+                            and float_of(b, floats) and b.type.rank == 1):
+                        library_of[u.result], bias_of[u.result] = steps[-1], b
     flush()
     _route_quantized(steps, quantize)
     plan = GroupPlan(name, tuple(ops), list(inputs), list(outputs), steps, fallback)

@@ -190,7 +190,7 @@ IN_PLACE = """func.func @f(%x: tensor<?x?x16xf32>, %r: tensor<?x?x24xf32>, %w: t
 }"""
 
 
-def test_a_row_kernel_writes_over_the_linear_result_it_alone_reads():
+def test_a_row_kernel_adds_the_bias_of_the_linear_it_alone_reads_and_writes_over_its_result():
     g = torch.Generator().manual_seed(3)
     weights = {"w": torch.randn(24, 16, generator=g), "b": torch.randn(24, generator=g),
                "g": torch.rand(24, generator=g) + 0.5}
@@ -199,9 +199,17 @@ def test_a_row_kernel_writes_over_the_linear_result_it_alone_reads():
     ref = spokeshave.compile_module(spokeshave.parse(IN_PLACE), WeightStore(dict(weights)),
                                     pipeline="dce", backend="reference")
     written = []
-    for plan in cm.executable.plans.values():
+    func = cm.module.entry
+    for group, plan in cm.executable.plans.items():
+        # the group's own value of the parameter "b"
+        (bias,) = [inner for outer, inner in zip(group.operands, plan.inputs)
+                   if func.param_name(outer) == "b"]
         for step in plan.steps:
             if step.kind == "library":
+                # torch's GEMM runs without the bias, which the row kernel reads instead
+                assert bias not in step.inputs and len(step.inputs) == 2, step.inputs
+            else:
+                assert bias in step.inputs
                 call = step.call
                 step.call = lambda args, call=call: written.append(out := call(args)) or out
     x, r = torch.randn(3, 5, 16, generator=g), torch.randn(3, 5, 24, generator=g)

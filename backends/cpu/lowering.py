@@ -114,6 +114,7 @@ class CpuCodegen:
     """The scheduler's `Codegen` for C++ on `target` (float32 tensors)."""
 
     float_types = F32
+    defers_bias = True
 
     def __init__(self, target: Target):
         self.target = target
@@ -129,5 +130,6 @@ class CpuCodegen:
         return gemm_step(op, kernel, epilogue, extras, quantized_input)
 
     def rows_step(self, ops: list[Op], inputs: list[Value], outputs: list[Value],
-                  quantize: dict[Value, tuple[str, int]], donated: list[Value]) -> Step:
-        return row_step(rows.generate(ops, inputs, outputs, quantize, donated))
+                  quantize: dict[Value, tuple[str, int]], donated: list[Value],
+                  biased: dict[Value, Value]) -> Step:
+        return row_step(rows.generate(ops, inputs, outputs, quantize, donated, biased))

@@ -124,8 +124,9 @@ def inplace_input(ops: list[Op], inputs: list[Value], outputs: list[Value], kind
 
 class _Emitter:
     def __init__(self, ops: list[Op], inputs: list[Value], outputs: list[Value],
-                 quantize: dict[Value, str]):
+                 quantize: dict[Value, str], biased: dict[Value, Value]):
         self.ops = ops
+        self.biased = biased
         self.inputs = inputs
         self.outputs = outputs
         self.quantize = quantize
@@ -142,6 +143,8 @@ class _Emitter:
         """The C++ expression of `v` inside the current loop (or as a scalar)."""
         if self.kind[v] == SCALAR or v in self.local:
             return self.name[v]
+        if v in self.biased:
+            return f"({self.stored[v]}[j] + {self.ref(self.biased[v])})"
         return f"{self.stored[v]}[j]"
 
     def build(self) -> tuple[str, list[str], list[str]]:
@@ -286,12 +289,15 @@ class _Emitter:
 
 def generate(ops: list[Op], inputs: list[Value], outputs: list[Value],
              quantize: dict[Value, tuple[str, int]] | None = None,
-             donated: list[Value] | None = None) -> RowKernel:
+             donated: list[Value] | None = None,
+             biased: dict[Value, Value] | None = None) -> RowKernel:
     """The row kernel computing `outputs` from `inputs` through `ops` (in order).
     `quantize`: value -> (quantize_row function, bytes per row) for prologue outputs;
-    `donated`: inputs dead after this kernel, whose buffer its output may take over."""
+    `donated`: inputs dead after this kernel, whose buffer its output may take over;
+    `biased`: input -> the bias (also an input) added to it wherever it is read (a linear
+    whose library call left the bias out; only pointwise ops may read it)."""
     quantize = quantize or {}
-    em = _Emitter(ops, inputs, outputs, {v: fn for v, (fn, _) in quantize.items()})
+    em = _Emitter(ops, inputs, outputs, {v: fn for v, (fn, _) in quantize.items()}, biased or {})
     em.pre = []
     body, kinds_in, kinds_out = em.build()
     nin, nout = len(inputs), len(outputs)

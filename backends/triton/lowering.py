@@ -145,6 +145,7 @@ class TritonCodegen:
     GEMM launch's configuration."""
 
     float_types = FLOAT_TYPES
+    defers_bias = False   # its row kernels do not add a deferred bias (`Codegen`)
 
     def __init__(self, tuner: LaunchTuner):
         self.tuner = tuner
@@ -160,5 +161,6 @@ class TritonCodegen:
         return gemm_step(op, kernel, epilogue, extras, self.tuner)
 
     def rows_step(self, ops: list[Op], inputs: list[Value], outputs: list[Value],
-                  quantize: dict[Value, tuple[str, int]], donated: list[Value]) -> Step:
+                  quantize: dict[Value, tuple[str, int]], donated: list[Value],
+                  biased: dict[Value, Value]) -> Step:
         return row_step(rows.generate(ops, inputs, outputs, quantize))

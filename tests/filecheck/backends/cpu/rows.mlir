@@ -72,15 +72,17 @@ func.func @twice(%x: tensor<?x8xf32>) -> tensor<?x8xf32> {
 
 // -----
 
-// The linear's result is read by the gelu alone: torch's GEMM writes a fresh buffer, and the
-// row kernel writes its output over it (one large buffer less per call, and no page faults
-// for a new one), so neither pointer is `__restrict`.
+// The linear's result is read by the gelu alone. torch's GEMM runs without the bias (addmm
+// would first copy it into every row of its output), which the row kernel adds as it reads
+// the result, and the row kernel writes its output over that fresh buffer (one large buffer
+// less per call, and no page faults for a new one): neither of the pair is `__restrict`.
 // CHECK-LABEL: func.func @linear_gelu_in_place(
 // CHECK:       extern "C" void spk_rows_{{[0-9a-f]+}}(
 // CHECK:         const float* a0 = (const float*)ptrs[0];
-// CHECK:         float* out0 = (float*)ptrs[1];
+// CHECK:         const float* __restrict a1 = (const float*)ptrs[1];
+// CHECK:         float* out0 = (float*)ptrs[2];
 // CHECK:         const float* in0 = a0 + o0;
-// CHECK:         const float [[V:v[0-9]+]] = (0.5f * in0[j] * (1.0f + spk_erf(in0[j] * 0.7071067811865476f)));
+// CHECK:         const float [[V:v[0-9]+]] = (0.5f * (in0[j] + in1[j]) * (1.0f + spk_erf((in0[j] + in1[j]) * 0.7071067811865476f)));
 // CHECK-NEXT:    {{pv[0-9]+}}[j] = [[V]];
 func.func @linear_gelu_in_place(%x: tensor<?x32xf32>, %w: tensor<64x32xf32>, %b: tensor<64xf32>) -> tensor<?x64xf32> {
   %0 = "spk.fused"(%x, %w, %b) ({
@@ -94,7 +96,8 @@ func.func @linear_gelu_in_place(%x: tensor<?x32xf32>, %w: tensor<64x32xf32>, %b:
 
 // -----
 
-// The linear's result leaves the group too: the row kernel writes a buffer of its own.
+// The linear's result leaves the group too: torch adds the bias, and the row kernel writes
+// a buffer of its own.
 // CHECK-LABEL: func.func @linear_gelu_kept(
 // CHECK:       extern "C" void spk_rows_{{[0-9a-f]+}}(
 // CHECK:         const float* __restrict a0 = (const float*)ptrs[0];
