@@ -202,8 +202,8 @@ _FAST_CALLS: dict[str, Callable[..., Any]] = {
 
 
 def _overload_key(overload: torch._ops.OpOverload) -> str:
-    name = overload._schema.name
-    return name if overload._overloadname == "default" else f"{name}.{overload._overloadname}"
+    s = overload._schema
+    return f"{s.name}.{s.overload_name}" if s.overload_name else s.name
 
 
 class CallPlan:

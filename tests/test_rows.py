@@ -225,3 +225,21 @@ def test_a_row_kernel_adds_the_bias_of_the_linear_it_alone_reads_and_writes_over
     for a, b in zip(cm(x, r), want):
         _close(a, b)
     assert torch.equal(x, x0) and torch.equal(r, r0)
+
+
+def test_a_deferred_bias_of_one_column_is_added_as_a_row_scalar():
+    # a 1-output head: the linear's result and its bias are `[..., 1]` scalars per row
+    text = """func.func @f(%x: tensor<?x16xf32>, %w: tensor<1x16xf32> {spk.param = "w"}, %b: tensor<1xf32> {spk.param = "b"}) -> tensor<?x1xf32> {
+  %0 = "aten.linear"(%x, %w, %b) : (tensor<?x16xf32>, tensor<1x16xf32>, tensor<1xf32>) -> tensor<?x1xf32>
+  %1 = "aten.sigmoid"(%0) : (tensor<?x1xf32>) -> tensor<?x1xf32>
+  return %1 : tensor<?x1xf32>
+}"""
+    g = torch.Generator().manual_seed(4)
+    weights = {"w": torch.randn(1, 16, generator=g), "b": torch.tensor([2.5])}
+    cm = spokeshave.compile_module(spokeshave.parse(text), WeightStore(dict(weights)),
+                                   pipeline="fuse", backend="cpu")
+    (plan,) = cm.executable.plans.values()
+    assert [len(s.inputs) for s in plan.steps] == [2, 2]   # mm without the bias, then the row
+    x = torch.randn(7, 16, generator=g)
+    want = torch.sigmoid(torch.nn.functional.linear(x, weights["w"], weights["b"]))
+    _close(cm(x), want)

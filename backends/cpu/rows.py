@@ -141,10 +141,13 @@ class _Emitter:
 
     def ref(self, v: Value) -> str:
         """The C++ expression of `v` inside the current loop (or as a scalar)."""
+        if v in self.biased:   # a linear's result whose library call left the bias out
+            return f"({self._ref(v)} + {self._ref(self.biased[v])})"
+        return self._ref(v)
+
+    def _ref(self, v: Value) -> str:
         if self.kind[v] == SCALAR or v in self.local:
             return self.name[v]
-        if v in self.biased:
-            return f"({self.stored[v]}[j] + {self.ref(self.biased[v])})"
         return f"{self.stored[v]}[j]"
 
     def build(self) -> tuple[str, list[str], list[str]]:
