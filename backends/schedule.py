@@ -12,9 +12,12 @@ dependency order:
   correction computed by two skinny GEMMs ahead of it); when its input comes from a row
   kernel of the same group, that kernel writes the int8 rows and scales (the w8a8
   prologue) and this step reads them;
+* `attention`: `scaled_dot_product_attention` as a generated kernel, where the codegen
+  has one for its form (`Codegen.attention_step`);
 * `library`: a linear without a generated kernel, or attention, through torch (oneDNN/MKL,
   cuBLAS, flash-style SDPA), as Inductor calls extern kernels; what follows it fuses into
-  the next row kernel;
+  the next row kernel (a row kernel that alone reads a dense linear's result also adds its
+  bias, and a fresh GEMM result it alone reads becomes its output buffer);
 * `extern`: any other op, through the interpreter's ATen path (listed in the report).
 
 A step returns None when a call does not fit what it was compiled for (a dynamic dim that
@@ -126,6 +129,8 @@ class Codegen(Protocol):
     def rows_step(self, ops: list[Op], inputs: list[Value], outputs: list[Value],
                   quantize: dict[Value, tuple[str, int]], donated: list[Value],
                   biased: dict[Value, Value]) -> Step: ...
+
+    def attention_step(self, op: Op) -> Step | None: ...
 
 
 # ------------------------------------------------------------------ epilogue operands
@@ -395,7 +400,8 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
                 run.append(u)
             else:
                 kind = "library" if (has_trait(u, LINEAR) or u.name in ATTENTION) else "extern"
-                steps.append(library_step(u, kind))
+                generated = codegen.attention_step(u) if u.name in ATTENTION else None
+                steps.append(generated or library_step(u, kind))
                 if has_trait(u, LINEAR):
                     fresh.add(u.result)
                     b = bias_value(u)

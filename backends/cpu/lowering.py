@@ -18,7 +18,7 @@ from spokeshave.compiler.target import Target
 
 from ..rowops import F32
 from ..schedule import Quantized, Step, bias_value, epilogue_kind, gemm_buffers, row_step
-from . import gemm, rows
+from . import attention, gemm, rows
 from .rows import cpp_expression
 
 
@@ -133,3 +133,6 @@ class CpuCodegen:
                   quantize: dict[Value, tuple[str, int]], donated: list[Value],
                   biased: dict[Value, Value]) -> Step:
         return row_step(rows.generate(ops, inputs, outputs, quantize, donated, biased))
+
+    def attention_step(self, op: Op) -> Step | None:
+        return attention.attention_step(op, self.target.cache("l1d"))

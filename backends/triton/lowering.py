@@ -164,3 +164,6 @@ class TritonCodegen:
                   quantize: dict[Value, tuple[str, int]], donated: list[Value],
                   biased: dict[Value, Value]) -> Step:
         return row_step(rows.generate(ops, inputs, outputs, quantize))
+
+    def attention_step(self, op: Op) -> Step | None:
+        return None   # torch's SDPA (flash / memory-efficient kernels on CUDA)

@@ -1,0 +1,286 @@
+"""A generated flash-style attention kernel: `scaled_dot_product_attention` in C++.
+
+One function per (head dim, scale, mask kind, causal) computes, for every (batch, head,
+block of 32 query rows) in an OpenMP loop: the block's scores against all keys, the mask,
+a numerically safe softmax (max subtracted, the division after the value sum), and the
+weighted sum of the values, with nothing but one row of scores per thread in memory. The
+head dim is a compile-time constant, so the value accumulator of a row is a few vector
+registers; keys are first transposed into a per-thread `[D][Sk]` panel (zero-padded to
+whole 64-key chunks) so a query row's scores are 64-wide vector FMAs over the head dim,
+64 accumulators in registers. Sizes and strides are run-time arguments; the last dim of
+q, k, v and the mask must be contiguous (the step copies one that is not).
+
+Semantics are torch's (`aten.scaled_dot_product_attention`, no dropout): scores
+`q . k * scale` (`scale` defaults to 1/sqrt(D)); a bool mask keeps True, a float mask is
+added; `is_causal` keeps key j <= query i (top-left aligned, as torch); a query row with
+no key left gives zeros, as torch's CPU kernels do. With `enable_gqa` query head h reads
+key/value head h // (Hq / Hkv), the same values a repeated K/V puts there, in the same
+order: the two forms give the same bits. Dropout takes the library path. The output is
+allocated `[B, Sq, H, D]` and returned as its `[B, H, Sq, D]` view, as torch's CPU kernel
+lays it out when q is a permuted view: the head-merging permute and view after attention
+then move no data.
+
+Numerics: float32 throughout, sums in a different order than torch's and our `spk_exp`;
+the differential tests hold it to 1e-5 of the output's scale like every float path.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+from typing import Any
+
+import torch
+from spokeshave.compiler.interpreter import reference_runner
+from spokeshave.compiler.ir import Op, TensorType
+
+from ..schedule import Step
+
+ROWS = 32     # query rows per parallel unit
+CHUNK = 64    # keys per register block of scores
+
+_TEMPLATE = r"""
+#ifndef SPK_V16
+#define SPK_V16
+// 16 floats: one zmm, or two ymm where the target has no AVX-512 (GCC/Clang lower it)
+typedef float spk_v16 __attribute__((vector_size(64)));
+static inline spk_v16 spk_ld16(const float* p) { spk_v16 r; memcpy(&r, p, 64); return r; }
+static inline void spk_st16(float* p, spk_v16 v) { memcpy(p, &v, 64); }
+static inline spk_v16 spk_splat16(float x) {   // one broadcast (`v16{} + x` adds a 0 first)
+  return spk_v16{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
+}
+#endif
+extern "C" void $symbol(const int64_t* meta, void* const* ptrs) {
+  constexpr int64_t D = $D, RB = $ROWS, KC = $CHUNK;
+  const int64_t B = meta[0], H = meta[1], SQ = meta[2], SK = meta[3];
+  const int64_t REP = meta[4];    // query heads per key/value head (1 unless grouped)
+  const int64_t* st = meta + 5;   // strides (batch, head, row) of q, k, v, out, mask
+  const float* q = (const float*)ptrs[0];
+  const float* k = (const float*)ptrs[1];
+  const float* v = (const float*)ptrs[2];
+  float* o = (float*)ptrs[3];
+  const $MASK_T* mask = (const $MASK_T*)ptrs[4];
+  (void)mask;
+  const int64_t SKP = (SK + KC - 1) / KC * KC;
+  const int64_t NRB = (SQ + RB - 1) / RB;
+  const float scale = $SCALE;
+  #pragma omp parallel if (B * H * NRB > 1)
+  {
+    float* kt = (float*)spk_scratch(D * SKP * 4);
+    float* vp = (float*)spk_scratch(D * SK * 4);
+    float* s = (float*)spk_scratch(2 * SKP * 4);
+    int64_t cur = -1;
+    #pragma omp for schedule(static)
+    for (int64_t u = 0; u < B * H * NRB; ++u) {
+      const int64_t bh = u / NRB, b = bh / H, h = bh % H, i0 = (u % NRB) * RB;
+      const int64_t kvh = bh / REP;   // grouped heads share one key/value head: its panels
+      const float* kb = k + b * st[3] + (h / REP) * st[4];
+      const float* vb = v + b * st[6] + (h / REP) * st[7];
+      if (kvh != cur) {
+        // this thread's panels of the head: keys transposed (packed first), values packed.
+        // Rows of a permuted [B, S, H, D] tensor are H * D floats apart, a stride that maps
+        // them to a few L1 sets: read in place, they evict each other on every query row
+        for (int64_t j = 0; j < SK; ++j) memcpy(vp + j * D, kb + j * st[5], D * 4);
+        for (int64_t d = 0; d < D; ++d)
+          for (int64_t j = 0; j < SKP; ++j) kt[d * SKP + j] = j < SK ? vp[j * D + d] : 0.0f;
+        for (int64_t j = 0; j < SK; ++j) memcpy(vp + j * D, vb + j * st[8], D * 4);
+        cur = kvh;
+      }
+      const int64_t i1 = i0 + RB < SQ ? i0 + RB : SQ;
+      // two query rows at a time: each key and value vector loaded feeds both (an odd
+      // last row is paired with itself and written once)
+      for (int64_t i = i0; i < i1; i += 2) {
+        const int64_t rows[2] = {i, i + 1 < i1 ? i + 1 : i};
+        const float* qa = q + b * st[0] + h * st[1] + rows[0] * st[2];
+        const float* qb = q + b * st[0] + h * st[1] + rows[1] * st[2];
+        for (int64_t jb = 0; jb < SKP; jb += KC) {   // 2 x 64 scores: eight FMA chains
+          spk_v16 a[2][4] = {};
+          const float* kr = kt + jb;
+          for (int64_t d = 0; d < D; ++d, kr += SKP) {
+            const spk_v16 xa = spk_splat16(qa[d]), xb = spk_splat16(qb[d]);
+            for (int c = 0; c < 4; ++c) {
+              const spk_v16 kv = spk_ld16(kr + 16 * c);
+              a[0][c] += xa * kv;
+              a[1][c] += xb * kv;
+            }
+          }
+          for (int c = 0; c < 4; ++c) {
+            spk_st16(s + jb + 16 * c, a[0][c] * scale);
+            spk_st16(s + SKP + jb + 16 * c, a[1][c] * scale);
+          }
+        }
+        float iz[2];
+        for (int r = 0; r < 2; ++r) {   // mask and softmax numerators, row by row
+          const int64_t ii = rows[r];
+          float* sr = s + r * SKP;
+          $MASK_ROW
+          for (int64_t j = SK; j < SKP; ++j) sr[j] = -INFINITY;
+          spk_v16 mv = spk_splat16(-INFINITY);
+          for (int64_t j = 0; j < SKP; j += 16) { const spk_v16 x = spk_ld16(sr + j); mv = x > mv ? x : mv; }
+          float mx = -INFINITY;
+          for (int c = 0; c < 16; ++c) mx = mv[c] > mx ? mv[c] : mx;
+          if (mx == -INFINITY) {   // every key masked: zeros, as torch's CPU kernels give
+            for (int64_t j = 0; j < SKP; ++j) sr[j] = 0.0f;
+            iz[r] = 0.0f;
+            continue;
+          }
+          float z = 0.0f;
+          #pragma omp simd reduction(+:z)
+          for (int64_t j = 0; j < SKP; ++j) { const float e = spk_exp(sr[j] - mx); sr[j] = e; z += e; }
+          iz[r] = 1.0f / z;
+        }
+        // both rows' outputs, D / 16 vectors each per parity of j: independent FMA chains
+        spk_v16 acc[2][2][D / 16] = {};
+        const int64_t SK2 = SK / 2 * 2;
+        for (int64_t j = 0; j < SK2; j += 2) {
+          for (int e = 0; e < 2; ++e) {
+            const spk_v16 pa = spk_splat16(s[j + e]), pb = spk_splat16(s[SKP + j + e]);
+            const float* vr = vp + (j + e) * D;
+            for (int64_t c = 0; c < D / 16; ++c) {
+              const spk_v16 vv = spk_ld16(vr + 16 * c);
+              acc[0][e][c] += pa * vv;
+              acc[1][e][c] += pb * vv;
+            }
+          }
+        }
+        for (int64_t j = SK2; j < SK; ++j) {
+          const spk_v16 pa = spk_splat16(s[j]), pb = spk_splat16(s[SKP + j]);
+          const float* vr = vp + j * D;
+          for (int64_t c = 0; c < D / 16; ++c) {
+            const spk_v16 vv = spk_ld16(vr + 16 * c);
+            acc[0][0][c] += pa * vv;
+            acc[1][0][c] += pb * vv;
+          }
+        }
+        for (int r = 0; r < (rows[1] != rows[0] ? 2 : 1); ++r) {
+          float* oi = o + b * st[9] + h * st[10] + rows[r] * st[11];
+          for (int64_t c = 0; c < D / 16; ++c)
+            spk_st16(oi + 16 * c, (acc[r][0][c] + acc[r][1][c]) * iz[r]);
+        }
+      }
+    }
+    free(kt);
+    free(vp);
+    free(s);
+  }
+}
+"""
+
+# per mask kind: the row's mask pass (scores of masked keys to -inf), the mask's C type
+_MASK = {
+    None: ("", "uint8_t"),
+    "bool": ("{ const uint8_t* mr = mask + b * st[12] + h * st[13] + ii * st[14];\n"
+             "            for (int64_t j = 0; j < SK; ++j) sr[j] = mr[j] ? sr[j] : -INFINITY; }",
+             "uint8_t"),
+    "float": ("{ const float* mr = mask + b * st[12] + h * st[13] + ii * st[14];\n"
+              "            #pragma omp simd\n"
+              "            for (int64_t j = 0; j < SK; ++j) sr[j] += mr[j]; }", "float"),
+}
+_CAUSAL = "for (int64_t j = ii + 1; j < SK; ++j) sr[j] = -INFINITY;"
+
+
+def _padded(keys: int) -> int:
+    return -(-keys // CHUNK) * CHUNK
+
+
+def _float_literal(x: float) -> str:
+    return f"((float){float(x).hex()})"
+
+
+def attention_source(d: int, scale: float, mask: str | None, causal: bool) -> tuple[str, str]:
+    """(symbol, C++ source) of the kernel for head dim `d`, `scale` and the mask's kind."""
+    row, mask_t = _MASK[mask]
+    if causal:
+        row = (row + "\n          " if row else "") + _CAUSAL
+    text = (_TEMPLATE.replace("$D", str(d)).replace("$ROWS", str(ROWS))
+            .replace("$CHUNK", str(CHUNK)).replace("$SCALE", _float_literal(scale))
+            .replace("$MASK_ROW", row).replace("$MASK_T", mask_t))
+    symbol = "spk_attn_" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return symbol, text.replace("$symbol", symbol)
+
+
+def _static_dim(v, i: int) -> int | None:
+    t = v.type
+    return t.shape[i] if isinstance(t, TensorType) and t.rank == 4 and isinstance(t.shape[i], int) else None
+
+
+def attention_step(op: Op, l1_bytes: int | None) -> Step | None:
+    """The generated step for `op` (an `aten.scaled_dot_product_attention`), or None when
+    its form takes the library path: dropout, dynamic head counts, a dynamic head dim or
+    one not a multiple of 16, a non-float32 tensor, a mask that is not a rank-4 bool or
+    float32 tensor, a target whose L1 size is unknown.
+
+    A call whose key and value panels (2 x D x Sk floats per thread) exceed the target's
+    L1 data cache runs torch's kernel instead: the panels are what this kernel streams
+    once per query row pair, and from L2 it loses to torch's blocked one (SmolLM2 prefill,
+    D 64 x 256 keys: 1.85 against 1.64 ms; MiniLM, D 32 x 128 keys in L1: 2.96 against
+    3.52 ms). Blocking the keys with an online softmax, as flash attention does, would
+    lift the bound."""
+    if not l1_bytes:
+        return None
+    a = op.attributes
+    if a.get("dropout_p", 0.0) != 0.0 or len(op.operands) not in (3, 4):
+        return None
+    q, k, v = op.operands[:3]
+    if any(not isinstance(x.type, TensorType) or x.type.dtype != "f32" or x.type.rank != 4
+           for x in (q, k, v)):
+        return None
+    d, dv = _static_dim(q, 3), _static_dim(v, 3)
+    hq, hk, hv = (_static_dim(x, 1) for x in (q, k, v))
+    gqa = bool(a.get("enable_gqa", False))
+    if (d is None or d != dv or d != _static_dim(k, 3) or d % 16 or d > 256
+            or None in (hq, hk, hv) or hk != hv or hq % hk or (hq != hk and not gqa)):
+        return None
+    mask = None
+    if len(op.operands) == 4:
+        t = op.operands[3].type
+        if not isinstance(t, TensorType) or t.rank != 4 or t.dtype not in ("i1", "f32"):
+            return None
+        mask = "bool" if t.dtype == "i1" else "float"
+    causal = bool(a.get("is_causal", False))
+    if causal and mask is not None:
+        return None   # torch refuses both together
+    scale = a.get("scale")
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    symbol, source = attention_source(d, scale, mask, causal)
+    box: dict[str, Any] = {}
+    library = reference_runner(op)
+
+    def call(args: list[Any]) -> list[Any] | None:
+        if 2 * d * _padded(args[1].shape[2]) * 4 > l1_bytes:
+            return [library(args)]
+        qt, kt, vt = (t if t.stride(-1) == 1 else t.contiguous() for t in args[:3])
+        if any(not isinstance(t, torch.Tensor) or t.dtype != torch.float32 for t in (qt, kt, vt)):
+            return None
+        bsz, heads_, sq, _ = qt.shape
+        sk = kt.shape[2]
+        if tuple(kt.shape) != (bsz, hk, sk, d) or tuple(vt.shape) != (bsz, hk, sk, d):
+            return None
+        out = torch.empty((bsz, sq, heads_, d), dtype=torch.float32)
+        view = out.permute(0, 2, 1, 3)
+        m_ptr, m_st = 0, (0, 0, 0)
+        if mask is not None:
+            m = args[3]
+            want = torch.bool if mask == "bool" else torch.float32
+            if not isinstance(m, torch.Tensor) or m.dtype != want:
+                return None
+            try:
+                m = m.expand(bsz, heads_, sq, sk)
+            except RuntimeError:
+                return None
+            if m.stride(-1) != 1 and sk > 1:
+                m = m.contiguous()
+            if mask == "bool":
+                m = m.view(torch.uint8)
+            m_ptr, m_st = m.data_ptr(), m.stride()[:3]
+            args = [*args, m]   # kept alive until the call returns
+        if out.numel():
+            meta = [bsz, heads_, sq, sk, heads_ // hk, *qt.stride()[:3], *kt.stride()[:3], *vt.stride()[:3],
+                    *view.stride()[:3], *m_st]
+            ptrs = (ctypes.c_void_p * 5)(qt.data_ptr(), kt.data_ptr(), vt.data_ptr(),
+                                         out.data_ptr(), m_ptr)
+            box["fn"]((ctypes.c_int64 * len(meta))(*meta), ptrs)
+        return [view]
+
+    return Step("attention", (op,), list(op.operands), list(op.results), symbol, source, (), call,
+                lambda fn: box.__setitem__("fn", fn))

@@ -1,0 +1,124 @@
+"""The CPU backend's generated attention kernel (`backends/cpu/attention.py`) against the
+reference backend (torch's `scaled_dot_product_attention`).
+
+Tolerance: max |got - want| <= 1e-5 * max |want|, as for every float path (`test_rows.py`):
+the kernel sums scores and values in its own order and uses `spk_exp`.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from spokeshave.backends.cpu import attention
+from spokeshave.compiler.weights import WeightStore
+
+import spokeshave
+
+
+def _text(h: int, d: int, mask: str | None, attrs: str = "") -> str:
+    t = f"tensor<?x{h}x?x{d}xf32>"
+    m = {"bool": "tensor<?x1x?x?xi1>", "float": "tensor<?x1x?x?xf32>"}.get(mask)
+    args = f"%q: {t}, %k: {t}, %v: {t}" + (f", %m: {m}" if m else "")
+    ops = "%q, %k, %v" + (", %m" if m else "")
+    types = f"{t}, {t}, {t}" + (f", {m}" if m else "")
+    return (f"func.func @f({args}) -> {t} {{\n"
+            f'  %0 = "aten.scaled_dot_product_attention"({ops}) {attrs} : ({types}) -> {t}\n'
+            f"  return %0 : {t}\n}}")
+
+
+def _compile(text: str, backend: str = "cpu"):
+    return spokeshave.compile_module(spokeshave.parse(text), WeightStore({}), pipeline="fuse",
+                                     backend=backend)
+
+
+def _heads(g, b, s, h, d, permuted):
+    x = torch.randn(b, s, h, d, generator=g)
+    return x.permute(0, 2, 1, 3) if permuted else x.permute(0, 2, 1, 3).contiguous()
+
+
+CASES = [  # batch, heads, query rows, keys, head dim, mask, causal, q/k/v as permuted views
+    (2, 3, 5, 7, 32, None, False, True),
+    (2, 3, 33, 70, 32, "bool", False, True),      # an odd last row pair, keys past one chunk
+    (1, 2, 40, 40, 64, None, True, False),
+    (2, 2, 17, 130, 16, "float", False, False),
+    (1, 4, 1, 9, 64, "bool", False, True),        # one query row (decode)
+    (3, 2, 64, 128, 32, "bool", False, True),     # MiniLM's shape class
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:5])) + f"-{c[5]}-{c[6]}")
+def test_generated_attention_matches_the_reference(case):
+    b, h, sq, sk, d, mask, causal, permuted = case
+    text = _text(h, d, mask, "{is_causal = true}" if causal else "")
+    cm, ref = _compile(text), _compile(text, "reference")
+    (plan,) = cm.executable.plans.values()
+    assert [s.kind for s in plan.steps] == ["attention"]
+    g = torch.Generator().manual_seed(sq * 7 + sk)
+    args = [_heads(g, b, sq, h, d, permuted), _heads(g, b, sk, h, d, permuted),
+            _heads(g, b, sk, h, d, permuted)]
+    if mask == "bool":
+        m = torch.rand(b, 1, sq, sk, generator=g) > 0.4
+        m[..., 0] = True
+        if sq > 1:
+            m[0, 0, 1, :] = False     # a query row with every key masked: zeros, as torch
+        args.append(m)
+    elif mask == "float":
+        args.append(torch.randn(b, 1, sq, sk, generator=g))
+    got, want = cm(*args), ref(*args)
+    assert got.shape == want.shape
+    err = (got - want).abs().max().item()
+    assert err <= 1e-5 * want.abs().max().item(), err
+    if mask == "bool" and sq > 1:
+        assert torch.equal(got[0, :, 1], torch.zeros_like(got[0, :, 1]))
+    # laid out [B, Sq, H, D]: the head-merging permute after attention is a free view
+    assert got.permute(0, 2, 1, 3).is_contiguous()
+
+
+def test_a_broadcast_mask_is_read_by_strides():
+    text = _text(2, 32, "bool")
+    cm, ref = _compile(text), _compile(text, "reference")
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 2, n, 32, generator=g) for n in (6, 11, 11))
+    m = (torch.rand(2, 1, 1, 11, generator=g) > 0.3).expand(2, 1, 6, 11)
+    err = (cm(q, k, v, m) - ref(q, k, v, m)).abs().max().item()
+    assert err <= 1e-5
+
+
+def test_grouped_query_heads_give_the_bits_of_repeated_keys_and_values():
+    t = "tensor<?x{}x?x32xf32>"
+    text = (f"func.func @f(%q: {t.format(6)}, %k: {t.format(2)}, %v: {t.format(2)}) -> {t.format(6)} {{\n"
+            f'  %0 = "aten.scaled_dot_product_attention"(%q, %k, %v) {{enable_gqa = true}} : '
+            f"({t.format(6)}, {t.format(2)}, {t.format(2)}) -> {t.format(6)}\n  return %0 : {t.format(6)}\n}}")
+    gqa, plain = _compile(text), _compile(_text(6, 32, None))
+    assert [s.kind for p in gqa.executable.plans.values() for s in p.steps] == ["attention"]
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(2, 6, 9, 32, generator=g)
+    k, v = (torch.randn(2, 2, 9, 32, generator=g) for _ in range(2))
+    got = gqa(q, k, v)
+    assert torch.equal(got, plain(q, k.repeat_interleave(3, 1), v.repeat_interleave(3, 1)))
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    assert (got - want).abs().max().item() <= 1e-5 * want.abs().max().item()
+
+
+@pytest.mark.parametrize("attrs,d,why", [
+    ("{dropout_p = 0.1}", 32, "dropout"),
+    ("", 24, "a head dim that is not a multiple of 16"),
+])
+def test_forms_the_kernel_does_not_cover_take_the_library_path(attrs, d, why):
+    module = spokeshave.parse(_text(2, d, None, attrs))
+    op = next(o for o in module.entry.body.ops if o.name == "aten.scaled_dot_product_attention")
+    assert attention.attention_step(op, 48 * 1024) is None, why
+
+
+def test_panels_larger_than_l1_run_torchs_kernel():
+    module = spokeshave.parse(_text(2, 64, None))
+    op = next(o for o in module.entry.body.ops if o.name == "aten.scaled_dot_product_attention")
+    step = attention.attention_step(op, 2 * 64 * 64 * 4)   # room for 64 keys' panels
+    called = []
+    step.bind(lambda *a: called.append(a))
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 2, n, 64, generator=g) for n in (3, 65, 65))
+    (got,) = step.call([q, k, v])       # 65 keys pad to 128: past the bound, torch's kernel
+    assert not called and torch.equal(got, torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    step.call([q, k[:, :, :64], v[:, :, :64]])
+    assert len(called) == 1
+    assert attention.attention_step(op, None) is None      # no known L1: the library
