@@ -201,7 +201,9 @@ def attention_source(d: int, scale: float, mask: str | None, causal: bool) -> tu
 
 def _static_dim(v, i: int) -> int | None:
     t = v.type
-    return t.shape[i] if isinstance(t, TensorType) and t.rank == 4 and isinstance(t.shape[i], int) else None
+    if isinstance(t, TensorType) and t.rank == 4 and isinstance(t.shape[i], int):
+        return t.shape[i]
+    return None
 
 
 def attention_step(op: Op, l1_bytes: int | None) -> Step | None:
@@ -247,11 +249,11 @@ def attention_step(op: Op, l1_bytes: int | None) -> Step | None:
     library = reference_runner(op)
 
     def call(args: list[Any]) -> list[Any] | None:
+        if any(not isinstance(t, torch.Tensor) or t.dtype != torch.float32 for t in args[:3]):
+            return None
         if 2 * d * _padded(args[1].shape[2]) * 4 > l1_bytes:
             return [library(args)]
         qt, kt, vt = (t if t.stride(-1) == 1 else t.contiguous() for t in args[:3])
-        if any(not isinstance(t, torch.Tensor) or t.dtype != torch.float32 for t in (qt, kt, vt)):
-            return None
         bsz, heads_, sq, _ = qt.shape
         sk = kt.shape[2]
         if tuple(kt.shape) != (bsz, hk, sk, d) or tuple(vt.shape) != (bsz, hk, sk, d):
@@ -273,10 +275,9 @@ def attention_step(op: Op, l1_bytes: int | None) -> Step | None:
             if mask == "bool":
                 m = m.view(torch.uint8)
             m_ptr, m_st = m.data_ptr(), m.stride()[:3]
-            args = [*args, m]   # kept alive until the call returns
         if out.numel():
-            meta = [bsz, heads_, sq, sk, heads_ // hk, *qt.stride()[:3], *kt.stride()[:3], *vt.stride()[:3],
-                    *view.stride()[:3], *m_st]
+            meta = [bsz, heads_, sq, sk, heads_ // hk, *qt.stride()[:3], *kt.stride()[:3],
+                    *vt.stride()[:3], *view.stride()[:3], *m_st]
             ptrs = (ctypes.c_void_p * 5)(qt.data_ptr(), kt.data_ptr(), vt.data_ptr(),
                                          out.data_ptr(), m_ptr)
             box["fn"]((ctypes.c_int64 * len(meta))(*meta), ptrs)
