@@ -109,16 +109,23 @@ def test_forms_the_kernel_does_not_cover_take_the_library_path(attrs, d, why):
     assert attention.attention_step(op, 48 * 1024) is None, why
 
 
-def test_panels_larger_than_l1_run_torchs_kernel():
+def test_a_working_set_past_l1_takes_the_library_path():
     module = spokeshave.parse(_text(2, 64, None))
     op = next(o for o in module.entry.body.ops if o.name == "aten.scaled_dot_product_attention")
-    step = attention.attention_step(op, 2 * 64 * 64 * 4)   # room for 64 keys' panels
-    called = []
-    step.bind(lambda *a: called.append(a))
-    g = torch.Generator().manual_seed(2)
-    q, k, v = (torch.randn(1, 2, n, 64, generator=g) for n in (3, 65, 65))
-    (got,) = step.call([q, k, v])       # 65 keys pad to 128: past the bound, torch's kernel
-    assert not called and torch.equal(got, torch.nn.functional.scaled_dot_product_attention(q, k, v))
-    step.call([q, k[:, :, :64], v[:, :, :64]])
-    assert len(called) == 1
-    assert attention.attention_step(op, None) is None      # no known L1: the library
+    assert attention.working_set(64) == 40 * 1024
+    assert attention.attention_step(op, 48 * 1024) is not None
+    assert attention.attention_step(op, 32 * 1024) is None     # an L1 of 32 KiB
+    assert attention.attention_step(op, None) is None          # no known L1
+
+
+def test_key_blocks_masked_whole_are_skipped_and_long_rows_stay_exact():
+    # 300 keys: five blocks, the last partial; a causal mask skips the blocks past each pair
+    text = _text(2, 64, "bool")
+    cm, ref = _compile(text), _compile(text, "reference")
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, 2, 300, 64, generator=g) for _ in range(3))
+    causal = torch.ones(300, 300, dtype=torch.bool).tril()[None, None]
+    got, want = cm(q, k, v, causal), ref(q, k, v, causal)
+    assert (got - want).abs().max().item() <= 1e-5 * want.abs().max().item()
+    src = next(s.source for p in cm.executable.plans.values() for s in p.steps)
+    assert "if (!any) continue;" in src

@@ -1,14 +1,19 @@
 """A generated flash-style attention kernel: `scaled_dot_product_attention` in C++.
 
-One function per (head dim, scale, mask kind, causal) computes, for every (batch, head,
-block of 32 query rows) in an OpenMP loop: the block's scores against all keys, the mask,
-a numerically safe softmax (max subtracted, the division after the value sum), and the
-weighted sum of the values, with nothing but one row of scores per thread in memory. The
-head dim is a compile-time constant, so the value accumulator of a row is a few vector
-registers; keys are first transposed into a per-thread `[D][Sk]` panel (zero-padded to
-whole 64-key chunks) so a query row's scores are 64-wide vector FMAs over the head dim,
-64 accumulators in registers. Sizes and strides are run-time arguments; the last dim of
-q, k, v and the mask must be contiguous (the step copies one that is not).
+One function per (head dim, scale, mask kind, causal) runs an OpenMP loop over (batch,
+head, block of 32 query rows), flash attention's way: per head, each thread packs the
+keys, transposed, into 64-key blocks (`[Sk / 64][D][64]`, zero-padded) and the values into
+`[Sk][D]` (rows of a permuted `[B, S, H, D]` tensor are `H * D` floats apart, a stride that
+maps them onto a few L1 sets: read in place they evict each other); then for each key
+block, for each pair of query rows, 2 x 64 scores in eight vector registers (every key
+vector loaded feeds both rows), the mask, and an online softmax: the row's running max,
+sum and output are rescaled by `exp(old max - new max)` and the block's weighted values
+added (in registers, D / 16 vectors per row and parity of the key). A key block that masks
+both rows whole is skipped (half of a causal mask's). The output is divided by the sum
+once at the end. The head dim is a compile-time constant; sizes and strides are run-time
+arguments; the last dim of q, k, v and the mask must be contiguous (the step copies one
+that is not). The hot working set is one key block and the unit's running outputs, sized
+for L1 (`working_set`).
 
 Semantics are torch's (`aten.scaled_dot_product_attention`, no dropout): scores
 `q . k * scale` (`scale` defaults to 1/sqrt(D)); a bool mask keeps True, a float mask is
@@ -31,7 +36,6 @@ import math
 from typing import Any
 
 import torch
-from spokeshave.compiler.interpreter import reference_runner
 from spokeshave.compiler.ir import Op, TensorType
 
 from ..schedule import Step
@@ -66,9 +70,15 @@ extern "C" void $symbol(const int64_t* meta, void* const* ptrs) {
   const float scale = $SCALE;
   #pragma omp parallel if (B * H * NRB > 1)
   {
+    // per thread: the head's keys transposed in 64-key blocks ([SKP / 64][D][64], each
+    // block contiguous), its values packed ([SKP][D]), the scores of a row pair, and the
+    // running max, sum and output of the unit's rows (online softmax, as flash attention)
     float* kt = (float*)spk_scratch(D * SKP * 4);
-    float* vp = (float*)spk_scratch(D * SK * 4);
-    float* s = (float*)spk_scratch(2 * SKP * 4);
+    float* vp = (float*)spk_scratch(D * SKP * 4);
+    float* s = (float*)spk_scratch(2 * KC * 4);
+    float* mrow = (float*)spk_scratch(RB * 4);
+    float* zrow = (float*)spk_scratch(RB * 4);
+    float* orow = (float*)spk_scratch(RB * D * 4);
     int64_t cur = -1;
     #pragma omp for schedule(static)
     for (int64_t u = 0; u < B * H * NRB; ++u) {
@@ -77,91 +87,110 @@ extern "C" void $symbol(const int64_t* meta, void* const* ptrs) {
       const float* kb = k + b * st[3] + (h / REP) * st[4];
       const float* vb = v + b * st[6] + (h / REP) * st[7];
       if (kvh != cur) {
-        // this thread's panels of the head: keys transposed (packed first), values packed.
         // Rows of a permuted [B, S, H, D] tensor are H * D floats apart, a stride that maps
         // them to a few L1 sets: read in place, they evict each other on every query row
+        // (the keys are packed first, then transposed from the packed copy)
         for (int64_t j = 0; j < SK; ++j) memcpy(vp + j * D, kb + j * st[5], D * 4);
-        for (int64_t d = 0; d < D; ++d)
-          for (int64_t j = 0; j < SKP; ++j) kt[d * SKP + j] = j < SK ? vp[j * D + d] : 0.0f;
-        for (int64_t j = 0; j < SK; ++j) memcpy(vp + j * D, vb + j * st[8], D * 4);
+        for (int64_t jb = 0; jb < SKP; jb += KC)
+          for (int64_t jj = 0; jj < KC; ++jj)
+            for (int64_t d = 0; d < D; ++d)
+              kt[jb * D + d * KC + jj] = jb + jj < SK ? vp[(jb + jj) * D + d] : 0.0f;
+        for (int64_t j = 0; j < SKP; ++j) {
+          if (j < SK) memcpy(vp + j * D, vb + j * st[8], D * 4);
+          else memset(vp + j * D, 0, D * 4);
+        }
         cur = kvh;
       }
       const int64_t i1 = i0 + RB < SQ ? i0 + RB : SQ;
-      // two query rows at a time: each key and value vector loaded feeds both (an odd
-      // last row is paired with itself and written once)
-      for (int64_t i = i0; i < i1; i += 2) {
-        const int64_t rows[2] = {i, i + 1 < i1 ? i + 1 : i};
-        const float* qa = q + b * st[0] + h * st[1] + rows[0] * st[2];
-        const float* qb = q + b * st[0] + h * st[1] + rows[1] * st[2];
-        for (int64_t jb = 0; jb < SKP; jb += KC) {   // 2 x 64 scores: eight FMA chains
-          spk_v16 a[2][4] = {};
-          const float* kr = kt + jb;
-          for (int64_t d = 0; d < D; ++d, kr += SKP) {
+      for (int64_t r = 0; r < i1 - i0; ++r) {
+        mrow[r] = -INFINITY;
+        zrow[r] = 0.0f;
+        memset(orow + r * D, 0, D * 4);
+      }
+      for (int64_t jb = 0; jb < SKP; jb += KC) {   // a block of keys against every row
+        const float* kblk = kt + jb * D;
+        const int64_t jn = SK - jb < KC ? SK - jb : KC;
+        // two query rows at a time: each key and value vector loaded feeds both (an odd
+        // last row is paired with itself and written once)
+        for (int64_t i = i0; i < i1; i += 2) {
+          const int64_t rows[2] = {i, i + 1 < i1 ? i + 1 : i};
+          const float* qa = q + b * st[0] + h * st[1] + rows[0] * st[2];
+          const float* qb = q + b * st[0] + h * st[1] + rows[1] * st[2];
+          $SKIP_BLOCK
+          spk_v16 a[2][4] = {};   // 2 x 64 scores: eight independent FMA chains
+          for (int64_t d = 0; d < D; ++d) {
             const spk_v16 xa = spk_splat16(qa[d]), xb = spk_splat16(qb[d]);
             for (int c = 0; c < 4; ++c) {
-              const spk_v16 kv = spk_ld16(kr + 16 * c);
+              const spk_v16 kv = spk_ld16(kblk + d * KC + 16 * c);
               a[0][c] += xa * kv;
               a[1][c] += xb * kv;
             }
           }
           for (int c = 0; c < 4; ++c) {
-            spk_st16(s + jb + 16 * c, a[0][c] * scale);
-            spk_st16(s + SKP + jb + 16 * c, a[1][c] * scale);
+            spk_st16(s + 16 * c, a[0][c] * scale);
+            spk_st16(s + KC + 16 * c, a[1][c] * scale);
           }
-        }
-        float iz[2];
-        for (int r = 0; r < 2; ++r) {   // mask and softmax numerators, row by row
-          const int64_t ii = rows[r];
-          float* sr = s + r * SKP;
-          $MASK_ROW
-          for (int64_t j = SK; j < SKP; ++j) sr[j] = -INFINITY;
-          spk_v16 mv = spk_splat16(-INFINITY);
-          for (int64_t j = 0; j < SKP; j += 16) { const spk_v16 x = spk_ld16(sr + j); mv = x > mv ? x : mv; }
-          float mx = -INFINITY;
-          for (int c = 0; c < 16; ++c) mx = mv[c] > mx ? mv[c] : mx;
-          if (mx == -INFINITY) {   // every key masked: zeros, as torch's CPU kernels give
-            for (int64_t j = 0; j < SKP; ++j) sr[j] = 0.0f;
-            iz[r] = 0.0f;
-            continue;
+          bool live[2];
+          for (int rr = 0; rr < 2; ++rr) {   // mask, then fold the block into the row's softmax
+            const int64_t ii = rows[rr], r = ii - i0;
+            float* sr = s + rr * KC;
+            $MASK_ROW
+            for (int64_t j = jn; j < KC; ++j) sr[j] = -INFINITY;
+            spk_v16 mv = spk_splat16(-INFINITY);
+            for (int64_t j = 0; j < KC; j += 16) { const spk_v16 x = spk_ld16(sr + j); mv = x > mv ? x : mv; }
+            float bm = -INFINITY;
+            for (int c = 0; c < 16; ++c) bm = mv[c] > bm ? mv[c] : bm;
+            live[rr] = bm != -INFINITY;
+            if (!live[rr] || (rr == 1 && rows[1] == rows[0])) continue;
+            const float mn = bm > mrow[r] ? bm : mrow[r];
+            const float alpha = spk_exp(mrow[r] - mn);   // 0 for the first live block
+            float z = 0.0f;
+            #pragma omp simd reduction(+:z)
+            for (int64_t j = 0; j < KC; ++j) { const float e = spk_exp(sr[j] - mn); sr[j] = e; z += e; }
+            zrow[r] = zrow[r] * alpha + z;
+            mrow[r] = mn;
+            float* orr = orow + r * D;
+            #pragma omp simd
+            for (int64_t d = 0; d < D; ++d) orr[d] *= alpha;
           }
-          float z = 0.0f;
-          #pragma omp simd reduction(+:z)
-          for (int64_t j = 0; j < SKP; ++j) { const float e = spk_exp(sr[j] - mx); sr[j] = e; z += e; }
-          iz[r] = 1.0f / z;
-        }
-        // both rows' outputs, D / 16 vectors each per parity of j: independent FMA chains
-        spk_v16 acc[2][2][D / 16] = {};
-        const int64_t SK2 = SK / 2 * 2;
-        for (int64_t j = 0; j < SK2; j += 2) {
-          for (int e = 0; e < 2; ++e) {
-            const spk_v16 pa = spk_splat16(s[j + e]), pb = spk_splat16(s[SKP + j + e]);
-            const float* vr = vp + (j + e) * D;
-            for (int64_t c = 0; c < D / 16; ++c) {
-              const spk_v16 vv = spk_ld16(vr + 16 * c);
-              acc[0][e][c] += pa * vv;
-              acc[1][e][c] += pb * vv;
+          if (rows[1] == rows[0]) live[1] = false;
+          if (!live[0] && !live[1]) continue;
+          if (!live[0]) for (int64_t j = 0; j < KC; ++j) s[j] = 0.0f;
+          if (!live[1]) for (int64_t j = 0; j < KC; ++j) s[KC + j] = 0.0f;
+          // both rows' outputs, D / 16 vectors each per parity of j: independent FMA chains
+          spk_v16 acc[2][2][D / 16] = {};
+          for (int64_t j = 0; j < jn; j += 2) {
+            for (int e = 0; e < 2; ++e) {
+              const spk_v16 pa = spk_splat16(s[j + e]), pb = spk_splat16(s[KC + j + e]);
+              const float* vr = vp + (jb + j + e) * D;   // past SK: zero rows, weight 0
+              for (int64_t c = 0; c < D / 16; ++c) {
+                const spk_v16 vv = spk_ld16(vr + 16 * c);
+                acc[0][e][c] += pa * vv;
+                acc[1][e][c] += pb * vv;
+              }
             }
           }
-        }
-        for (int64_t j = SK2; j < SK; ++j) {
-          const spk_v16 pa = spk_splat16(s[j]), pb = spk_splat16(s[SKP + j]);
-          const float* vr = vp + j * D;
-          for (int64_t c = 0; c < D / 16; ++c) {
-            const spk_v16 vv = spk_ld16(vr + 16 * c);
-            acc[0][0][c] += pa * vv;
-            acc[1][0][c] += pb * vv;
+          for (int rr = 0; rr < (rows[1] != rows[0] ? 2 : 1); ++rr) {
+            float* orr = orow + (rows[rr] - i0) * D;
+            for (int64_t c = 0; c < D / 16; ++c)
+              spk_st16(orr + 16 * c, spk_ld16(orr + 16 * c) + (acc[rr][0][c] + acc[rr][1][c]));
           }
         }
-        for (int r = 0; r < (rows[1] != rows[0] ? 2 : 1); ++r) {
-          float* oi = o + b * st[9] + h * st[10] + rows[r] * st[11];
-          for (int64_t c = 0; c < D / 16; ++c)
-            spk_st16(oi + 16 * c, (acc[r][0][c] + acc[r][1][c]) * iz[r]);
-        }
+      }
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t r = i - i0;
+        float* oi = o + b * st[9] + h * st[10] + i * st[11];
+        // every key masked: zeros, as torch's CPU kernels give
+        const float iz = zrow[r] > 0.0f ? 1.0f / zrow[r] : 0.0f;
+        for (int64_t d = 0; d < D; ++d) oi[d] = orow[r * D + d] * iz;
       }
     }
     free(kt);
     free(vp);
     free(s);
+    free(mrow);
+    free(zrow);
+    free(orow);
   }
 }
 """
@@ -169,18 +198,29 @@ extern "C" void $symbol(const int64_t* meta, void* const* ptrs) {
 # per mask kind: the row's mask pass (scores of masked keys to -inf), the mask's C type
 _MASK = {
     None: ("", "uint8_t"),
-    "bool": ("{ const uint8_t* mr = mask + b * st[12] + h * st[13] + ii * st[14];\n"
-             "            for (int64_t j = 0; j < SK; ++j) sr[j] = mr[j] ? sr[j] : -INFINITY; }",
+    "bool": ("{ const uint8_t* mr = mask + b * st[12] + h * st[13] + ii * st[14] + jb;\n"
+             "              for (int64_t j = 0; j < jn; ++j) sr[j] = mr[j] ? sr[j] : -INFINITY; }",
              "uint8_t"),
-    "float": ("{ const float* mr = mask + b * st[12] + h * st[13] + ii * st[14];\n"
-              "            #pragma omp simd\n"
-              "            for (int64_t j = 0; j < SK; ++j) sr[j] += mr[j]; }", "float"),
+    "float": ("{ const float* mr = mask + b * st[12] + h * st[13] + ii * st[14] + jb;\n"
+              "              #pragma omp simd\n"
+              "              for (int64_t j = 0; j < jn; ++j) sr[j] += mr[j]; }", "float"),
 }
-_CAUSAL = "for (int64_t j = ii + 1; j < SK; ++j) sr[j] = -INFINITY;"
+_CAUSAL = "for (int64_t j = ii + 1 - jb > 0 ? ii + 1 - jb : 0; j < jn; ++j) sr[j] = -INFINITY;"
+# a key block that masks both rows of the pair whole is skipped (half of a causal mask's)
+_SKIP = {
+    "bool": ("{ const uint8_t* ma = mask + b * st[12] + h * st[13] + rows[0] * st[14] + jb;\n"
+             "            const uint8_t* mb = mask + b * st[12] + h * st[13] + rows[1] * st[14] + jb;\n"
+             "            uint8_t any = 0;\n"
+             "            for (int64_t j = 0; j < jn; ++j) any |= ma[j] | mb[j];\n"
+             "            if (!any) continue; }"),
+    "causal": "if (jb > rows[1]) continue;",
+}
 
 
-def _padded(keys: int) -> int:
-    return -(-keys // CHUNK) * CHUNK
+def working_set(d: int) -> int:
+    """Bytes the kernel keeps hot per thread at head dim `d`: one key block transposed,
+    its values, and the running outputs of a unit's rows."""
+    return (2 * d * CHUNK + ROWS * d) * 4
 
 
 def _float_literal(x: float) -> str:
@@ -191,10 +231,11 @@ def attention_source(d: int, scale: float, mask: str | None, causal: bool) -> tu
     """(symbol, C++ source) of the kernel for head dim `d`, `scale` and the mask's kind."""
     row, mask_t = _MASK[mask]
     if causal:
-        row = (row + "\n          " if row else "") + _CAUSAL
+        row = (row + "\n            " if row else "") + _CAUSAL
     text = (_TEMPLATE.replace("$D", str(d)).replace("$ROWS", str(ROWS))
             .replace("$CHUNK", str(CHUNK)).replace("$SCALE", _float_literal(scale))
-            .replace("$MASK_ROW", row).replace("$MASK_T", mask_t))
+            .replace("$MASK_ROW", row).replace("$MASK_T", mask_t)
+            .replace("$SKIP_BLOCK", _SKIP.get("causal" if causal else mask, "")))
     symbol = "spk_attn_" + hashlib.sha256(text.encode()).hexdigest()[:16]
     return symbol, text.replace("$symbol", symbol)
 
@@ -210,14 +251,11 @@ def attention_step(op: Op, l1_bytes: int | None) -> Step | None:
     """The generated step for `op` (an `aten.scaled_dot_product_attention`), or None when
     its form takes the library path: dropout, dynamic head counts, a dynamic head dim or
     one not a multiple of 16, a non-float32 tensor, a mask that is not a rank-4 bool or
-    float32 tensor, a target whose L1 size is unknown.
-
-    A call whose key and value panels (2 x D x Sk floats per thread) exceed the target's
-    L1 data cache runs torch's kernel instead: the panels are what this kernel streams
-    once per query row pair, and from L2 it loses to torch's blocked one (SmolLM2 prefill,
-    D 64 x 256 keys: 1.85 against 1.64 ms; MiniLM, D 32 x 128 keys in L1: 2.96 against
-    3.52 ms). Blocking the keys with an online softmax, as flash attention does, would
-    lift the bound."""
+    float32 tensor, or a working set past the target's L1 data cache (`l1_bytes`; None:
+    unknown). The kernel's working set is one key block's transposed keys and values and
+    its rows' running outputs, `(2 * D * 64 + 32 * D) * 4` bytes (20 KiB at D = 32, 40 KiB
+    at D = 64): it is written for L1, and from L2 torch's blocked kernel is the better one
+    (measured with whole-head panels: 1.85 against 1.64 ms at D 64 x 256 keys)."""
     if not l1_bytes:
         return None
     a = op.attributes
@@ -230,8 +268,10 @@ def attention_step(op: Op, l1_bytes: int | None) -> Step | None:
     d, dv = _static_dim(q, 3), _static_dim(v, 3)
     hq, hk, hv = (_static_dim(x, 1) for x in (q, k, v))
     gqa = bool(a.get("enable_gqa", False))
-    if (d is None or d != dv or d != _static_dim(k, 3) or d % 16 or d > 256
+    if (d is None or d != dv or d != _static_dim(k, 3) or d % 16
             or None in (hq, hk, hv) or hk != hv or hq % hk or (hq != hk and not gqa)):
+        return None
+    if working_set(d) > l1_bytes:
         return None
     mask = None
     if len(op.operands) == 4:
@@ -246,13 +286,10 @@ def attention_step(op: Op, l1_bytes: int | None) -> Step | None:
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     symbol, source = attention_source(d, scale, mask, causal)
     box: dict[str, Any] = {}
-    library = reference_runner(op)
 
     def call(args: list[Any]) -> list[Any] | None:
         if any(not isinstance(t, torch.Tensor) or t.dtype != torch.float32 for t in args[:3]):
             return None
-        if 2 * d * _padded(args[1].shape[2]) * 4 > l1_bytes:
-            return [library(args)]
         qt, kt, vt = (t if t.stride(-1) == 1 else t.contiguous() for t in args[:3])
         bsz, heads_, sq, _ = qt.shape
         sk = kt.shape[2]

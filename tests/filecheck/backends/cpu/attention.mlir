@@ -2,22 +2,27 @@
 
 // The CPU backend's attention kernel (`backends/cpu/attention.py`), FileChecked beside the
 // IR: one OpenMP loop over (batch, head, block of query rows); per head the keys are packed
-// and transposed into a per-thread panel; two query rows at a time take 64 scores per
-// register block, the bool mask sets masked scores to -inf, the softmax subtracts the
-// row's max, and the values are summed with the weights before the one division.
+// and transposed into 64-key blocks; per key block, two query rows at a time take 2 x 64
+// scores in registers, a block the bool mask hides whole for both rows is skipped, masked
+// scores become -inf, and an online softmax rescales the running sum and output by
+// exp(old max - new max) before adding the block's weighted values; one division at the end.
 // CHECK-LABEL: func.func @masked(
 // CHECK:       extern "C" void [[SYM:spk_attn_[0-9a-f]+]](const int64_t* meta, void* const* ptrs) {
 // CHECK:         constexpr int64_t D = 32, RB = 32, KC = 64;
 // CHECK:         const float scale = ((float)0x1.6a09e667f3bcdp-3);
 // CHECK:         #pragma omp parallel
 // CHECK:         #pragma omp for schedule(static)
-// CHECK:         kt[d * SKP + j] = j < SK ? vp[j * D + d] : 0.0f;
+// CHECK:         kt[jb * D + d * KC + jj] = jb + jj < SK ? vp[(jb + jj) * D + d] : 0.0f;
+// CHECK:         for (int64_t jb = 0; jb < SKP; jb += KC) {
+// CHECK:         if (!any) continue; }
 // CHECK:         a[0][c] += xa * kv;
 // CHECK-NEXT:    a[1][c] += xb * kv;
 // CHECK:         sr[j] = mr[j] ? sr[j] : -INFINITY;
-// CHECK:         spk_exp(sr[j] - mx)
+// CHECK:         const float alpha = spk_exp(mrow[r] - mn);
+// CHECK:         zrow[r] = zrow[r] * alpha + z;
+// CHECK:         orr[d] *= alpha;
 // CHECK:         acc[0][e][c] += pa * vv;
-// CHECK:         * iz[r]);
+// CHECK:         oi[d] = orow[r * D + d] * iz;
 // CHECK-NOT:     #pragma omp parallel
 func.func @masked(%q: tensor<?x12x?x32xf32>, %k: tensor<?x12x?x32xf32>, %v: tensor<?x12x?x32xf32>, %m: tensor<?x1x?x?xi1>) -> tensor<?x12x?x32xf32> {
   %0 = "aten.scaled_dot_product_attention"(%q, %k, %v, %m) {scale = 0.1767766952966369} : (tensor<?x12x?x32xf32>, tensor<?x12x?x32xf32>, tensor<?x12x?x32xf32>, tensor<?x1x?x?xi1>) -> tensor<?x12x?x32xf32>
@@ -26,11 +31,13 @@ func.func @masked(%q: tensor<?x12x?x32xf32>, %k: tensor<?x12x?x32xf32>, %v: tens
 
 // -----
 
-// Causal, no mask tensor, the default scale 1/sqrt(64): keys after the query row are -inf.
+// Causal, no mask tensor, the default scale 1/sqrt(64): key blocks past the pair are
+// skipped, and keys after the query row are -inf.
 // CHECK-LABEL: func.func @causal(
 // CHECK:       constexpr int64_t D = 64,
 // CHECK:       const float scale = ((float)0x1.0000000000000p-3);
-// CHECK:       for (int64_t j = ii + 1; j < SK; ++j) sr[j] = -INFINITY;
+// CHECK:       if (jb > rows[1]) continue;
+// CHECK:       for (int64_t j = ii + 1 - jb > 0 ? ii + 1 - jb : 0; j < jn; ++j) sr[j] = -INFINITY;
 func.func @causal(%q: tensor<1x4x?x64xf32>, %k: tensor<1x4x?x64xf32>, %v: tensor<1x4x?x64xf32>) -> tensor<1x4x?x64xf32> {
   %0 = "aten.scaled_dot_product_attention"(%q, %k, %v) {is_causal = true} : (tensor<1x4x?x64xf32>, tensor<1x4x?x64xf32>, tensor<1x4x?x64xf32>) -> tensor<1x4x?x64xf32>
   return %0 : tensor<1x4x?x64xf32>
