@@ -39,6 +39,7 @@ import torch
 from spokeshave.compiler.ir import Op, TensorType
 
 from ..schedule import Step
+from .rows import c_float
 
 ROWS = 32     # query rows per parallel unit
 CHUNK = 64    # keys per register block of scores
@@ -223,17 +224,13 @@ def working_set(d: int) -> int:
     return (2 * d * CHUNK + ROWS * d) * 4
 
 
-def _float_literal(x: float) -> str:
-    return f"((float){float(x).hex()})"
-
-
 def attention_source(d: int, scale: float, mask: str | None, causal: bool) -> tuple[str, str]:
     """(symbol, C++ source) of the kernel for head dim `d`, `scale` and the mask's kind."""
     row, mask_t = _MASK[mask]
     if causal:
         row = (row + "\n            " if row else "") + _CAUSAL
     text = (_TEMPLATE.replace("$D", str(d)).replace("$ROWS", str(ROWS))
-            .replace("$CHUNK", str(CHUNK)).replace("$SCALE", _float_literal(scale))
+            .replace("$CHUNK", str(CHUNK)).replace("$SCALE", c_float(scale))
             .replace("$MASK_ROW", row).replace("$MASK_T", mask_t)
             .replace("$SKIP_BLOCK", _SKIP.get("causal" if causal else mask, "")))
     symbol = "spk_attn_" + hashlib.sha256(text.encode()).hexdigest()[:16]
