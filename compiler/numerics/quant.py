@@ -47,7 +47,8 @@ def quantize_int8_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 def int8_codes(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """The int8 codes of `w` [N, K] on the per-row grid `scale` [N] (computed in `w`'s dtype)."""
-    return torch.round(w / scale[:, None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+    # in place on the one quotient: a weight-sized temporary, not three
+    return (w / scale[:, None]).round_().clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
 
 
 def int8_round(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -63,7 +64,7 @@ def int8_channel_scale(w: torch.Tensor) -> torch.Tensor:
 
 
 def dequantize_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return q.float() * scale.float()[:, None]
+    return q.float().mul_(scale.float()[:, None])
 
 
 def quantize_per_token_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +73,7 @@ def quantize_per_token_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     x = x.float()
     amax = x.abs().amax(dim=-1, keepdim=True)
     scale = torch.where(amax > ZERO_RANGE, amax / INT8_MAX, torch.ones_like(amax))
-    q = torch.round(x / scale).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
+    q = (x / scale).round_().clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
     return q, scale
 
 
@@ -184,7 +185,7 @@ def quantize_fp8_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 def fp8_codes(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """`w` [N, K] as float8_e4m3fn on the per-row scale `scale` [N] (divided in `w`'s dtype)."""
-    return (w / scale[:, None]).float().clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return (w / scale[:, None]).float().clamp_(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
 
 
 def fp8_round(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
