@@ -38,11 +38,12 @@ def test_offline_compile_of_both_checkpoints_loads_bit_for_bit(tmp_path):
 
 @pytest.mark.slow
 def test_streaming_compile_stays_under_a_memory_bound_a_third_of_the_checkpoint(tmp_path):
-    # measured here: 221 MiB at 13 layers of 99 MiB, about 80 of it the export and the IR and
-    # 1.4 layers one segment's transient; before large blocks were unmapped and weights freed
-    # as they were quantized, the same run took 369 MiB and a 19-layer one 568-616
-    bound = 400
-    out = _run("stream_compile.py", "--layers", "13", "--hidden", "1536", "--bound-mib", str(bound),
+    # measured here, 19 layers of 99 MiB: 284-414 MiB over runs alone (about 80 of it the
+    # export and the IR, 1.5-3 layers one segment's transient), 568-616 before large blocks
+    # were unmapped and weights freed as they were quantized; under the suite's load the same
+    # run takes ~50 MiB more
+    bound = 600
+    out = _run("stream_compile.py", "--layers", "19", "--hidden", "1536", "--bound-mib", str(bound),
                "--workdir", str(tmp_path))
     size = os.path.getsize  # the checkpoint on disk, measured here rather than trusted
     ckpt = tmp_path / "llama-random"
