@@ -310,16 +310,14 @@ def _large_blocks_unmapped() -> Iterator[None]:
     32 MiB). After the first weight is freed, a segment's weight-sized temporaries come
     from the heap. There freed blocks stay resident and fragment until `malloc_trim`. On a
     19-layer checkpoint with 99 MiB per layer that doubled the peak growth: 568 MiB against
-    282 MiB. glibc cannot turn its dynamic rule back on afterwards, so on the way out the
+    282-414. glibc cannot turn its dynamic rule back on afterwards, so on the way out the
     thresholds are left where that rule settles in a process that frees large blocks
     (mmap 32 MiB, trim twice that). On other C libraries this does nothing."""
-    try:
-        import ctypes
-
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
+    libc = _glibc()
+    if libc is None:
         yield
         return
+    mallopt = libc.mallopt
     mallopt(_M_MMAP_THRESHOLD, 1 << 20)
     try:
         yield
@@ -334,12 +332,20 @@ def release_freed_memory() -> None:
     return them to the system (malloc_trim), which would grow the resident set by about a
     segment's weights per segment."""
     gc.collect()
+    libc = _glibc()
+    if libc is not None:  # other C libraries' allocators return memory their own way
+        libc.malloc_trim(0)
+
+
+def _glibc() -> Any:
+    """glibc, for its allocator controls (`mallopt`, `malloc_trim`); None on another C library."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: its allocator returns memory its own way
-        pass
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 def _check_layer_local(pm: PassManager) -> None:
