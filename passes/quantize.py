@@ -223,11 +223,11 @@ class Quantize(LayerSelection, Pass):
                     replaced.setdefault(wname, f.param_name(done[wname][0][0]))
                     # at once, not after the loop: a weight nothing reads any more is freed
                     # before the next one is quantized, so a layer's float weights and codes
-                    # are never all held together (the streaming compile's peak)
+                    # are never all held together (the streaming compile's peak). A weight
+                    # several linears share goes when the rewrite of its last reader runs.
                     retire_replaced(module, ctx, {wname: replaced[wname]})
                     changed = True
                 ctx.step(self.name, i + 1, len(linears), wname or "linear")
-        retire_replaced(module, ctx, replaced)  # weights shared by several linears
         return changed
 
     def _rewrite(self, f: Function, op: Op, ctx: PassContext, fmt: Format, opts: QuantOptions,
