@@ -104,6 +104,7 @@ class Row:
 
 
 # ---------------------------------------------------------------- the rows (edit here)
+# gqa-attention is exact and matches nothing in MiniLM (BERT has no grouped-query heads).
 ROWS = [
     Row("eager", "torch eager fp32"),
     Row("inductor", "torch.compile (inductor, default mode)"),
@@ -113,21 +114,24 @@ ROWS = [
     Row("ort_int8", "onnxruntime quantize_dynamic int8 per-channel, reduce_range",
         models=("minilm",)),
     Row("llamacpp", "llama.cpp, bundled GGUF (Q4_1)", models=("smollm2",)),
-    Row("fusion", pipeline="fold-constants,canonicalize,cse,dce,fuse"),
+    Row("fusion", pipeline="fold-constants,canonicalize,cse,dce,gqa-attention,fuse"),
     Row("w8", pipeline={  # MiniLM: GPTQ, the w8 recipe at min cosine >= 0.999 (BENCHMARKS.md)
-        "minilm": "quantize{scheme=w8 method=gptq},canonicalize,cse,dce,fuse",
-        "smollm2": "quantize{scheme=w8},canonicalize,cse,dce,fuse"}),
+        "minilm": "quantize{scheme=w8 method=gptq},canonicalize,cse,dce,gqa-attention,fuse",
+        "smollm2": "quantize{scheme=w8},canonicalize,cse,dce,gqa-attention,fuse"}),
     Row("w8a8_smooth", pipeline={  # the best smoothing recipe of each model (BENCHMARKS.md)
-        "minilm": "smooth{alpha=0.75},quantize{scheme=w8a8 method=gptq},canonicalize,cse,dce,fuse",
-        "smollm2": "smooth,quantize{scheme=w8a8},canonicalize,cse,dce,fuse"}),
+        "minilm": "smooth{alpha=0.75},quantize{scheme=w8a8 method=gptq},"
+                  "canonicalize,cse,dce,gqa-attention,fuse",
+        "smollm2": "smooth,quantize{scheme=w8a8},canonicalize,cse,dce,gqa-attention,fuse"}),
     # threshold 2: the w8a8 recipe that reaches min cosine 0.999 on MiniLM (BENCHMARKS.md)
-    Row("w8a8_split", pipeline="outlier-split{scheme=w8a8 threshold=2.0},canonicalize,cse,dce,fuse",
+    Row("w8a8_split", pipeline="outlier-split{scheme=w8a8 threshold=2.0},"
+                               "canonicalize,cse,dce,gqa-attention,fuse",
         models=("minilm",)),
     Row("w4g", pipeline={  # in-features: MiniLM 384/1536, SmolLM2 576/1536
         "minilm": "quantize{scheme=w4g group=128 symmetric=false method=gptq act-order=true},"
-                  "canonicalize,cse,dce,fuse",
-        "smollm2": "quantize{scheme=w4g group=64 method=gptq act-order=true},canonicalize,cse,dce,fuse"}),
-    Row("sparse24", pipeline="sparsify{pattern=2:4 method=wanda},canonicalize,cse,dce,fuse"),
+                  "canonicalize,cse,dce,gqa-attention,fuse",
+        "smollm2": "quantize{scheme=w4g group=64 method=gptq act-order=true},"
+                   "canonicalize,cse,dce,gqa-attention,fuse"}),
+    Row("sparse24", pipeline="sparsify{pattern=2:4 method=wanda},canonicalize,cse,dce,gqa-attention,fuse"),
 ]
 ROW = {r.name: r for r in ROWS}
 MEMORY_CALLS = 3  # calls per workload in the worker after the first

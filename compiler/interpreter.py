@@ -58,8 +58,10 @@ Select = Callable[[Op], "Callable[[list[Any]], Any] | None"]
 class _Program:
     """A block prepared for repeated execution: per-op runners and last-use frees."""
 
-    def __init__(self, block: Block, kernels: Mapping[str, Kernel], select: Select | None = None):
+    def __init__(self, block: Block, kernels: Mapping[str, Kernel], select: Select | None = None,
+                 own_chunk: bool = False):
         self.block = block
+        self.own_chunk = own_chunk
         self.kernels = kernels
         self.select = select
         self.body = block.ops[:-1]
@@ -162,6 +164,9 @@ class _Program:
         lines.append("        raise")
         lines.append("    except Exception as e:")
         lines.append("        raise FAIL(i, e) from e")
+        pad = _CHUNK_SLOTS - len(names) if self.own_chunk else 0
+        if pad > 0:  # never executed: the names only widen the frame (see _CHUNK_SLOTS)
+            lines.append("    " + " = ".join(f"_pad{j}" for j in range(pad)) + " = None")
         scope = {"R": self.runners, "FAIL": self._failure, "SPK": SpokeshaveError}
         exec(compile("\n".join(lines), f"<spokeshave block of {len(self.body)} ops>", "exec"), scope)
         return scope["straight"]
@@ -169,6 +174,19 @@ class _Program:
     @functools.cached_property
     def _straight(self) -> Callable[[list[Any]], list[Any]]:
         return self._compile_straight()
+
+
+# CPython (3.11+) keeps frames on per-thread stack chunks of 16 KiB (2048 slots), mmapped,
+# and unmaps a chunk as soon as the frame that opened it returns. A block function's frame
+# holds a slot per value (~1,000 in a decode step) and lands wherever the caller's stack
+# ends, so the room left in its chunk is chance: when it is less than what one op's call
+# chain needs, every op opens a chunk and closes it again, an mmap, a munmap and a page
+# fault per op (SmolLM2's w4g token: 37 -> 52 ms, by the caller's stack depth alone). A frame
+# wider than a chunk never fits a standard one, so CPython gives it a chunk of its own with
+# at least 1,000 slots (8 KiB) spare, where every op's calls then go: one mmap per call of
+# the whole function. Only the top-level block gets this: a region body runs inside a
+# top-level op's call chain, where a frame that size would open a chunk per call.
+_CHUNK_SLOTS = 2100
 
 
 class Interpreter:
@@ -181,7 +199,7 @@ class Interpreter:
         body = self.func.body
         if not body.ops or body.ops[-1].name != "func.return":
             raise SpokeshaveError(f"@{self.func.name} does not end with return")
-        self.program = _Program(body, dict(kernels or {}), select)
+        self.program = _Program(body, dict(kernels or {}), select, own_chunk=True)
         missing = [n for n in self.func.params() if n not in weights]
         if missing:
             raise SpokeshaveError(f"the weight store lacks parameters: {', '.join(missing[:5])}"

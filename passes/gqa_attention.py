@@ -16,17 +16,15 @@ and bf16 cases) and the GQA form is faster (one decode step's attention 31 -> 12
 64-token batch of 4 438 -> 330 us, on 2 cores; SmolLM2's fp32 single-token forward on the
 CPU backend 48.8 -> 45.7 ms, prefill 1 x 256 467 -> 458 ms).
 
-Opt-in: no default pipeline runs it yet. With w4g SmolLM2 on the CPU backend the
-single-token forward went from 21 to 28-30 ms with it, though every kernel and every
-torch op took the same time: the call took ~850-1500 minor page faults where it had 5,
-spread over cheap view ops (slice, permute, cat), which points at Python's or the C
-allocator's memory going back to the OS and coming again each call (an arena at the
-edge of the call's working set), not at this rewrite; until the runtime keeps its memory
-across calls, a default that can double a decode step's time this way is not ours to set.
-A later session (another 2-core Xeon, after the row kernels began writing in place) did
-not see the faults: 5 a call with and without the pass, and w4g 22.3 against 23.6 ms a
-token in one run, level in a noisier one. One machine's absence of a fault is no cause
-found, so the pass stays opt-in.
+The CPU backend's default pipeline runs it (`canonicalize,cse,dce,gqa-attention,fuse`);
+the reference and Triton defaults do not. It was opt-in while w4g SmolLM2's CPU decode step
+took ~650-1,500 minor page faults a call with it (5 without), spread one per op. The cause
+was CPython's frame stack, not this rewrite: the interpreter's block function, with a slot
+per value, ended near the edge of a 16 KiB stack chunk, so each op's call chain opened a
+chunk and unmapped it again (`compiler/interpreter.py`, `_CHUNK_SLOTS`). The rewrite had
+only moved that edge. With the block function in a chunk of its own: 6-8 faults a call
+either way, and the token 28-38 ms with the pass against 33-42 without (one process, caller
+stack depths 0-63, 2-core Xeon).
 On CUDA, a masked GQA attention may also leave the memory-efficient kernel for the math one.
 
 Matched only when the structure proves it: the unsqueeze is at dim 2 of a rank-4 value with

@@ -4,7 +4,9 @@ The real bundled models (all-MiniLM-L6-v2, SmolLM2-135M) load once per test sess
 do their compiled forms: `compiled_cache` memoises compiles by key, so test_models.py and
 test_torch_mlir.py share one export per (model, pipeline, shapes). `case` (indirectly
 parametrized with a name from `models.ALL`) gives a `Case`: model, inputs, compiles, eager
-outputs. The worst compiled-vs-eager error per model is printed at the end of the run.
+outputs. SmolLM2's one export is shared by the pytest-xdist workers of a run through an
+artifact in the run's temp folder (`run_tmp`). The worst compiled-vs-eager error per model is
+printed at the end of the run.
 Nothing is ever downloaded: the hub is switched off before transformers is imported.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)  # `import models` (tests/models.py) from tests and examples alike
 
+import filelock  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -87,6 +90,14 @@ class _CompiledCache:
 
 
 @pytest.fixture(scope="session")
+def run_tmp(tmp_path_factory) -> str:
+    """A folder every pytest-xdist worker of this run shares (each worker's own base temp
+    folder is a child of the run's); without xdist, this session's base temp folder."""
+    base = tmp_path_factory.getbasetemp()
+    return str(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
+
+
+@pytest.fixture(scope="session")
 def compiled_cache():
     return _CompiledCache()
 
@@ -120,7 +131,7 @@ class Case:
     another batch size and length (`other`), and its compiled forms, cached per session."""
 
     def __init__(self, name: str, request, cache: _CompiledCache):
-        self.name, self.cache = name, cache
+        self.name, self.cache, self.request = name, cache, request
         if name in models.RANDOM:
             self.model, self.inputs = cache.get(("model", name), lambda: models.RANDOM_MODELS[name]())
             self.other = models.RANDOM_MODELS[name](batch=3, seq=13, seed=1)[1]
@@ -153,9 +164,30 @@ class Case:
             return self.cache.get((self.name, pipeline, True),
                                   lambda: self.recompiled(models.NONE, pipeline))
         dyn = models.dynamic_dims(len(self.inputs), seq_max=128) if dynamic else None
-        return self.cache.get((self.name, pipeline, dynamic),
-                              lambda: spokeshave.compile(self.model, self.inputs, pipeline=pipeline,
-                                                       dynamic_shapes=dyn))
+
+        def build() -> spokeshave.CompiledModel:
+            return spokeshave.compile(self.model, self.inputs, pipeline=pipeline, dynamic_shapes=dyn)
+        if self.name == "smollm2":
+            return self.cache.get((self.name, pipeline, dynamic),
+                                  lambda: self._shared_between_workers(build, pipeline))
+        return self.cache.get((self.name, pipeline, dynamic), build)
+
+    def _shared_between_workers(self, build, pipeline: str) -> spokeshave.CompiledModel:
+        """SmolLM2's export (~50 s alone, ~85 s beside another worker) once per test run, not
+        once per pytest-xdist worker: the first worker to need it compiles it and saves it as
+        an artifact in the run's shared temp folder, under a file lock; the others load that
+        artifact (its IR text and weights, byte for byte what was compiled) and compile it
+        with the same pipeline, which is what `compile` does after its export."""
+        shared = self.request.getfixturevalue("run_tmp")
+        path = os.path.join(shared, f"{self.name}.spk")
+        with filelock.FileLock(path + ".lock"):
+            if not os.path.isfile(os.path.join(path, "manifest.json")):
+                cm = build()
+                spokeshave.save(cm, path)
+                return cm
+        loaded = spokeshave.load(path, backend="reference")
+        return spokeshave.compile_module(
+            Imported(loaded.module, loaded.weights, loaded.in_spec, loaded.out_spec), pipeline=pipeline)
 
     @staticmethod
     def record_error(label: str, err: float) -> None:

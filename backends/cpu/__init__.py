@@ -13,6 +13,6 @@ from spokeshave.compiler.backend import Backend
 from .runtime import build, generate
 
 BACKEND = Backend(
-    "cpu", device="cpu", build=build, default_pipeline="canonicalize,cse,dce,fuse",
+    "cpu", device="cpu", build=build, default_pipeline="canonicalize,cse,dce,gqa-attention,fuse",
     provides=frozenset({"any-aten-op", "dynamic-shapes", "fusion", "generated-cpp"}),
     doc=__doc__, generate=generate, language="cpp")
