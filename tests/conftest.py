@@ -11,6 +11,7 @@ Nothing is ever downloaded: the hub is switched off before transformers is impor
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 
@@ -179,7 +180,8 @@ class Case:
         artifact (its IR text and weights, byte for byte what was compiled) and compile it
         with the same pipeline, which is what `compile` does after its export."""
         shared = self.request.getfixturevalue("run_tmp")
-        path = os.path.join(shared, f"{self.name}.spk")
+        key = hashlib.sha256(pipeline.encode()).hexdigest()[:12]  # one artifact per pipeline
+        path = os.path.join(shared, f"{self.name}-{key}.spk")
         with filelock.FileLock(path + ".lock"):
             if not os.path.isfile(os.path.join(path, "manifest.json")):
                 cm = build()
