@@ -34,7 +34,7 @@ def test_a_long_block_maps_no_stack_chunk_per_op_at_any_caller_depth():
     run = Interpreter(m, complete_weights(m, None))
     x = torch.randn(4)
     assert torch.equal(run(x)[0], x)  # an even number of negations
-    worst = (0, 0.0)
+    worst = (0.0, 0)  # (faults a call, caller depth)
     # each extra Python frame moves where the block's frame lands by ~100 bytes: 320 depths
     # sweep well over one 16 KiB chunk, so some depth puts an unpadded frame at a chunk's
     # end (there: one mmap, munmap and page fault per op, ~OPS faults a call)
