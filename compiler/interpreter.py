@@ -164,12 +164,9 @@ class _Program:
         lines.append("        raise")
         lines.append("    except Exception as e:")
         lines.append("        raise FAIL(i, e) from e")
-        pad = _CHUNK_SLOTS - len(names) if self.own_chunk else 0
-        if pad > 0:  # never executed: the names only widen the frame (see _CHUNK_SLOTS)
-            lines.append("    " + " = ".join(f"_pad{j}" for j in range(pad)) + " = None")
         scope = {"R": self.runners, "FAIL": self._failure, "SPK": SpokeshaveError}
-        exec(compile("\n".join(lines), f"<spokeshave block of {len(self.body)} ops>", "exec"), scope)
-        return scope["straight"]
+        return define_function(lines, len(names), scope, f"<spokeshave block of {len(self.body)} ops>",
+                               self.own_chunk)
 
     @functools.cached_property
     def _straight(self) -> Callable[[list[Any]], list[Any]]:
@@ -187,6 +184,19 @@ class _Program:
 # the whole function. Only the top-level block gets this: a region body runs inside a
 # top-level op's call chain, where a frame that size would open a chunk per call.
 _CHUNK_SLOTS = 2100
+
+
+def define_function(lines: list[str], n_locals: int, scope: dict[str, Any], filename: str,
+                    own_chunk: bool) -> Callable[..., Any]:
+    """Compile the generated function `lines` (one `def`, indented by four) in `scope` and
+    return it; `own_chunk` widens a function with `n_locals` locals past a CPython stack
+    chunk, for one called from anywhere that runs a long chain of ops (see above)."""
+    pad = _CHUNK_SLOTS - n_locals if own_chunk else 0
+    if pad > 0:  # never executed: the names only widen the frame
+        lines = [*lines, "    " + " = ".join(f"_pad{j}" for j in range(pad)) + " = None"]
+    exec(compile("\n".join(lines), filename, "exec"), scope)
+    name = lines[0].split()[1].split("(")[0]
+    return scope[name]
 
 
 class Interpreter:

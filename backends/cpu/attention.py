@@ -39,6 +39,7 @@ import torch
 from spokeshave.compiler.ir import Op, TensorType
 
 from ..schedule import Step
+from .replay import invoke
 from .rows import c_float
 
 ROWS = 32     # query rows per parallel unit
@@ -314,7 +315,7 @@ def attention_step(op: Op, l1_bytes: int | None) -> Step | None:
                     *vt.stride()[:3], *view.stride()[:3], *m_st]
             ptrs = (ctypes.c_void_p * 5)(qt.data_ptr(), kt.data_ptr(), vt.data_ptr(),
                                          out.data_ptr(), m_ptr)
-            box["fn"]((ctypes.c_int64 * len(meta))(*meta), ptrs)
+            invoke(box["fn"], (ctypes.c_int64 * len(meta))(*meta), ptrs)
         return [view]
 
     return Step("attention", (op,), list(op.operands), list(op.results), symbol, source, (), call,

@@ -19,6 +19,7 @@ from spokeshave.compiler.target import Target
 from ..rowops import F32
 from ..schedule import Quantized, Step, bias_value, epilogue_kind, gemm_buffers, row_step
 from . import attention, gemm, rows
+from .replay import invoke
 from .rows import cpp_expression
 
 
@@ -103,7 +104,7 @@ def gemm_step(op: Op, kernel: gemm.GemmKernel, epilogue: list[Op], extras: list[
             # decoding pays ~200 times per token
             ptrs = (ctypes.c_int64 * n_ptrs)(_ptr(xf), y.data_ptr(), _ptr(b), _ptr(q), _ptr(s),
                                              *packed_ptrs, *(r.data_ptr() for r in ready))
-            box["fn"](ctypes.byref(ctypes.c_int64(m)), ptrs)
+            invoke(box["fn"], (ctypes.c_int64 * 1)(m), ptrs)
         return [y]
 
     return Step("gemm", (op, *epilogue), inputs, [result], symbol, source, (kernel.symbol,), call,

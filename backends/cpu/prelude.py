@@ -65,5 +65,13 @@ static inline void* spk_scratch(int64_t bytes) {
   void* p = aligned_alloc(64, (size_t)((bytes + 63) / 64 * 64 + 64));
   return p;
 }
+// The replay runtime's loop (`backends/cpu/replay.py`): a recorded run of step calls as one
+// call from Python. Weak, so every unit may carry it and the link keeps one.
+extern "C" __attribute__((weak)) void spk_replay(int64_t n, void* const* fns,
+                                                 const int64_t* const* metas,
+                                                 void* const* const* ptrs) {
+  typedef void (*spk_step_fn)(const int64_t*, void* const*);
+  for (int64_t i = 0; i < n; ++i) ((spk_step_fn)fns[i])(metas[i], ptrs[i]);
+}
 #endif
 """

@@ -31,6 +31,7 @@ from spokeshave.compiler.ir import Op, Value
 
 from ..rowops import (REDUCTIONS, SCALAR, VEC, Lang, LayoutCache, RowKernelRecord, RowLayout,
                       expression, is_row_scalar, norm_affine, operands)
+from .replay import invoke
 
 FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
 
@@ -95,7 +96,7 @@ class RowKernel(RowKernelRecord):
             outs += [q, s]
             ptrs += [q.data_ptr(), s.data_ptr()]
         if meta is not None:
-            self.fn(meta, (ctypes.c_int64 * len(ptrs))(*ptrs))
+            invoke(self.fn, meta, (ctypes.c_int64 * len(ptrs))(*ptrs))
         return outs
 
 

@@ -17,7 +17,7 @@ import ctypes
 import time
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from spokeshave.compiler.backend import KernelInfo
@@ -31,6 +31,7 @@ from ..schedule import GroupPlan, kernel_infos, plan_module, plan_runner
 from . import toolchain
 from .lowering import CpuCodegen
 from .prelude import PRELUDE
+from .replay import Replayer
 
 
 class CpuBackendWarning(UserWarning):
@@ -77,6 +78,9 @@ class CpuExecutable:
         self.extern_ops = Counter(op.name for op in module.entry.body.ops[:-1]
                                   if op not in self.plans or not self._compiled(self.plans[op]))
         self._interpreter = Interpreter(module, weights, select=self._select)
+        self._run: Callable[..., list[Any]] = self._interpreter
+        if self.library is not None and hasattr(self.library.cdll, "spk_replay"):
+            self._run = Replayer(self._interpreter, self.library.cdll.spk_replay)
 
     def _build(self) -> None:
         needs = {p.unit for p in self.plans.values() if p.unit}
@@ -121,7 +125,7 @@ class CpuExecutable:
         return plan_runner(plan, len(op.results) == 1)
 
     def __call__(self, *inputs: Any) -> list[Any]:
-        return self._interpreter(*inputs)
+        return self._run(*inputs)
 
     @property
     def sources(self) -> Mapping[str, str]:

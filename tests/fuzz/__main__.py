@@ -66,6 +66,7 @@ def explore(n: int, s: int, max_steps: int, progress: bool, show_skips: bool = F
         stats["compiled"] += r.compiled
         stats["conditioned"] += r.conditioned
         stats["not bitwise"] += r.not_bitwise
+        stats["replayed"] += r.replayed > 0
         for k, v in r.steps.items():
             stats["step " + k] += v
         for k, v in r.groups.items():
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  outputs of EXACT ops only that were not bit-identical: {stats['not bitwise']} "
           f"(must be 0: w8a8 inputs rely on it)")
     print(f"  mismatches  {stats['fail']}")
+    print(f"  cases whose later calls the cpu replay runtime served: {stats['replayed']}")
     for k in sorted(k for k in stats if isinstance(k, str) and k.startswith("fail: ")):
         print(f"    {k[6:]:<40} {stats[k]}")
     print(f"  skipped     {stats['skip']}")

@@ -60,6 +60,10 @@ FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
 
 # ------------------------------------------------------------------ the check
 
+# The sizes alternate: calls 1-2 run interpreted, 3-4 record (the cpu backend replays a
+# signature from its third call, `backends/cpu/replay.py`), 5-6 replay with new values.
+CALLS = (0, 1, 2, 3, 4, 5)
+
 
 @dataclass
 class Result:
@@ -74,6 +78,7 @@ class Result:
     worst: float = 0.0          # worst error / tolerance over outputs
     conditioned: int = 0        # outputs passed only by the float64 condition check
     not_bitwise: int = 0        # outputs of EXACT ops only that were not bit-identical
+    replayed: int = 0           # calls the cpu backend's replay runtime served
     info: list = field(default_factory=list)  # (category, text) of the above, for the summary
 
     @property
@@ -228,7 +233,7 @@ def _check(case: Case, backend: str) -> Result:
         ret = ref_cm.module.entry.return_op.operands
         w8a8_inputs = {op.operands[0] for op in ref_cm.module.entry.body.ops if op.name in ACT_QUANTIZED}
         notes, where = [], []
-        for call in (0, 1):
+        for call in CALLS:
             inputs = case.tensors(call)
             before = _fallbacks(exe)
             try:
@@ -300,6 +305,7 @@ def _check(case: Case, backend: str) -> Result:
         if backend == "triton" and exe.failed:  # a kernel failed at its first launch
             return _fail("kernel failed", case, "\n".join(f"{k}: {v}" for k, v in exe.failed.items()),
                          res)
+        res.replayed = getattr(getattr(exe, "_run", None), "replayed", 0)
         if _BuildCounter.calls != builds:
             return _fail("recompiled", case, "calling at another size built C++ again", res)
         if res.fallbacks:

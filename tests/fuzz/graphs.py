@@ -178,10 +178,14 @@ class Case:
     target: str | None = None                       # None: the host
 
     def tensors(self, call: int) -> list[torch.Tensor]:
-        g = torch.Generator().manual_seed(self.seed * 2 + call)
+        """The inputs of call `call`: sizes alternate between the two of `sizes`; every call
+        draws its own values (calls past the second replay the backend's recording of the
+        first two, so they must see new data)."""
+        g = torch.Generator().manual_seed(self.seed * 2 + call if call < 2
+                                          else (self.seed << 8) + call + (1 << 40))
         out = []
         for inp in self.inputs:
-            shape = [dim_size(d, self.sizes[call]) for d in inp.shape]
+            shape = [dim_size(d, self.sizes[call % 2]) for d in inp.shape]
             if inp.kind == "bool_mask":
                 m = torch.rand(shape, generator=g) < 0.6
                 if m.shape[-1]:
@@ -200,7 +204,7 @@ class Case:
         return out
 
     def shapes(self, call: int) -> str:
-        return ", ".join(f"%{i.name}: {[dim_size(d, self.sizes[call]) for d in i.shape]}"
+        return ", ".join(f"%{i.name}: {[dim_size(d, self.sizes[call % 2]) for d in i.shape]}"
                          for i in self.inputs)
 
     def describe(self) -> str:
