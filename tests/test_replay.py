@@ -90,8 +90,9 @@ def test_concurrent_calls_get_their_own_results(llama):
                                    backend="cpu")
     ids = [torch.full((1, 3), t) for t in range(8)]
     want = [_interpreted(cm, x) for x in ids]
-    for _ in range(2):
-        cm(ids[0])   # recorded: from here on one caller at a time replays, the others interpret
+    cm(ids[0])   # seen once: one of the threads records while the others interpret, then
+    # one caller at a time replays; a recording that logged another thread's kernel calls
+    # would replay them on that thread's freed buffers
     wrong: list[int] = []
 
     def worker(i: int) -> None:

@@ -41,14 +41,17 @@ from torch.utils._python_dispatch import TorchDispatchMode
 # A kernel call logged while recording: (function address, meta array, pointer array).
 Call = tuple[int, Any, Any]
 
-_log: list[Call] | None = None   # set only while a recording runs one op
+# `log` is set only while this thread's recording runs one op: another thread's calls, say
+# an interpreted call of the same model, must not land in it
+_recording = threading.local()
 
 
 def invoke(fn: Any, meta: Any, ptrs: Any) -> None:
     """Call the generated step function `fn(meta, ptrs)` (ctypes arrays), logging the call
-    when a recording is running."""
-    if _log is not None:
-        _log.append((ctypes.cast(fn, ctypes.c_void_p).value, meta, ptrs))
+    when a recording is running in this thread."""
+    log = getattr(_recording, "log", None)
+    if log is not None:
+        log.append((ctypes.cast(fn, ctypes.c_void_p).value, meta, ptrs))
     fn(meta, ptrs)
 
 
@@ -168,7 +171,6 @@ class Replayer:
             self.lock.release()
 
     def _record(self, inputs: Sequence[Any]) -> tuple[list[Any], Callable | None]:
-        global _log
         interp = self.interpreter
         program = interp.program
         if len(inputs) != interp.n_inputs:
@@ -182,13 +184,17 @@ class Replayer:
         buffers: list[torch.Tensor] = []
         watch = _Watch()
         with torch.no_grad(), watch:
-            for op, run in zip(program.body, program.runners):
+            for i, (op, run) in enumerate(zip(program.body, program.runners)):
                 watch.computed, watch.made = False, []
-                _log = logged = []
+                _recording.log = logged = []
                 try:
                     out = run([env[v] for v in op.operands], None)
+                except SpokeshaveError:
+                    raise
+                except Exception as e:   # reported as the interpreter reports it
+                    raise program._failure(i, e) from e
                 finally:
-                    _log = None
+                    _recording.log = None
                 if len(op.results) == 1:
                     env[op.results[0]] = out
                 else:
