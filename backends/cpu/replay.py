@@ -243,11 +243,15 @@ class Replayer:
 
         def copy_if_read_recorded(v: Value, name: str) -> list[str]:
             x = env[v]
-            if isinstance(x, torch.Tensor) and readers.get(v, set()) - {"python", "output"}:
-                if not _dense(x):
-                    raise _NotReplayable   # copying into it would write one element twice
-                return [f"    {recorded(v)}.copy_({name})"]
-            return []
+            if not readers.get(v, set()) - {"python", "output"}:
+                return []
+            if not isinstance(x, torch.Tensor):
+                if v in interp.func.args:
+                    return []            # a scalar input: its value is part of the signature
+                raise _NotReplayable     # a computed scalar (`item()`) the skipped ops read
+            if not _dense(x):
+                raise _NotReplayable     # copying into it would write one element twice
+            return [f"    {recorded(v)}.copy_({name})"]
 
         lines = ["def replay(inputs):"]
         users = [a for a in interp.func.args if a not in interp.params]
