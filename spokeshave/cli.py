@@ -174,17 +174,19 @@ def compile_checkpoint(model: str, output: str, pipeline: str | None = None,
     stage = _Stages(4)
     stage(f"loading {model}")
     loaded = load_model(model)
+    # calibration text is tokenized before the export, so a bad file fails in a second, not
+    # after a deep model's export; batches from a .safetensors file are checked against the IR
+    batches_in = None
+    text_calibration = calibration and not calibration.endswith(".safetensors")
+    if text_calibration:
+        batches_in = calibration_batches(loaded, calibration, seq, batch, batches)
     stage("exporting")
     if loaded.exported is not None:
         imported = import_program(loaded.exported.run_decompositions(decomposition_table()))
     else:
         imported = spokeshave.import_model(loaded.model, loaded.example, None, loaded.dynamic_shapes)
-    batches_in = None
-    if calibration:
-        if calibration.endswith(".safetensors"):
-            batches_in = [tuple(b) for b in load_batches(calibration, imported.module)]
-        else:
-            batches_in = calibration_batches(loaded, calibration, seq, batch, batches)
+    if calibration and not text_calibration:
+        batches_in = [tuple(b) for b in load_batches(calibration, imported.module)]
     stage(f"compiling for {backend}" + (f" ({len(batches_in)} calibration batches)"
                                         if batches_in else ""))
     with _PassProgress() as progress:

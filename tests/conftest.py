@@ -48,6 +48,14 @@ def mlp_case():
 
 
 @pytest.fixture(scope="session")
+def mlp_compile(mlp_case) -> models.OneExport:
+    """`spokeshave.compile(mlp, (x,), pipeline=..., calibration=...)` of `mlp_case`, on one
+    export shared by every test that compiles it."""
+    m, x, _, _ = mlp_case
+    return models.OneExport(m, (x,))
+
+
+@pytest.fixture(scope="session")
 def minilm():
     """(BertModel all-MiniLM-L6-v2 in eval mode, tokenizer or None)."""
     try:

@@ -237,6 +237,37 @@ def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
     return float(((y - ref) ** 2).sum() / (ref ** 2).sum())
 
 
+class OneExport:
+    """`spokeshave.compile(model, inputs, pipeline=...)` for many pipelines on one export.
+
+    The model is imported once; each call compiles a copy of that import
+    (`spokeshave.compile_module`, with the eager model as the report's reference), which is
+    what `compile` does after its export. Export is about half the suite's time, and a test
+    comparing pipelines on one model needs it once. Calibration batches must have the
+    example's shapes: `compile` would make the dims in which they differ dynamic, so a
+    different export, and that case is refused rather than silently compiled otherwise."""
+
+    def __init__(self, model: torch.nn.Module, inputs: tuple, dynamic_shapes: Any = None):
+        import spokeshave
+
+        self.model, self.inputs = model, tuple(inputs)
+        self.imported = spokeshave.import_model(model, self.inputs, None, dynamic_shapes)
+        self.dynamic = dynamic_shapes is not None
+
+    def __call__(self, pipeline: str | None = None, calibration: list | None = None,
+                 **options: Any) -> Any:
+        import spokeshave
+
+        shapes = [tuple(t.shape) for t in self.inputs]
+        for batch in calibration or []:
+            got = [tuple(t.shape) for t in (batch if isinstance(batch, (tuple, list)) else (batch,))]
+            if got != shapes and not self.dynamic:
+                raise ValueError(f"calibration batch of shapes {got}, example {shapes}: "
+                                 f"compile() would export with dynamic dims; call it instead")
+        return spokeshave.compile_module(self.imported, pipeline=pipeline, calibration=calibration,
+                                         reference=self.model, **options)
+
+
 class MLP(torch.nn.Module):
     def __init__(self, k: int = 128, hidden: int = 256, out: int = 64):
         super().__init__()

@@ -185,9 +185,10 @@ def test_a_checkpoint_that_does_not_match_its_config(bert_dir, tmp_path, capsys)
 def test_a_calibration_file_that_is_empty_or_not_text(bert_dir, tmp_path, capsys, content, message):
     cal = tmp_path / "cal.txt"
     cal.write_bytes(content)
-    rc, _, err = _run(capsys, "compile", bert_dir, "-o", str(tmp_path / "x.spk"),
-                      "--pipeline", "smooth,quantize{scheme=w8a8}", "--calibration", str(cal))
+    rc, out, err = _run(capsys, "compile", bert_dir, "-o", str(tmp_path / "x.spk"),
+                        "--pipeline", "smooth,quantize{scheme=w8a8}", "--calibration", str(cal))
     assert rc == 1 and f"{cal}: {message}" in err and not (tmp_path / "x.spk").exists()
+    assert "exporting" not in out  # found before the slow stage, not after it
 
 
 def test_a_recipe_with_an_unknown_key(tmp_path, capsys, bert_dir):

@@ -15,8 +15,15 @@ from spokeshave.passes.lorc import low_rank_factors
 
 
 def _compile(case, pipeline: str) -> spokeshave.CompiledModel:
-    m, x, _, cal = case
-    return spokeshave.compile(m, (x,), pipeline=pipeline, calibration=cal)
+    """`case` = (mlp_case, mlp_compile): the MLP compiled with its calibration batches, on
+    the export its tests share."""
+    (_, _, _, cal), compile_ = case
+    return compile_(pipeline, calibration=cal)
+
+
+@pytest.fixture
+def mlp(mlp_case, mlp_compile):
+    return mlp_case, mlp_compile
 
 
 # ------------------------------------------------------------------ the factorisation
@@ -55,9 +62,9 @@ def test_whitened_factors_minimise_the_output_error():
 # ------------------------------------------------------------------ the pass on models
 
 
-def test_correction_reduces_error_and_whitening_more(mlp_case):
+def test_correction_reduces_error_and_whitening_more(mlp, mlp_case):
     _, x, ref, _ = mlp_case
-    errs = {p: rel_err(_compile(mlp_case, p)(x), ref) for p in (
+    errs = {p: rel_err(_compile(mlp, p)(x), ref) for p in (
         "quantize{scheme=w4g group=32}",
         "quantize{scheme=w4g group=32},lorc{rank=8}",
         "quantize{scheme=w4g group=32},lorc{rank=8 whiten=true}",
@@ -70,10 +77,10 @@ def test_correction_reduces_error_and_whitening_more(mlp_case):
 @pytest.mark.parametrize("first", ["quantize{scheme=w8}", "quantize{scheme=fp8}",
                                    "quantize{scheme=w4g group=64 symmetric=false method=gptq}",
                                    "quantize{scheme=w8a8}", "sparsify{pattern=2:4 method=wanda}"])
-def test_every_compressed_format_is_compensated(mlp_case, first):
+def test_every_compressed_format_is_compensated(mlp, mlp_case, first):
     _, x, ref, _ = mlp_case
-    base = _compile(mlp_case, first)
-    cm = _compile(mlp_case, first + ",lorc{rank=16 whiten=true}")
+    base = _compile(mlp, first)
+    cm = _compile(mlp, first + ",lorc{rank=16 whiten=true}")
     assert rel_err(cm(x), ref) < rel_err(base(x), ref)
     entries = [e for e in cm.report.layers if e.pass_name == "lorc"]
     assert [e.layer for e in entries] == ["up", "down"]
@@ -85,16 +92,16 @@ def test_every_compressed_format_is_compensated(mlp_case, first):
     assert lorc_up.bits_per_weight == pytest.approx(up.bits_per_weight + 16 * 384 * 32 / (256 * 128))
 
 
-def test_high_rank_whitened_correction_restores_fp32(mlp_case):
+def test_high_rank_whitened_correction_restores_fp32(mlp, mlp_case):
     """A high rank (40 of 128 for `up`, 40 of 256 for `down`) brings int4 back near fp32 on
     the calibration distribution."""
     _, x, ref, _ = mlp_case
-    cm = _compile(mlp_case, "quantize{scheme=w4g group=32},lorc{rank=40 whiten=true}")
+    cm = _compile(mlp, "quantize{scheme=w4g group=32},lorc{rank=40 whiten=true}")
     assert rel_err(cm(x), ref) < 1e-3
 
 
-def test_originals_are_dropped_after_compile_and_never_saved(mlp_case, tmp_path):
-    cm = _compile(mlp_case, "quantize{scheme=w8},lorc{rank=4}")
+def test_originals_are_dropped_after_compile_and_never_saved(mlp, mlp_case, tmp_path):
+    cm = _compile(mlp, "quantize{scheme=w8},lorc{rank=4}")
     assert "up.weight" not in cm.weights and cm.weights.original_of("up.qweight") is None
     # during a compile whose pipeline reads it (lorc) it was there, under its own name; a
     # pipeline without lorc drops it at once (holding it doubles the weight memory)
@@ -114,12 +121,12 @@ def test_originals_are_dropped_after_compile_and_never_saved(mlp_case, tmp_path)
     assert sorted(WeightStore.load(path)) == sorted(cm.weights)
 
 
-def test_without_the_float_original_the_layer_is_skipped_and_reported(mlp_case):
+def test_without_the_float_original_the_layer_is_skipped_and_reported(mlp, mlp_case):
     """IR compressed in another compile (here: printed and parsed back) has no float weight
     to measure the error against: lorc says so instead of guessing."""
     from spokeshave.compiler.passmanager import PassContext, run_pipeline
 
-    cm = _compile(mlp_case, "quantize{scheme=w8}")
+    cm = _compile(mlp, "quantize{scheme=w8}")
     module = spokeshave.parse(cm.ir)
     ctx = PassContext(weights=WeightStore(dict(cm.weights.items())))
     run_pipeline(module, "lorc{rank=4}", ctx)
@@ -135,10 +142,10 @@ def test_without_the_float_original_the_layer_is_skipped_and_reported(mlp_case):
     ("quantize,lorc{percdamp=2}", "option 'percdamp' must be in (0, 1]"),
     ("quantize,lorc{rank=x}", "option 'rank'"),
 ])
-def test_bad_options(mlp_case, pipeline, message):
+def test_bad_options(mlp, mlp_case, pipeline, message):
     with pytest.raises(PipelineError, match=message.replace("(", r"\(").replace(")", r"\)")
                        .replace("[", r"\[").replace("]", r"\]")):
-        _compile(mlp_case, pipeline)
+        _compile(mlp, pipeline)
 
 
 def test_whiten_needs_calibration(mlp_case):
@@ -154,8 +161,8 @@ def test_tiny_llama_int4_with_lorc():
     cal = [(models.token_ids(2, 16, 128, seed=s),) for s in range(1, 5)]
     with torch.no_grad():
         ref = model(ids)
-    errs = []
+    errs, compile_ = [], models.OneExport(model, (ids,))
     for p in ("quantize{scheme=w4g group=16}", "quantize{scheme=w4g group=16},lorc{rank=4 whiten=true}"):
-        cm = spokeshave.compile(model, (ids,), pipeline=p, calibration=cal)
+        cm = compile_(p, calibration=cal)
         errs.append(rel_err(cm(ids), ref))
     assert errs[1] < errs[0], errs

@@ -198,9 +198,9 @@ def test_bad_options(pipeline, message):
 
 @pytest.mark.parametrize("scheme, bound", [("w8", 1e-4), ("w8a8", 1e-3), ("fp8", 5e-3),
                                            ("w4g", 3e-2)])
-def test_schemes_against_fp32(mlp_case, scheme, bound):
+def test_schemes_against_fp32(mlp_case, mlp_compile, scheme, bound):
     m, x, ref, _ = mlp_case
-    cm = spokeshave.compile(m, (x,), pipeline=f"quantize{{scheme={scheme} group=32}}")
+    cm = mlp_compile(f"quantize{{scheme={scheme} group=32}}")
     ops = [op.name for op in cm.module.entry.ops]
     assert "aten.linear" not in ops and ops.count(quant_op(scheme)) == 2
     assert 0 < rel_err(cm(x), ref) < bound
@@ -211,9 +211,9 @@ def quant_op(scheme: str) -> str:
             "fp8": "spk.linear_fp8"}[scheme]
 
 
-def test_error_is_ordered_by_bits(mlp_case):
+def test_error_is_ordered_by_bits(mlp_case, mlp_compile):
     m, x, ref, _ = mlp_case
-    cms = {p: spokeshave.compile(m, (x,), pipeline=f"quantize{{{p}}}")
+    cms = {p: mlp_compile(f"quantize{{{p}}}")
            for p in ("scheme=w8", "scheme=w8a8", "scheme=fp8", "scheme=w4g group=32",
                      "scheme=w4g group=128")}
     err = {p: rel_err(cm(x), ref) for p, cm in cms.items()}
@@ -225,20 +225,20 @@ def test_error_is_ordered_by_bits(mlp_case):
     assert weight_err("scheme=w8") < weight_err("scheme=w4g group=32") < weight_err("scheme=w4g group=128")
 
 
-def test_packed_bytes(mlp_case):
+def test_packed_bytes(mlp_case, mlp_compile):
     m, x, _, _ = mlp_case
-    sym = spokeshave.compile(m, (x,), pipeline="quantize{scheme=w4g group=32}")
+    sym = mlp_compile("quantize{scheme=w4g group=32}")
     q, s = sym.weights["up.qweight"], sym.weights["up.scale"]
     assert q.dtype == torch.uint8 and q.shape == (256, 64) and q.nbytes == 256 * 128 // 2
     assert s.dtype == torch.float32 and s.shape == (256, 4)
     assert "up.weight" not in sym.weights and "up.bias" in sym.weights
     entry = next(e for e in sym.context.report if e.layer == "up")
     assert entry.bits_per_weight == 4 + 32 / 32 and entry.bytes == q.nbytes + s.nbytes
-    asym = spokeshave.compile(m, (x,), pipeline="quantize{scheme=w4g group=32 symmetric=false}")
+    asym = mlp_compile("quantize{scheme=w4g group=32 symmetric=false}")
     assert asym.weights["up.zeros"].dtype == torch.uint8 and asym.weights["up.zeros"].shape == (256, 4)
-    w8 = spokeshave.compile(m, (x,), pipeline="quantize{scheme=w8}")
+    w8 = mlp_compile("quantize{scheme=w8}")
     assert w8.weights["down.qweight"].dtype == torch.int8 and w8.weights["down.qweight"].nbytes == 64 * 256
-    fp8 = spokeshave.compile(m, (x,), pipeline="quantize{scheme=fp8}")
+    fp8 = mlp_compile("quantize{scheme=fp8}")
     assert fp8.weights["down.qweight"].dtype == torch.float8_e4m3fn
 
 
@@ -256,10 +256,10 @@ def test_asymmetric_int4_beats_symmetric_on_shifted_weights():
 
 @pytest.mark.parametrize("options", ["scheme=w4g group=32", "scheme=w4g group=32 symmetric=false",
                                      "scheme=w4g group=32 act-order", "scheme=w8", "scheme=fp8"])
-def test_gptq_beats_rtn_on_held_out_data(mlp_case, options):
+def test_gptq_beats_rtn_on_held_out_data(mlp_case, mlp_compile, options):
     m, x, ref, cal = mlp_case
-    rtn = spokeshave.compile(m, (x,), pipeline=f"quantize{{{options}}}", calibration=cal)
-    gptq = spokeshave.compile(m, (x,), pipeline=f"quantize{{{options} method=gptq}}", calibration=cal)
+    rtn = mlp_compile(f"quantize{{{options}}}", calibration=cal)
+    gptq = mlp_compile(f"quantize{{{options} method=gptq}}", calibration=cal)
     e_rtn, e_gptq = rel_err(rtn(x), ref), rel_err(gptq(x), ref)
     assert e_gptq < 0.8 * e_rtn, (e_gptq, e_rtn)
     # the report's per-layer calibration error says the same; round-to-nearest declares no
@@ -287,11 +287,11 @@ def test_group_not_dividing_skips_and_reports():
     assert rel_err(cm(x), m(x)) < 3e-2
 
 
-def test_layers_and_skip_globs(mlp_case):
+def test_layers_and_skip_globs(mlp_case, mlp_compile):
     m, x, _, _ = mlp_case
 
     def quantized(pipeline):
-        cm = spokeshave.compile(m, (x,), pipeline=pipeline)
+        cm = mlp_compile(pipeline)
         return sorted(e.layer for e in cm.context.report if e.status == "quantized")
     assert quantized("quantize{layers=up}") == ["up"]
     assert quantized("quantize{layers=d*|u*}") == ["down", "up"]
@@ -299,10 +299,10 @@ def test_layers_and_skip_globs(mlp_case):
     assert quantized("quantize{layers=* skip=*}") == []
 
 
-def test_quantized_ir_roundtrips_and_runs_from_text(mlp_case):
+def test_quantized_ir_roundtrips_and_runs_from_text(mlp_case, mlp_compile):
     m, x, ref, _ = mlp_case
     for scheme in ("w8", "w8a8", "w4g symmetric=false", "fp8"):
-        cm = spokeshave.compile(m, (x,), pipeline=f"quantize{{scheme={scheme} group=32}}")
+        cm = mlp_compile(f"quantize{{scheme={scheme} group=32}}")
         text = print_module(cm.module)
         again = parse_module(text)
         assert print_module(again) == text

@@ -43,12 +43,12 @@ def decoder(request):
 def sliced(decoder):
     """fraction -> CompiledModel, compiled once per model."""
     name, model, inputs, _, calib = decoder
-    cache = {}
+    cache, compile_ = {}, models.OneExport(model, inputs)
 
     def get(fraction):
         if fraction not in cache:
             pipeline = "fold-norms" if fraction is None else f"fold-norms,slice{{fraction={fraction}}}"
-            cache[fraction] = spokeshave.compile(model, inputs, pipeline=pipeline, calibration=calib)
+            cache[fraction] = compile_(pipeline, calibration=calib)
         return cache[fraction]
     return get
 

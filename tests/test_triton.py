@@ -3,13 +3,16 @@ GEMM against the reference backend's emulation of the same compressed model, at 
 exercise the masks; the clear error without a GPU; the fallback of a failing kernel."""
 from __future__ import annotations
 
+import functools
 import warnings
 
 import pytest
 import torch
 import triton
+from torch.export import Dim
 
 import spokeshave
+from spokeshave.compiler.frontend import Imported
 from spokeshave.backends.triton import launch
 from spokeshave.backends.triton.runtime import TritonBackendWarning
 from spokeshave.compiler.errors import SpokeshaveError
@@ -19,6 +22,19 @@ def _mlp(k_in=48, hidden=32, n_out=19, bias=True):
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(k_in, hidden, bias=bias), torch.nn.GELU(),
                                torch.nn.Linear(hidden, n_out, bias=bias))
+
+
+@functools.lru_cache(maxsize=None)
+def _dynamic_import(model: str, bias: bool) -> Imported:
+    """`_mlp(bias)` with dynamic (batch, seq) dims, or one `Linear(48, 19)` with dynamic
+    rows, imported once for every pipeline, tile choice and backend its tests compile
+    (the export is most of a case's time)."""
+    if model == "mlp":
+        m, example, dims = _mlp(bias=bias), torch.randn(3, 5, 48), {0: Dim("b"), 1: Dim("s")}
+    else:
+        torch.manual_seed(0)
+        m, example, dims = torch.nn.Linear(48, 19, bias=bias), torch.randn(3, 48), {0: Dim("b")}
+    return spokeshave.import_model(m, (example,), dynamic_shapes=(dims,))
 
 
 PIPELINES = {
@@ -51,12 +67,10 @@ def tiles(request, monkeypatch):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("kind", sorted(PIPELINES))
 def test_each_compressed_gemm_matches_the_reference(interpret, tiles, kind, bias):
-    m = _mlp(bias=bias)
     # rows: 1 (decode), 15 (under one 16-row tile), 33 (three 16-row tiles, the last
     # masked); N = 32 and 19 (a masked column tile), K = 48 and 32 (three and two K steps)
-    imported = spokeshave.import_model(m, (torch.randn(3, 5, 48),),
-                                       dynamic_shapes=({0: torch.export.Dim("b"),
-                                                        1: torch.export.Dim("s")},))
+    imported = _dynamic_import("mlp", bias)
+    torch.manual_seed(0)  # the inputs below do not depend on whether the import was cached
     tri = spokeshave.compile_module(imported, pipeline=PIPELINES[kind], backend="triton")
     ref = spokeshave.compile_module(imported, pipeline=PIPELINES[kind], backend="reference")
     assert tri.target.arch == "interpreter"
@@ -96,10 +110,8 @@ def test_kernels_call_only_triton_language_builtins():
 def test_the_w8a8_gemm_is_bit_exact(interpret, tiles, bias):
     """int8 x int8 into int32 is exact (split-K's int32 partials too), and the rescale rounds
     as the reference does."""
-    torch.manual_seed(0)
-    m = torch.nn.Linear(48, 19, bias=bias)
-    imported = spokeshave.import_model(m, (torch.randn(3, 48),),
-                                       dynamic_shapes=({0: torch.export.Dim("b")},))
+    imported = _dynamic_import("linear", bias)
+    torch.manual_seed(0)  # the inputs below do not depend on whether the import was cached
     tri = spokeshave.compile_module(imported, pipeline="quantize{scheme=w8a8}", backend="triton")
     ref = spokeshave.compile_module(imported, pipeline="quantize{scheme=w8a8}", backend="reference")
     for rows in (1, 15, 33):
