@@ -249,7 +249,7 @@ def compile_streaming(streamed: Streamed, output: str, pipeline: str | None = No
     shards: list[str] = []
     written: set[str] = set()
     remaining = {op for s in segments for op in s.ops}  # ops of the segments not yet compiled
-    with _large_blocks_unmapped():
+    with _large_blocks_unmapped(), _collector_skips_what_exists():
         try:
             for k, seg in enumerate(segments):
                 remaining.difference_update(seg.ops)
@@ -324,6 +324,24 @@ def _large_blocks_unmapped() -> Iterator[None]:
     finally:
         mallopt(_M_MMAP_THRESHOLD, _DYNAMIC_MMAP_MAX)
         mallopt(_M_TRIM_THRESHOLD, 2 * _DYNAMIC_MMAP_MAX)
+
+
+@contextlib.contextmanager
+def _collector_skips_what_exists() -> Iterator[None]:
+    """While the segments compile, the cyclic garbage collector leaves alone every object
+    that exists when they start (`gc.freeze`): the export, the whole model's IR and torch's
+    own state are millions of objects that a full collection walked after each segment
+    (0.45 s of a 1.1 s segment on a 19-layer model), to free only what that segment made.
+    Left as it was when the process had frozen objects of its own."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def release_freed_memory() -> None:

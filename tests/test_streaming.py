@@ -3,6 +3,7 @@ one layer at a time gives what the in-memory compile gives, calibrates each laye
 outputs of the compressed layers before it, and refuses what it cannot do."""
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -14,7 +15,8 @@ from spokeshave.checkpoints import load_model
 from spokeshave.compiler.errors import SpokeshaveError
 from spokeshave.compiler.segments import layer_of, outline, plan_segments
 from spokeshave.compiler.weights import merge_safetensors, read_safetensors
-from spokeshave.streaming import compile_streaming, is_placeholder, stream_checkpoint
+from spokeshave.streaming import (_collector_skips_what_exists, compile_streaming, is_placeholder,
+                                  stream_checkpoint)
 
 VOCAB = 256
 
@@ -186,3 +188,24 @@ def test_report_plots_latency_and_errors(tmp_path):
     assert "too small" in page and "1.000e-04" in page
     with pytest.raises(SpokeshaveError, match="cannot write the report"):
         write_report(str(tmp_path / "no" / "r.html"), "t", [], layers)
+
+
+def test_the_collector_skips_what_existed_while_segments_compile_and_is_restored():
+    class Cycle:
+        def __init__(self):
+            self.me = self
+    assert gc.get_freeze_count() == 0
+    with _collector_skips_what_exists():
+        assert gc.get_freeze_count() > 0
+        made = Cycle()
+        del made
+        assert gc.collect() >= 1         # what a segment made is still collected
+    assert gc.get_freeze_count() == 0
+    gc.freeze()                          # a process that froze objects of its own keeps them
+    try:
+        frozen = gc.get_freeze_count()
+        with _collector_skips_what_exists():
+            pass
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
