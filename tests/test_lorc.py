@@ -14,16 +14,12 @@ from spokeshave_models import Correlated, rel_err
 from spokeshave.passes.lorc import low_rank_factors
 
 
-def _compile(case, pipeline: str) -> spokeshave.CompiledModel:
-    """`case` = (mlp_case, mlp_compile): the MLP compiled with its calibration batches, on
-    the export its tests share."""
-    (_, _, _, cal), compile_ = case
-    return compile_(pipeline, calibration=cal)
-
-
 @pytest.fixture
 def mlp(mlp_case, mlp_compile):
-    return mlp_case, mlp_compile
+    """`mlp(pipeline)`: the MLP compiled with its calibration batches, on the export its
+    tests share."""
+    cal = mlp_case[3]
+    return lambda pipeline: mlp_compile(pipeline, calibration=cal)
 
 
 # ------------------------------------------------------------------ the factorisation
@@ -64,7 +60,7 @@ def test_whitened_factors_minimise_the_output_error():
 
 def test_correction_reduces_error_and_whitening_more(mlp, mlp_case):
     _, x, ref, _ = mlp_case
-    errs = {p: rel_err(_compile(mlp, p)(x), ref) for p in (
+    errs = {p: rel_err(mlp(p)(x), ref) for p in (
         "quantize{scheme=w4g group=32}",
         "quantize{scheme=w4g group=32},lorc{rank=8}",
         "quantize{scheme=w4g group=32},lorc{rank=8 whiten=true}",
@@ -79,8 +75,8 @@ def test_correction_reduces_error_and_whitening_more(mlp, mlp_case):
                                    "quantize{scheme=w8a8}", "sparsify{pattern=2:4 method=wanda}"])
 def test_every_compressed_format_is_compensated(mlp, mlp_case, first):
     _, x, ref, _ = mlp_case
-    base = _compile(mlp, first)
-    cm = _compile(mlp, first + ",lorc{rank=16 whiten=true}")
+    base = mlp(first)
+    cm = mlp(first + ",lorc{rank=16 whiten=true}")
     assert rel_err(cm(x), ref) < rel_err(base(x), ref)
     entries = [e for e in cm.report.layers if e.pass_name == "lorc"]
     assert [e.layer for e in entries] == ["up", "down"]
@@ -96,12 +92,12 @@ def test_high_rank_whitened_correction_restores_fp32(mlp, mlp_case):
     """A high rank (40 of 128 for `up`, 40 of 256 for `down`) brings int4 back near fp32 on
     the calibration distribution."""
     _, x, ref, _ = mlp_case
-    cm = _compile(mlp, "quantize{scheme=w4g group=32},lorc{rank=40 whiten=true}")
+    cm = mlp("quantize{scheme=w4g group=32},lorc{rank=40 whiten=true}")
     assert rel_err(cm(x), ref) < 1e-3
 
 
 def test_originals_are_dropped_after_compile_and_never_saved(mlp, mlp_case, tmp_path):
-    cm = _compile(mlp, "quantize{scheme=w8},lorc{rank=4}")
+    cm = mlp("quantize{scheme=w8},lorc{rank=4}")
     assert "up.weight" not in cm.weights and cm.weights.original_of("up.qweight") is None
     # during a compile whose pipeline reads it (lorc) it was there, under its own name; a
     # pipeline without lorc drops it at once (holding it doubles the weight memory)
@@ -121,12 +117,12 @@ def test_originals_are_dropped_after_compile_and_never_saved(mlp, mlp_case, tmp_
     assert sorted(WeightStore.load(path)) == sorted(cm.weights)
 
 
-def test_without_the_float_original_the_layer_is_skipped_and_reported(mlp, mlp_case):
+def test_without_the_float_original_the_layer_is_skipped_and_reported(mlp):
     """IR compressed in another compile (here: printed and parsed back) has no float weight
     to measure the error against: lorc says so instead of guessing."""
     from spokeshave.compiler.passmanager import PassContext, run_pipeline
 
-    cm = _compile(mlp, "quantize{scheme=w8}")
+    cm = mlp("quantize{scheme=w8}")
     module = spokeshave.parse(cm.ir)
     ctx = PassContext(weights=WeightStore(dict(cm.weights.items())))
     run_pipeline(module, "lorc{rank=4}", ctx)
@@ -142,10 +138,10 @@ def test_without_the_float_original_the_layer_is_skipped_and_reported(mlp, mlp_c
     ("quantize,lorc{percdamp=2}", "option 'percdamp' must be in (0, 1]"),
     ("quantize,lorc{rank=x}", "option 'rank'"),
 ])
-def test_bad_options(mlp, mlp_case, pipeline, message):
+def test_bad_options(mlp, pipeline, message):
     with pytest.raises(PipelineError, match=message.replace("(", r"\(").replace(")", r"\)")
                        .replace("[", r"\[").replace("]", r"\]")):
-        _compile(mlp, pipeline)
+        mlp(pipeline)
 
 
 def test_whiten_needs_calibration(mlp_case):
