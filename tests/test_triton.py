@@ -12,7 +12,7 @@ import triton
 from torch.export import Dim
 
 import spokeshave
-from spokeshave.compiler.frontend import Imported
+import spokeshave_models as models
 from spokeshave.backends.triton import launch
 from spokeshave.backends.triton.runtime import TritonBackendWarning
 from spokeshave.compiler.errors import SpokeshaveError
@@ -25,16 +25,16 @@ def _mlp(k_in=48, hidden=32, n_out=19, bias=True):
 
 
 @functools.lru_cache(maxsize=None)
-def _dynamic_import(model: str, bias: bool) -> Imported:
+def _dynamic_import(model: str, bias: bool) -> models.OneExport:
     """`_mlp(bias)` with dynamic (batch, seq) dims, or one `Linear(48, 19)` with dynamic
-    rows, imported once for every pipeline, tile choice and backend its tests compile
+    rows, exported once for every pipeline, tile choice and backend its tests compile
     (the export is most of a case's time)."""
     if model == "mlp":
         m, example, dims = _mlp(bias=bias), torch.randn(3, 5, 48), {0: Dim("b"), 1: Dim("s")}
     else:
         torch.manual_seed(0)
         m, example, dims = torch.nn.Linear(48, 19, bias=bias), torch.randn(3, 48), {0: Dim("b")}
-    return spokeshave.import_model(m, (example,), dynamic_shapes=(dims,))
+    return models.OneExport(m, (example,), dynamic_shapes=(dims,))
 
 
 PIPELINES = {
@@ -69,10 +69,10 @@ def tiles(request, monkeypatch):
 def test_each_compressed_gemm_matches_the_reference(interpret, tiles, kind, bias):
     # rows: 1 (decode), 15 (under one 16-row tile), 33 (three 16-row tiles, the last
     # masked); N = 32 and 19 (a masked column tile), K = 48 and 32 (three and two K steps)
-    imported = _dynamic_import("mlp", bias)
-    torch.manual_seed(0)  # the inputs below do not depend on whether the import was cached
-    tri = spokeshave.compile_module(imported, pipeline=PIPELINES[kind], backend="triton")
-    ref = spokeshave.compile_module(imported, pipeline=PIPELINES[kind], backend="reference")
+    compile_ = _dynamic_import("mlp", bias)
+    torch.manual_seed(0)  # the inputs below do not depend on whether the export was cached
+    tri = compile_(PIPELINES[kind], backend="triton")
+    ref = compile_(PIPELINES[kind], backend="reference")
     assert tri.target.arch == "interpreter"
     ops = {op.name for op in tri.module.entry.ops if op.name.startswith("spk.linear")}
     names = {k.name for k in tri.executable.kernels}
@@ -110,10 +110,10 @@ def test_kernels_call_only_triton_language_builtins():
 def test_the_w8a8_gemm_is_bit_exact(interpret, tiles, bias):
     """int8 x int8 into int32 is exact (split-K's int32 partials too), and the rescale rounds
     as the reference does."""
-    imported = _dynamic_import("linear", bias)
-    torch.manual_seed(0)  # the inputs below do not depend on whether the import was cached
-    tri = spokeshave.compile_module(imported, pipeline="quantize{scheme=w8a8}", backend="triton")
-    ref = spokeshave.compile_module(imported, pipeline="quantize{scheme=w8a8}", backend="reference")
+    compile_ = _dynamic_import("linear", bias)
+    torch.manual_seed(0)  # the inputs below do not depend on whether the export was cached
+    tri = compile_("quantize{scheme=w8a8}", backend="triton")
+    ref = compile_("quantize{scheme=w8a8}", backend="reference")
     for rows in (1, 15, 33):
         x = torch.randn(rows, 48)
         assert torch.equal(tri(x), ref(x)), rows
