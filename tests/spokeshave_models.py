@@ -242,9 +242,9 @@ class OneExport:
 
     The model is imported once; each call compiles a copy of that import
     (`spokeshave.compile_module`, with the eager model as the report's reference), which is
-    what `compile` does after its export. Export is about half the suite's time, and a test
-    comparing pipelines on one model needs it once. Calibration batches must have the
-    example's shapes: `compile` would make the dims in which they differ dynamic, so a
+    what `compile` does after its export. In-process exports were 40% of the suite's time,
+    and a test comparing pipelines on one model needs one. Calibration batches must have
+    the example's shapes: `compile` would make the dims in which they differ dynamic, so a
     different export, and that case is refused rather than silently compiled otherwise."""
 
     def __init__(self, model: torch.nn.Module, inputs: tuple, dynamic_shapes: Any = None):
