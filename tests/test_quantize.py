@@ -77,12 +77,6 @@ def test_w8a8_is_exact_integer_arithmetic():
     xq, xs = quant.quantize_per_token_int8(x)
     acc = xq.to(torch.int64) @ wq.to(torch.int64).t()  # exact integer reference
     assert torch.equal(quant.int8_matmul_exact(xq, wq), acc.to(torch.int32))
-    # deeper than int32 accumulators are safe for at any values: the float64 path, exact too
-    k = quant._INT32_SAFE_K + 1
-    deep_x, deep_w = (torch.randint(-128, 128, (2, k), dtype=torch.int8),
-                      torch.randint(-128, 128, (3, k), dtype=torch.int8))
-    deep = deep_x.to(torch.int64) @ deep_w.to(torch.int64).t()
-    assert torch.equal(quant.int8_matmul_exact(deep_x, deep_w), deep.to(torch.int32))
     want = acc.to(torch.float32) * xs * ws + b
     assert torch.equal(quant.linear_w8a8(x, wq, ws, b), want)
     assert rel_err(quant.linear_w8a8(x, wq, ws, b), torch.nn.functional.linear(x, w, b)) < 1e-3

@@ -77,25 +77,16 @@ def quantize_per_token_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return q, scale
 
 
-# int8 x int8 products are at most 128 * 128 in magnitude, so below this many terms no int32
-# accumulator can overflow whatever the values
-_INT32_SAFE_K = (2**31 - 1) // (128 * 128)
-
-
 def int8_matmul_exact(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
     """`xq @ wq.T` for int8 operands with exact int32 accumulation (returned as int32).
 
-    Up to `_INT32_SAFE_K` terms, torch's int8 GEMM (`torch._int_mm`, int32 accumulators,
-    oneDNN's kernels: 10-18x the float64 path below at calibration sizes) on a 2-D view.
-    Past it, float64 GEMMs of the integer values: every product and partial sum is an
+    Done as float64 GEMMs of the integer values: every product and partial sum is an
     integer below 2**53, so the result is exact; it is checked to fit int32, as the
     accumulators of real kernels must. A block of weight rows at a time: a whole float64
     copy of the weight is 8x its bytes (52 MiB for one 4224 x 1536 projection), which was
     the peak of a streaming compile's calibration run."""
-    n, k = wq.shape
-    if k <= _INT32_SAFE_K and xq.dtype == wq.dtype == torch.int8:
-        return torch._int_mm(xq.reshape(-1, k), wq.t()).reshape(*xq.shape[:-1], n)
     x = xq.to(torch.float64)
+    n, k = wq.shape
     acc = torch.empty((*xq.shape[:-1], n), dtype=torch.int32)
     rows = max(1, (1 << 18) // max(k, 1))
     for i in range(0, n, rows):
