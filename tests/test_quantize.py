@@ -77,6 +77,11 @@ def test_w8a8_is_exact_integer_arithmetic():
     xq, xs = quant.quantize_per_token_int8(x)
     acc = xq.to(torch.int64) @ wq.to(torch.int64).t()  # exact integer reference
     assert torch.equal(quant.int8_matmul_exact(xq, wq), acc.to(torch.int32))
+    # at the extremes too, where int8 GEMMs that sum products pairwise in int16 saturate
+    # (oneDNN's kernels without VNNI behind torch._int_mm: wrong here under AVX2)
+    for a, c in ((127, 127), (-128, -128), (-128, 127)):
+        ex, ew = torch.full((17, 64), a, dtype=torch.int8), torch.full((8, 64), c, dtype=torch.int8)
+        assert torch.equal(quant.int8_matmul_exact(ex, ew), torch.full((17, 8), 64 * a * c, dtype=torch.int32))
     want = acc.to(torch.float32) * xs * ws + b
     assert torch.equal(quant.linear_w8a8(x, wq, ws, b), want)
     assert rel_err(quant.linear_w8a8(x, wq, ws, b), torch.nn.functional.linear(x, w, b)) < 1e-3
