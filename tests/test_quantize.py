@@ -204,7 +204,7 @@ def test_bad_options(pipeline, message):
 @pytest.mark.parametrize("scheme, bound", [("w8", 1e-4), ("w8a8", 1e-3), ("fp8", 5e-3),
                                            ("w4g", 3e-2)])
 def test_schemes_against_fp32(mlp_case, mlp_compile, scheme, bound):
-    m, x, ref, _ = mlp_case
+    _, x, ref, _ = mlp_case
     cm = mlp_compile(f"quantize{{scheme={scheme} group=32}}")
     ops = [op.name for op in cm.module.entry.ops]
     assert "aten.linear" not in ops and ops.count(quant_op(scheme)) == 2
@@ -217,7 +217,7 @@ def quant_op(scheme: str) -> str:
 
 
 def test_error_is_ordered_by_bits(mlp_case, mlp_compile):
-    m, x, ref, _ = mlp_case
+    _, x, ref, _ = mlp_case
     cms = {p: mlp_compile(f"quantize{{{p}}}")
            for p in ("scheme=w8", "scheme=w8a8", "scheme=fp8", "scheme=w4g group=32",
                      "scheme=w4g group=128")}
@@ -230,8 +230,7 @@ def test_error_is_ordered_by_bits(mlp_case, mlp_compile):
     assert weight_err("scheme=w8") < weight_err("scheme=w4g group=32") < weight_err("scheme=w4g group=128")
 
 
-def test_packed_bytes(mlp_case, mlp_compile):
-    m, x, _, _ = mlp_case
+def test_packed_bytes(mlp_compile):
     sym = mlp_compile("quantize{scheme=w4g group=32}")
     q, s = sym.weights["up.qweight"], sym.weights["up.scale"]
     assert q.dtype == torch.uint8 and q.shape == (256, 64) and q.nbytes == 256 * 128 // 2
@@ -292,9 +291,7 @@ def test_group_not_dividing_skips_and_reports():
     assert rel_err(cm(x), m(x)) < 3e-2
 
 
-def test_layers_and_skip_globs(mlp_case, mlp_compile):
-    m, x, _, _ = mlp_case
-
+def test_layers_and_skip_globs(mlp_compile):
     def quantized(pipeline):
         cm = mlp_compile(pipeline)
         return sorted(e.layer for e in cm.context.report if e.status == "quantized")
@@ -305,7 +302,7 @@ def test_layers_and_skip_globs(mlp_case, mlp_compile):
 
 
 def test_quantized_ir_roundtrips_and_runs_from_text(mlp_case, mlp_compile):
-    m, x, ref, _ = mlp_case
+    _, x, _, _ = mlp_case
     for scheme in ("w8", "w8a8", "w4g symmetric=false", "fp8"):
         cm = mlp_compile(f"quantize{{scheme={scheme} group=32}}")
         text = print_module(cm.module)
