@@ -96,16 +96,16 @@ def test_high_rank_whitened_correction_restores_fp32(mlp, mlp_case):
     assert rel_err(cm(x), ref) < 1e-3
 
 
-def test_originals_are_dropped_after_compile_and_never_saved(mlp, mlp_case, tmp_path):
+def test_originals_are_dropped_after_compile_and_never_saved(mlp, mlp_case, mlp_compile, tmp_path):
     cm = mlp("quantize{scheme=w8},lorc{rank=4}")
     assert "up.weight" not in cm.weights and cm.weights.original_of("up.qweight") is None
     # during a compile whose pipeline reads it (lorc) it was there, under its own name; a
     # pipeline without lorc drops it at once (holding it doubles the weight memory)
     from spokeshave.compiler.passmanager import PassContext, run_pipeline
 
-    m, x, _, _ = mlp_case
+    m = mlp_case[0]
     for pipeline, kept in (("quantize{scheme=w8},lorc{rank=4}", True), ("quantize{scheme=w8}", False)):
-        imported = spokeshave.compile(m, (x,), pipeline="")
+        imported = mlp_compile("")
         ctx = PassContext(weights=WeightStore(dict(imported.weights.items())))
         run_pipeline(imported.module, pipeline, ctx)
         found = ctx.weights.original_of("up.qweight")
