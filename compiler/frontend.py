@@ -16,7 +16,7 @@ import operator
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,9 +25,11 @@ import torch.fx
 from . import aten
 from .dialect.py import PY_FUNCTIONS
 from .dynamic import SpecializationWatch, plan_dynamic
-from .errors import ExportError, Location, UnsupportedError
+from .errors import ExportError, Location, SpokeshaveError, UnsupportedError
+from .interpreter import Interpreter
 from .ir import NONE, Function, Module, Op, TensorType, Type, Value, dtype_name
 from .signature import InputSpec, specs_from_program
+from .stamping import NotStampable, find_layer_stack, outputs_match, stamped_import
 from .weights import WeightStore
 
 # High-level ops kept whole: passes pattern-match on them (quantize linear, fold norms...).
@@ -55,6 +57,7 @@ class Imported:
     in_spec: Any   # pytree spec of the user inputs, to flatten calls
     out_spec: Any  # pytree spec of the outputs, to rebuild them
     inputs: list[InputSpec] | None = None  # shapes, dtypes and dynamic ranges of the flat inputs
+    notes: list[str] = field(default_factory=list)  # how it was imported, when that is news
 
 
 def decomposition_table() -> dict:
@@ -270,9 +273,13 @@ def import_program(ep: torch.export.ExportedProgram) -> Imported:
 
 def import_model(model: torch.nn.Module, example_inputs: tuple, example_kwargs: dict | None = None,
                  dynamic_shapes: Any = None, decompose: bool = True,
-                 calibration: list[tuple[tuple, dict]] | None = None) -> Imported:
+                 calibration: list[tuple[tuple, dict]] | None = None,
+                 stamp_layers: bool = True) -> Imported:
     """Export `model` and import it. Without `dynamic_shapes`, the dims in which the
-    `calibration` batches ((args, kwargs) pairs) differ from the example become dynamic."""
+    `calibration` batches ((args, kwargs) pairs) differ from the example become dynamic.
+    A deep stack of alike layers is exported cut to a few and stamped to its depth
+    (`compiler.stamping`) unless `stamp_layers` is False; the result is checked to be the
+    whole export's, and anything that does not check out is exported whole."""
     if not isinstance(model, torch.nn.Module):
         raise ExportError(f"compile() takes a torch.nn.Module, got {type(model).__name__}")
     # Restore each submodule's own mode: `model.train(True)` would also flip submodules the
@@ -282,14 +289,46 @@ def import_model(model: torch.nn.Module, example_inputs: tuple, example_kwargs: 
     plan = None
     if dynamic_shapes is None and calibration:
         plan = plan_dynamic(model, tuple(example_inputs), dict(example_kwargs or {}), calibration)
-    try:
+    example = plan.example if plan is not None else (tuple(example_inputs), dict(example_kwargs or {}))
+
+    def export_now() -> Imported:
         if plan is None:
             ep = export_model(model, example_inputs, example_kwargs, dynamic_shapes, decompose)
         else:
             watch = SpecializationWatch()
             ep = export_model(model, *plan.example, plan.dynamic_shapes, decompose, watch)
             plan.check(ep, watch)
+        return import_program(ep)
+
+    try:
+        stack = find_layer_stack(model) if stamp_layers else None
+        if stack is not None:
+            try:
+                imported, note = stamped_import(model, stack, export_now,
+                                                lambda imp: _runs_like(model, imp, example))
+                imported.notes.append(note)
+                return imported
+            except (NotStampable, SpokeshaveError):
+                pass  # the whole export below decides, and reports its own errors
+        return export_now()
     finally:
         for m, training in modes:
             m.training = training
-    return import_program(ep)
+
+
+def _has_data(t: torch.Tensor) -> bool:
+    """False for a meta tensor or a placeholder (a streaming skeleton's stride-0 weights)."""
+    return not t.is_meta and (t.numel() <= 1 or any(s != 0 for s in t.stride()))
+
+
+def _runs_like(model: torch.nn.Module, imported: Imported, example: tuple[tuple, dict]) -> str | None:
+    """Why `imported` does not compute what `model` does on `example`, or None. A model
+    without real weights cannot tell: None."""
+    if not all(_has_data(t) for _, t in imported.weights.items()):
+        return None
+    args, kwargs = example
+    flat = torch.utils._pytree.tree_leaves((args, kwargs))
+    with torch.no_grad():
+        want = torch.utils._pytree.tree_leaves(model(*args, **kwargs))
+        got = Interpreter(imported.module, imported.weights)(*flat)
+    return outputs_match(got, want)

@@ -376,10 +376,11 @@ class Function:
     def user_inputs(self) -> list[Value]:
         return [a for a in self.args if self.param_name(a) is None]
 
-    def add_param(self, name: str, type: Type) -> Value:
-        """Append a parameter argument (its data must be put in the weight store)."""
-        v = self.body.add_arg(type, name)
-        self.arg_attrs.append({"spk.param": name})
+    def add_param(self, name: str, type: Type, index: int | None = None) -> Value:
+        """Add a parameter argument, last or at `index` (its data must be put in the weight
+        store)."""
+        v = self.body.add_arg(type, name, index)
+        self.arg_attrs.insert(len(self.arg_attrs) if index is None else index, {"spk.param": name})
         return v
 
     def erase_arg(self, arg: Value) -> None:

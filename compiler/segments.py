@@ -129,14 +129,16 @@ def outline(func: Function, seg: Segment) -> Function:
     for name in seg.params:
         mapping[params[name]] = out.add_param(name, params[name].type)
     for op in seg.ops:
-        out.body.append(_copy(op, mapping))
+        out.body.append(copy_op(op, mapping))
     results = [mapping[v] for v in seg.outputs]
     out.result_types = [v.type for v in results]
     out.body.append(Op("func.return", results))
     return out
 
 
-def _copy(op: Op, mapping: dict[Value, Value]) -> Op:
+def copy_op(op: Op, mapping: dict[Value, Value]) -> Op:
+    """A copy of `op` reading `mapping[v]` for each operand `v`; its results are added to
+    `mapping` (regions are copied whole)."""
     regions = []
     for r in op.regions:  # regions are isolated: they read only their block arguments
         blocks = []
@@ -144,7 +146,7 @@ def _copy(op: Op, mapping: dict[Value, Value]) -> Op:
             nb = Block([a.type for a in b.args], [a.name_hint for a in b.args])
             inner = dict(zip(b.args, nb.args))
             for o in b.ops:
-                nb.append(_copy(o, inner))
+                nb.append(copy_op(o, inner))
             blocks.append(nb)
         regions.append(Region(blocks))
     new = Op(op.name, [mapping[v] for v in op.operands], [r.type for r in op.results],

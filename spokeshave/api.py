@@ -93,29 +93,35 @@ class CompiledModel:
 
 
 def import_model(model: torch.nn.Module, example_inputs: tuple | list | torch.Tensor,
-                 example_kwargs: dict | None = None, dynamic_shapes: Any = None) -> Imported:
+                 example_kwargs: dict | None = None, dynamic_shapes: Any = None,
+                 stamp_layers: bool = True) -> Imported:
     """Export `model` with torch.export and import it: IR, weights and calling convention.
-    Export once, then `compile_module(imported, ...)` with as many pipelines as you like."""
+    Export once, then `compile_module(imported, ...)` with as many pipelines as you like.
+    A stack of 12 or more alike layers is exported cut to 4 and stamped to its depth, checked
+    to be the whole export (`imported.notes` says so); `stamp_layers=False` exports it whole."""
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
-    return _import_model(model, tuple(example_inputs), example_kwargs, dynamic_shapes)
+    return _import_model(model, tuple(example_inputs), example_kwargs, dynamic_shapes,
+                         stamp_layers=stamp_layers)
 
 
 def compile(model: torch.nn.Module, example_inputs: tuple | list | torch.Tensor,
             pipeline: str | None = None, backend: str = "reference",
             calibration: list | None = None, example_kwargs: dict | None = None,
             dynamic_shapes: Any = None, verify: bool = True, print_ir_after_all: bool = False,
-            target: Target | str | None = None, cost_model: Any = None) -> CompiledModel:
+            target: Target | str | None = None, cost_model: Any = None,
+            stamp_layers: bool = True) -> CompiledModel:
     """Export, import, optimise and build `model`. `pipeline` defaults to the backend's own;
     `calibration` is a list of input batches (each a tuple of positional inputs, a dict of
     keyword inputs, or an `(args, kwargs)` pair) that compression passes measure statistics
-    on; `target` (a `Target`, or text such as "cpu:x86_64:avx2,fma") defaults to this machine."""
+    on; `target` (a `Target`, or text such as "cpu:x86_64:avx2,fma") defaults to this machine;
+    `stamp_layers` as for `import_model`."""
     chosen, tgt, pm = _plan(backend, target, pipeline)  # bad options fail before the slow export
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     split = None if calibration is None else _split_calibration(calibration)
     imported = _import_model(model, tuple(example_inputs), example_kwargs, dynamic_shapes,
-                             calibration=split)
+                             calibration=split, stamp_layers=stamp_layers)
     return _compile(imported.module, imported.weights, pm, chosen, tgt, split,
                     imported.in_spec, imported.out_spec, model, cost_model, verify,
                     print_ir_after_all, imported.inputs)

@@ -185,6 +185,8 @@ def compile_checkpoint(model: str, output: str, pipeline: str | None = None,
         imported = import_program(loaded.exported.run_decompositions(decomposition_table()))
     else:
         imported = spokeshave.import_model(loaded.model, loaded.example, None, loaded.dynamic_shapes)
+        for note in imported.notes:
+            print(f"      {note}", flush=True)
     if calibration and not text_calibration:
         batches_in = [tuple(b) for b in load_batches(calibration, imported.module)]
     stage(f"compiling for {backend}" + (f" ({len(batches_in)} calibration batches)"
