@@ -121,7 +121,8 @@ ROWS = [
     Row("w8a8_smooth", pipeline={  # the best smoothing recipe of each model (BENCHMARKS.md)
         "minilm": "smooth{alpha=0.75},quantize{scheme=w8a8 method=gptq},"
                   "canonicalize,cse,dce,gqa-attention,fuse",
-        "smollm2": "smooth,quantize{scheme=w8a8},canonicalize,cse,dce,gqa-attention,fuse"}),
+        "smollm2": "smooth{alpha=0.65},quantize{scheme=w8a8 method=gptq},"
+                   "canonicalize,cse,dce,gqa-attention,fuse"}),
     # threshold 2: the w8a8 recipe that reaches min cosine 0.999 on MiniLM (BENCHMARKS.md)
     Row("w8a8_split", pipeline="outlier-split{scheme=w8a8 threshold=2.0},"
                                "canonicalize,cse,dce,gqa-attention,fuse",
