@@ -100,3 +100,17 @@ def test_a_shallow_stack_is_exported_whole():
     model = Stack("alike", n=MIN_LAYERS - 1).eval()
     assert find_layer_stack(model) is None
     assert not spokeshave.import_model(model, (torch.randn(3, 16),)).notes
+
+
+@pytest.mark.parametrize("change", ["hook", "shared weight", "tensor attribute", "none"])
+def test_hooks_shared_tensors_and_differing_tensors_rule_stamping_out(change):
+    model = Stack("alike").eval()
+    layer = model.layers[5]
+    if change == "hook":
+        layer.down.register_forward_hook(lambda m, i, o: o)
+    elif change == "shared weight":
+        layer.up.weight = model.layers[4].up.weight
+    elif change == "tensor attribute":  # an unregistered tensor the forward might read
+        for i, b in enumerate(model.layers):
+            b.table = torch.full((2,), float(i == 5))
+    assert (find_layer_stack(model) is None) == (change != "none")
