@@ -30,7 +30,7 @@ from .interpreter import Interpreter
 from .ir import NONE, Function, Module, Op, TensorType, Type, Value, dtype_name
 from .signature import InputSpec, specs_from_program
 from .stamping import NotStampable, find_layer_stack, outputs_match, stamped_import
-from .weights import WeightStore
+from .weights import WeightStore, is_placeholder
 
 # High-level ops kept whole: passes pattern-match on them (quantize linear, fold norms...).
 KEEP_OPS = (
@@ -316,15 +316,10 @@ def import_model(model: torch.nn.Module, example_inputs: tuple, example_kwargs: 
             m.training = training
 
 
-def _has_data(t: torch.Tensor) -> bool:
-    """False for a meta tensor or a placeholder (a streaming skeleton's stride-0 weights)."""
-    return not t.is_meta and (t.numel() <= 1 or any(s != 0 for s in t.stride()))
-
-
 def _runs_like(model: torch.nn.Module, imported: Imported, example: tuple[tuple, dict]) -> str | None:
     """Why `imported` does not compute what `model` does on `example`, or None. A model
     without real weights cannot tell: None."""
-    if not all(_has_data(t) for _, t in imported.weights.items()):
+    if any(t.is_meta or is_placeholder(t) for _, t in imported.weights.items()):
         return None
     args, kwargs = example
     flat = torch.utils._pytree.tree_leaves((args, kwargs))

@@ -107,6 +107,12 @@ _ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
               "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 
 
+def is_placeholder(t: torch.Tensor) -> bool:
+    """A tensor backed by one element (every stride 0): a streaming skeleton's stand-in for a
+    weight that is still on disk."""
+    return t.numel() > 1 and all(s == 0 for s in t.stride())
+
+
 def safetensors_header(path: str) -> tuple[dict, int]:
     """A safetensors file's header (name -> dtype, shape, data_offsets; no `__metadata__`)
     and the byte offset its data starts at."""

@@ -44,7 +44,8 @@ from .compiler.passmanager import PassManager
 from .compiler.report import LayerEntry
 from .compiler.segments import outline, plan_segments, splice
 from .compiler.verifier import verify
-from .compiler.weights import WeightStore, merge_safetensors, read_safetensors, safetensors_header
+from .compiler.weights import (WeightStore, is_placeholder, merge_safetensors, read_safetensors,
+                               safetensors_header)
 
 
 # ---------------------------------------------------------------------- the skeleton
@@ -73,10 +74,6 @@ def _parameters_on_meta() -> Iterator[None]:
 def placeholder(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """A CPU tensor of `shape` backed by one element (every stride 0)."""
     return torch.zeros((), dtype=dtype).expand(shape)
-
-
-def is_placeholder(t: torch.Tensor) -> bool:
-    return t.numel() > 1 and all(s == 0 for s in t.stride())
 
 
 def with_placeholders(model: torch.nn.Module, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
