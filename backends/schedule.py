@@ -327,18 +327,25 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
     # prologue: a row value read by generated w8a8 GEMMs is written quantized
     quantize: dict[Value, tuple[str, int]] = {}
     quantizer_of: dict[Value, str] = {}
+    refused: set[Value] = set()   # read by GEMMs of different row formats: stays float
+
+    def reads_codes(g: Op, k: GemmKernelLike) -> bool:
+        # the split ops read float outlier columns too: their input stays float
+        return bool(k.act_row_bytes) and "oweight" not in op_def(g.name).bind(g).values
+
     for g, k in kernels.items():
         x = g.operands[0]
         p = producers.get(x)
-        # the split ops read float outlier columns too: their input stays float
-        float_too = "oweight" in op_def(g.name).bind(g).values
-        if (k.act_row_bytes and not float_too and p is not None and p not in kernels
-                and row_op(p) and unit_of.get(p) is None):
+        if (reads_codes(g, k) and p is not None and p not in kernels
+                and row_op(p) and unit_of.get(p) is None and x not in refused):
+            # one row format per value: GEMMs of one format share a quantizer, and the
+            # formats' row sizes differ for one K (w8a8: K codes; w8a8g: + group scales)
             if x not in quantize:
                 quantize[x] = (codegen.quantize_row(k), k.act_row_bytes)
                 quantizer_of[x] = k.symbol
             elif quantize[x][1] != k.act_row_bytes:
                 quantize.pop(x)
+                refused.add(x)
     steps: list[Step] = []
     run: list[Op] = []
     fresh: set[Value] = set()   # results of this group's linears: new buffers nobody else holds
@@ -364,7 +371,7 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
         for v in [v for op in run for v in op.results if v in quantize and v not in q]:
             quantize.pop(v)
         outs = [r for op in run for r in op.results
-                if r in out_set or any(u not in run and not (u in kernels and r in q)
+                if r in out_set or any(u not in run and not (u in kernels and r in q and reads_codes(u, kernels[u]))
                                        for u in users.get(r, []))]
         if not outs and not q:
             run.clear()
@@ -389,8 +396,9 @@ def lower_group(name: str, ops: list[Op], inputs: list[Value], outputs: list[Val
     for u in order:
         if u in kernels:
             flush()
+            x = u.operands[0]
             steps.append(codegen.gemm_step(u, kernels[u], epilogue_of[u], extras_of[u],
-                                           u.operands[0] in quantize))
+                                           x in quantize and reads_codes(u, kernels[u])))
             fresh.add((epilogue_of[u] or [u])[-1].result)
         elif row_op(u) and not (run and not _same_space(run, u)):
             run.append(u)

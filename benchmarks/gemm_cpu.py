@@ -39,8 +39,8 @@ SHAPES = {
     "prefill": [(256, 576, 576), (256, 1536, 576), (256, 576, 1536), (256, 49152, 576)],
     "decode": [(1, 576, 576), (1, 1536, 576), (1, 576, 1536), (1, 49152, 576)],
 }
-OPS = ("w8a8", "w8", "w4g", "fp8", "sparse24", "w8a8_split", "w8_split")
-GROUP = 64  # divides every K here (576 is not a multiple of 128)
+OPS = ("w8a8", "w8a8g", "w8", "w4g", "fp8", "sparse24", "w8a8_split", "w8_split")
+GROUP = int(os.environ.get("SPK_BENCH_GROUP", "64"))  # divides every K here (576 is not a multiple of 128)
 OUTLIERS = 6
 
 
@@ -55,8 +55,10 @@ def build_op(kind: str, n: int, k: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(n, k, generator=g) * 0.05
     attrs = ""
-    if kind in ("w8", "w8a8"):
+    if kind in ("w8", "w8a8", "w8a8g"):
         ws = list(quant.quantize_int8_per_channel(w))
+        if kind == "w8a8g":   # activation groups of GROUP columns
+            attrs = f" {{group = {GROUP}}}"
     elif kind == "fp8":
         ws = list(quant.quantize_fp8_per_channel(w))
     elif kind == "w4g":

@@ -49,8 +49,8 @@ from dataclasses import dataclass
 import networkx as nx
 
 from spokeshave.compiler.cost import CostModelAnalysis
-from spokeshave.compiler.dialect import (COMPRESSED_LINEAR, LINEAR, POINTWISE, dim_eq, has_trait,
-                                         reduces_last_dim)
+from spokeshave.compiler.dialect import (ACTIVATION_INT8, COMPRESSED_LINEAR, LINEAR, POINTWISE, dim_eq,
+                                         has_trait, ops_with, reduces_last_dim)
 from spokeshave.compiler.errors import PipelineError
 from spokeshave.compiler.ir import Block, Function, Module, Op, TensorType, Value
 from spokeshave.compiler.passmanager import Pass, PassContext, option
@@ -58,10 +58,10 @@ from spokeshave.compiler.rewrite import Rewriter
 
 KINDS = ("rows", "gemm", "prologue", "attention")
 
-# Linears whose reference semantics quantize the input to int8 per token before the integer
-# GEMM (`quant.linear_w8a8`, `outliers.linear_w8a8_split`): a producer that writes that input
+# Linears whose reference semantics quantize the input to int8 before the integer GEMM
+# (`quant.linear_w8a8`, `outliers.linear_w8a8_split`, ...): a producer that writes that input
 # can quantize it as it goes.
-ACTIVATION_QUANTIZED = ("spk.linear_w8a8", "spk.linear_w8a8_split")
+ACTIVATION_QUANTIZED = ops_with(ACTIVATION_INT8)
 
 ATTENTION = "aten.scaled_dot_product_attention"
 
@@ -355,7 +355,7 @@ class _Planner:
         return rows_of is not None and _same_shape(rows_of, y)
 
     def _is_prologue(self, ops: list[Op], linears: list[Op], rows: list[Op]) -> bool:
-        if not rows or any(o.name not in ACTIVATION_QUANTIZED or lorc_of(o) is not None
+        if not rows or any(not has_trait(o, ACTIVATION_INT8) or lorc_of(o) is not None
                            for o in linears):
             return False
         x = linears[0].operands[0]

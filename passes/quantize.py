@@ -1,7 +1,7 @@
-"""`quantize{scheme=w8|w8a8|w4g|fp8 group=128 symmetric=true method=rtn|gptq layers=.. skip=..}`
+"""`quantize{scheme=w8|w8a8|w8a8g|w4g|fp8 group=128 symmetric=true method=rtn|gptq layers=.. skip=..}`
 
 Replaces every `aten.linear` whose weight is a parameter with a quantized linear
-(`spk.linear_w8`, `spk.linear_w8a8`, `spk.linear_w4g`, `spk.linear_fp8`; records in
+(`spk.linear_w8`, `spk.linear_w8a8`, `spk.linear_w8a8g`, `spk.linear_w4g`, `spk.linear_fp8`; records in
 `compiler.dialect.spk`, numbers in `compiler.numerics.quant`) whose weights are new
 parameters in the weight store, one per weight operand of the op: `<layer>.qweight`,
 `<layer>.scale` and, for asymmetric int4, `<layer>.zeros`. A layer is named by its weight's
@@ -16,7 +16,8 @@ Adding a format is an op record and a `register_format` call; the pass, calibrat
 Methods:
 * `rtn`: round to nearest, scales from the weight's range (absmax; min/max when
   asymmetric). Schemes follow LLM.int8() / ZeroQuant's per-channel int8 weights,
-  dynamic per-token int8 activations (ZeroQuant, Yao et al. 2022), GPTQ/AWQ-style
+  dynamic per-token int8 activations (ZeroQuant, Yao et al. 2022; `w8a8g`: asymmetric, in
+  groups of `group` columns, as fine-grained activation quantization does), GPTQ/AWQ-style
   group-wise int4, and per-channel fp8 e4m3 (Micikevicius et al. 2022).
 * `gptq`: GPTQ (Frantar et al. 2022): second-order error compensation with the input
   covariance from the calibration batches, through the solver shared with SparseGPT
@@ -167,9 +168,21 @@ def _group_misfit(n: int, k: int, opts: QuantOptions) -> str | None:
     return f"in-features {k} not divisible by group {opts.group}" if k % opts.group else None
 
 
+def _w8a8g(w: torch.Tensor, opts: QuantOptions, H: torch.Tensor | None) -> Quantized:
+    """int8 weights as w8a8's; the activation group is the op's attribute."""
+    return Quantized(_int8(w, opts, H).tensors, {"group": opts.group})
+
+
+def _activation_group_misfit(n: int, k: int, opts: QuantOptions) -> str | None:
+    if opts.group > quant.W8A8G_MAX_GROUP:
+        return f"activation group {opts.group} is over {quant.W8A8G_MAX_GROUP}"
+    return _group_misfit(n, k, opts)
+
+
 BUILTIN_FORMATS = (
     Format("w8", "spk.linear_w8", _int8, gptq=True),
     Format("w8a8", "spk.linear_w8a8", _int8, gptq=True),
+    Format("w8a8g", "spk.linear_w8a8g", _w8a8g, gptq=True, misfit=_activation_group_misfit),
     Format("w4g", "spk.linear_w4g", _w4g, gptq=True, misfit=_group_misfit),
     Format("fp8", "spk.linear_fp8", _fp8, gptq=True),
 )
@@ -190,7 +203,7 @@ class Quantize(LayerSelection, Pass):
     name = "quantize"
     needs_unfused = True
     scheme: str = option("w8", choices=lambda: tuple(FORMATS))
-    group: int = option(128, choices=GROUPS, help="w4g group size")
+    group: int = option(128, choices=GROUPS, help="w4g weight group / w8a8g activation group size")
     symmetric: bool = True
     method: str = option("rtn", choices=METHODS)
     act_order: bool = False

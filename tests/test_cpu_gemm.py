@@ -8,8 +8,8 @@ wrappers that instantiate the kernel templates with an identity and a residual-a
 epilogue. Weights come from the real quantizers in `compiler/numerics`; the reference is
 the op record's `interpret`, else "decode, then a float GEMM" (`linear_reference`).
 
-Tolerances: w8a8 results must be bit-identical to the reference (exact int32 accumulation
-and the same float rounding of the rescale); weight-only and outlier float parts agree to
+Tolerances: w8a8 and w8a8g results must be bit-identical to the reference (exact int32
+accumulation and the same float rounding of the rescale); weight-only and outlier float parts agree to
 1e-5 of the output's magnitude (float summation order).
 """
 from __future__ import annotations
@@ -77,6 +77,8 @@ def _ty(t: torch.Tensor) -> str:
 
 
 OUTLIERS = [5, 17, 60]
+INT8_ACT = ("w8a8", "w8a8g", "w8a8_split")   # int8 activations: the TARGETS variants
+EXACT = ("w8a8", "w8a8g")                    # bit-identical to the reference
 
 
 def make_weights(kind: str, n: int, k: int, seed: int, group: int = 0, sym: bool = True,
@@ -87,6 +89,9 @@ def make_weights(kind: str, n: int, k: int, seed: int, group: int = 0, sym: bool
     if kind in ("w8", "w8a8"):
         q, s = quant.quantize_int8_per_channel(w)
         return f"spk.linear_{kind}", [q, s], ""
+    if kind == "w8a8g":
+        q, s = quant.quantize_int8_per_channel(w)
+        return "spk.linear_w8a8g", [q, s], f"group = {group}"
     if kind == "fp8":
         q, s = quant.quantize_fp8_per_channel(w)
         return "spk.linear_fp8", [q, s], ""
@@ -135,7 +140,7 @@ class Case:
 
     @property
     def features(self) -> str:
-        return (TARGETS if self.kind in ("w8a8", "w8a8_split") else WO_TARGETS)[self.isa_key]
+        return (TARGETS if self.kind in INT8_ACT else WO_TARGETS)[self.isa_key]
 
 
 def _cases() -> list[Case]:
@@ -143,6 +148,8 @@ def _cases() -> list[Case]:
     for isa in TARGETS:
         out.append(Case(f"w8a8-{isa}", "w8a8", isa, 40, 99))
         out.append(Case(f"w8a8_split-{isa}", "w8a8_split", isa, 40, 99))
+        out.append(Case(f"w8a8g128-{isa}", "w8a8g", isa, 40, 256, 128))
+        out.append(Case(f"w8a8g32-{isa}", "w8a8g", isa, 40, 96, 32))
     for isa in WO_TARGETS:
         out.append(Case(f"w8-{isa}", "w8", isa, 40, 99))
         out.append(Case(f"fp8-{isa}", "fp8", isa, 40, 99))
@@ -157,6 +164,8 @@ def _cases() -> list[Case]:
 CASES = [c for c in _cases() if _runs_here(c.features)]
 # one medium shape on the host's best paths (several row and column panels, K tails)
 MEDIUM = [c for c in (Case("w8a8-medium", "w8a8", "avx512_vnni", 300, 700, seed=3),
+                      Case("w8a8g-medium", "w8a8g", "avx512_vnni", 300, 768, 128, seed=5),
+                      Case("w8a8g-medium-avx2", "w8a8g", "avx2", 300, 768, 64, seed=6),
                       Case("w4g-medium", "w4g", "avx512", 300, 768, 64, False, seed=4))
           if _runs_here(c.features)]
 # the split ops with a zero outlier weight: the int8 part alone, bit-exact
@@ -250,7 +259,7 @@ def built():
         units[unit] += kern.source + _WRAPPER.replace("@I@", str(i)).replace("@S@", kern.symbol)
         if kern.has_prologue:
             units[unit] += _WRAPPER_Q.replace("@I@", str(i)).replace("@S@", kern.symbol)
-            if c.kind == "w8a8":
+            if c.kind in EXACT:
                 units[unit] += _WRAPPER_Q3.replace("@I@", str(i)).replace("@S@", kern.symbol)
     return _compile(units), items
 
@@ -290,7 +299,7 @@ def make_x(case: Case, m: int, seed: int, ld_pad: int = 0) -> torch.Tensor:
 
 def check(case: Case, y: torch.Tensor, ref: torch.Tensor) -> None:
     assert not torch.isnan(y).any()
-    if case.kind == "w8a8" or case.oweight_zero:
+    if case.kind in EXACT or case.oweight_zero:
         # exact int32 accumulation and the reference's rounding of the rescale: bit-identical
         diff = (y - ref).abs().max().item() if y.numel() else 0.0
         assert torch.equal(y, ref), f"{case.id}: max abs diff {diff} (must be bit-exact)"
@@ -390,7 +399,62 @@ def test_quantize_row_is_bit_exact_with_ties(built, case):
             assert torch.equal(buf3[:k], buf[:k]) and s3.item() == s.item()
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.kind in ("w8a8", "w8a8_split")], ids=lambda c: c.id)
+def _group_rows(k: int, group: int) -> torch.Tensor:
+    """Rows that probe the w8a8g quantizer's edges, group by group."""
+    g = torch.Generator().manual_seed(13)
+    rows = torch.randn(6, k, generator=g) * 3
+    rows[1] = rows[1].abs() + 0.5            # all positive: lo = 0, zero point -127
+    rows[2] = -rows[2].abs() - 0.5           # all negative: hi = 0, zero point 127
+    rows[3] = 0.0                            # all-zero groups: scale 1
+    rows[4, :group] = 1e-13                  # a range <= 1e-12: scale 1
+    rows[4, group:] *= 1e-3
+    # lo -127, hi 127: scale 1, zero 0, so half-integers are exact ties (half to even)
+    rows[5] = torch.randint(-254, 255, (k,), generator=g).float() / 2
+    rows[5, ::group] = -127.0
+    rows[5, 1::group] = 127.0
+    return rows
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.kind == "w8a8g"], ids=lambda c: c.id)
+def test_w8a8g_quantize_row_is_bit_exact(built, case):
+    """The row record: codes as the kernel stores them, then the group scales and zero
+    points (+ 128 on the VNNI paths), equal to `quant.quantize_token_groups_int8`."""
+    lib, items = built
+    b = items[case.id]
+    k, ng = case.k, case.k // case.group
+    assert b.kernel.act_row_bytes == k + 8 * ng
+    vnni = b.kernel.isa in ("avx512_vnni", "avx_vnni")
+    for r in _group_rows(k, case.group):
+        buf = torch.zeros(b.kernel.act_row_bytes, dtype=torch.uint8)
+        getattr(lib, f"t{b.index}_qrow3")(_p(r), _p(buf), ctypes.c_void_p(0))
+        q, sc, z = quant.quantize_token_groups_int8(r[None], case.group)
+        assert torch.equal(buf[:k], _int8_codes_layout(b.kernel, q[0])), case.id
+        tail = buf[k:].view(torch.float32)
+        assert torch.equal(tail[:ng], sc[0]), case.id
+        assert torch.equal(tail[ng:], z[0] + (128 if vnni else 0)), case.id
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.kind == "w8a8g"], ids=lambda c: c.id)
+def test_w8a8g_matches_reference_on_edge_rows(built, case):
+    """Whole GEMMs on the quantizer's edge rows (one-signed groups, zero and tiny ranges,
+    ties) and on weights at -128: bit-identical to `quant.linear_w8a8g`."""
+    lib, items = built
+    b = items[case.id]
+    x = _group_rows(case.k, case.group).repeat(3, 1)
+    bias = torch.randn(case.n)
+    check(case, run_kernel(lib, b, x, bias), reference(b, x, bias))
+    g = torch.Generator().manual_seed(17)
+    q = torch.randint(-128, 128, (case.n, case.k), generator=g, dtype=torch.int8)
+    q[:, :8] = -128   # the AVX2 sign trick and the column sums at the int8 edge
+    ws = torch.rand(case.n, generator=g) * 0.01 + 1e-3
+    kern = G.gemm_kernel(b.op, [q, ws], target(case.features))
+    assert kern.symbol == b.kernel.symbol and kern.source == b.kernel.source
+    ptrs = (ctypes.c_void_p * len(kern.packed))(*[t.data_ptr() for t in kern.packed])
+    y = run_kernel(lib, Built(case, b.op, b.op_nobias, [q, ws], kern, ptrs, b.index), x, bias)
+    check(case, y, quant.linear_w8a8g(x, q, ws, bias, case.group))
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.kind in INT8_ACT], ids=lambda c: c.id)
 def test_prologue_entry_matches_full_entry(built, case):
     """SYMBOL_q on rows quantized by SYMBOL_quantize_row = SYMBOL (what fusion relies on)."""
     lib, items = built
@@ -479,7 +543,7 @@ def _flags_for(t: Target) -> list[str] | None:
 def _one_of_each(features: str) -> str:
     """Every op's kernel for a target, instantiated, in one translation unit."""
     src = _TEST_PRELUDE
-    for i, kind in enumerate(("w8a8", "w8a8_split", "w8", "fp8", "w8_split", "sparse24", "w4g")):
+    for i, kind in enumerate(("w8a8", "w8a8g", "w8a8_split", "w8", "fp8", "w8_split", "sparse24", "w4g")):
         name, ws, attrs = make_weights(kind, 24, 64, seed=i, group=32, sym=False)
         k = G.gemm_kernel(parse_op(name, 24, 64, [_ty(t) for t in ws], attrs), ws, target(features))
         src += k.source + _WRAPPER.replace("@I@", str(i)).replace("@S@", k.symbol)

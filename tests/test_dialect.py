@@ -106,5 +106,5 @@ def test_the_record_verifies_the_new_op(toy_format):
 
 def test_outside_the_scope_the_format_is_unknown():
     assert "spk.linear_toy" not in OPS
-    with pytest.raises(spokeshave.PipelineError, match="option 'scheme' must be one of w8, w8a8, w4g, fp8"):
+    with pytest.raises(spokeshave.PipelineError, match="option 'scheme' must be one of w8, w8a8, w8a8g, w4g, fp8"):
         spokeshave.parse_pipeline("quantize{scheme=toy}")

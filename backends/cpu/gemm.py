@@ -35,6 +35,13 @@ Numerics follow `compiler.numerics` exactly:
   then `float(acc) * xscale[m] * wscale[n] (+ bias)` rounded in that order. The results
   are bit-identical to `quant.linear_w8a8` (the split op adds a float GEMM of the outlier
   columns, whose summation order is ours).
+* w8a8g: per-token-group asymmetric quantization bit for bit
+  (`quant.quantize_token_groups_int8`), each group's int32 partial sum exact, its
+  zero-point correction `zc * colsum_g` exact in float32 (integers below 2^24), then
+  `t = a_0 * s_0`, `t = t + a_g * s_g`, `t * wscale[n] (+ bias)`, rounded in that order:
+  bit-identical to `quant.linear_w8a8g`. Its quantized row is one record of
+  `act_row_bytes` = K + 8 * K/G bytes: the codes, then the row's group scales and zero
+  points (floats); `xscale` is unused.
 * weight-only ops (w8, fp8, w4g, 2:4, w8_split) decode the stored weight in registers and
   accumulate in float32: "decode, then a float GEMM" up to float rounding order. Per-column
   scales multiply the finished sum; the zmm w4g kernel also takes each group's zero point
@@ -53,7 +60,8 @@ whole panels so tiles never need a column tail in the inner loop):
 
 * int8 x int8: `[N/PW][K/4][PW][4]` int8 (4 consecutive k of one column form the 32-bit
   lane `vpdpbusd` reduces), per-column scales, and for VNNI the per-column `128 * colsum`
-  (activations are shifted to u8 by +128; the shift is subtracted exactly in int32).
+  (activations are shifted to u8 by +128; the shift is subtracted exactly in int32);
+  w8a8g instead has per-group column sums, float `[K/G][NPAD]`, for every ISA.
 * weight-only: `[N/PW][K][PW]` (w8, fp8 bytes), `[N/PW][K/2][PW]` (w4g: the stored bytes,
   column-blocked, so the low nibble is still the even k), `[N/PW][K/4]{v0,v1}[PW]` floats
   plus `[N/PW][K/4][PW]` position bytes (2:4). Scalar kernels read the stored layout.
@@ -66,6 +74,7 @@ import torch
 
 from ...compiler.dialect import WEIGHT, op_def
 from ...compiler.ir import Op, TensorType
+from ...compiler.numerics import quant
 from ...compiler.target import Target
 from .gemm_float import WOS as _WOS
 from .gemm_float import WOY as _WOY
@@ -74,7 +83,10 @@ from .gemm_float import fp8_table as _fp8_table
 from .gemm_int8 import I8S as _I8S
 from .gemm_int8 import I8Y as _I8Y
 from .gemm_int8 import I8Y_VNNI as _I8Y_VNNI
+from .gemm_int8 import I8S_G as _I8S_G
+from .gemm_int8 import I8Y_G as _I8Y_G
 from .gemm_int8 import I8Z as _I8Z
+from .gemm_int8 import I8Z_G as _I8Z_G
 from .gemm_int8 import PRELUDE as _PRELUDE
 
 
@@ -113,6 +125,7 @@ _I8_NS = {"avx512_vnni": ("spk_gemm::i8z", "", "spk_gemm::i8z::PW"),
           "scalar": ("spk_gemm::i8s", "", None)}
 _I8_BLOCKS = {"avx512_vnni": (_PRELUDE, _I8Z), "avx_vnni": (_PRELUDE, _I8Y, _I8Y_VNNI),
               "avx2": (_PRELUDE, _I8Y), "scalar": (_PRELUDE, _I8S)}
+_I8_GROUP_BLOCK = {"avx512_vnni": _I8Z_G, "avx_vnni": _I8Y_G, "avx2": _I8Y_G, "scalar": _I8S_G}
 _WO_BLOCKS = {"avx512": (_PRELUDE, _WOZ), "avx2": (_PRELUDE, _WOY), "scalar": None}
 _WO_NS = {"avx512": "spk_gemm::woz", "avx2": "spk_gemm::woy", "scalar": "spk_gemm::wos"}
 
@@ -261,6 +274,44 @@ def _int8_act_kernel(op_name: str, qweight: torch.Tensor, scale: torch.Tensor,
     return GemmKernel(op_name, symbol, source, isa, tuple(packed), n, k, kp)
 
 
+def _int8_group_kernel(op_name: str, qweight: torch.Tensor, scale: torch.Tensor, group: int,
+                       isa: str) -> GemmKernel:
+    """w8a8g: the int8 panels of w8a8, per-column scales, and each group's column sums
+    (float [NG][NPAD]: the zero points' correction, exact in float32)."""
+    n, k = qweight.shape
+    q = qweight.contiguous()
+    pw = _PW.get(("i8", isa), 1)
+    npad = n if isa == "scalar" else -(-n // pw) * pw
+    colsum = q.to(torch.int32).reshape(n, k // group, group).sum(dim=2).t().float()
+    colsums = torch.zeros((k // group, npad), dtype=torch.float32)
+    colsums[:, :n] = colsum
+    if isa == "scalar":
+        packed = [q, scale.float().contiguous(), colsums]
+    else:
+        packed = [_pack_k4(q, pw), _padded_vec(scale, npad, torch.float32), colsums]
+    ns, tmpl, pw_expr = _I8_NS[isa]
+    symbol = f"spk_gemm_w8a8g{group}_{isa}_n{n}_k{k}"
+    row_bytes = k + 8 * (k // group)
+    body = ""
+    if pw_expr is not None:
+        body += f"static_assert({pw_expr} == {pw}, \"panel width out of sync with gemm.py\");\n"
+    qrow = f"{ns}::quantize_row_g<{tmpl}{k}, {group}>(x_row, (uint8_t*)q_row, xscale);"
+    body += (
+        f"// {op_name}, N={n}, K={k}, activation group {group}, isa {isa}; quantized rows are {row_bytes} bytes\n"
+        f"static inline void {symbol}_quantize_row(const float* x_row, void* q_row, float* xscale, void* const* w) {{\n"
+        f"  (void)w;\n  {qrow}\n}}\n"
+        f"static inline void {symbol}_quantize_row(const float* x_row, void* q_row, float* xscale) {{\n"
+        f"  {qrow}\n}}\n"
+        f"template <class Epi>\nstatic void {symbol}_q(const void* xq, const float* xscale, const float* x, int64_t M, "
+        f"int64_t ldx, float* y, int64_t ldy, void* const* w, const float* bias, Epi epi) {{\n"
+        f"  (void)xscale; (void)x; (void)ldx;\n"
+        f"  {ns}::gemm_qg<{tmpl}{n}, {k}, {group}>((const uint8_t*)xq, M, y, ldy, w, bias, epi);\n}}\n"
+        f"template <class Epi>\nstatic void {symbol}({_SIG}) {{\n"
+        f"  {ns}::gemm_g<{tmpl}{n}, {k}, {group}>({_ARGS});\n}}\n")
+    source = "".join(_I8_BLOCKS[isa]) + _I8_GROUP_BLOCK[isa] + _guarded(symbol, body)
+    return GemmKernel(op_name, symbol, source, isa, tuple(packed), n, k, row_bytes)
+
+
 def _weight_only_kernel(op_name: str, fmt: str, fmt_args: str, base: list[torch.Tensor],
                         n: int, k: int, isa: str, extras: tuple[torch.Tensor, torch.Tensor] | None,
                         tag: str) -> GemmKernel:
@@ -378,6 +429,15 @@ def _build_w8a8(op: Op, w: list[torch.Tensor], target: Target) -> GemmKernel | N
     return _int8_act_kernel(op.name, q, scale, None, int8_isa(target))
 
 
+def _build_w8a8g(op: Op, w: list[torch.Tensor], target: Target) -> GemmKernel | None:
+    q, scale = w
+    group = op.attributes.get("group")
+    if (q.dtype != torch.int8 or not isinstance(group, int) or isinstance(group, bool)
+            or group <= 0 or group % 16 or group > quant.W8A8G_MAX_GROUP or q.shape[1] % group):
+        return None
+    return _int8_group_kernel(op.name, q, scale, group, int8_isa(target))
+
+
 def _build_w8a8_split(op: Op, w: list[torch.Tensor], target: Target) -> GemmKernel | None:
     ops = _split_operands(w)
     if ops is None or ops[2].dtype != torch.float32:
@@ -406,6 +466,7 @@ def _build_w8_split(op: Op, w: list[torch.Tensor], target: Target) -> GemmKernel
 _BUILDERS = {
     "spk.linear_w8": _build_w8,
     "spk.linear_w8a8": _build_w8a8,
+    "spk.linear_w8a8g": _build_w8a8g,
     "spk.linear_fp8": _build_fp8,
     "spk.linear_w4g": _build_w4g,
     "spk.linear_sparse24": _build_sparse24,

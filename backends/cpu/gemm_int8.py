@@ -127,6 +127,10 @@ static inline int quantize1(float v, float scale) {
 }
 
 static inline float row_scale(float amax) { return amax > 1e-12f ? amax / 127.0f : 1.0f; }
+// w8a8g: a group's asymmetric grid over [lo, hi] (0 included), 254 steps; the zero point
+// is an integer in [-127, 127] kept as a float (`quant.quantize_token_groups_int8`).
+static inline float group_scale(float range) { return range > 1e-12f ? range / 254.0f : 1.0f; }
+static inline float group_zero(float lo, float scale) { return nearbyintf(-lo / scale) - 127.0f; }
 // The float entry of every int8 kernel: per-token quantization of x into scratch (`qrow`:
 // one row's codes and scale, outlier columns `keep` masked out), then the int8 GEMM `gq`
 // on the codes.
@@ -139,6 +143,17 @@ static inline void quantized_gemm(const float* x, int64_t M, int64_t ldx, const 
   float* xs = (float*)scratch((size_t)M * sizeof(float), 1);
   parallel_rows(M, M * K, [&](int64_t m) { qrow(x + m * ldx, xq + m * KP, xs + m, keep); });
   gq(xq, xs);
+}
+// The float entry of every w8a8g kernel: each row quantized by `qrow` into one RB-byte
+// record (K codes, then the row's NG group scales and NG zero points as floats, as
+// llama.cpp's q8 blocks keep the scale beside the codes), then `gq` on the records.
+template <int64_t K, int64_t G, class QRow, class GemmQ>
+static inline void grouped_gemm(const float* x, int64_t M, int64_t ldx, const QRow& qrow, const GemmQ& gq) {
+  constexpr int64_t RB = K + 8 * (K / G);
+  if (M <= 0) return;
+  uint8_t* xq = (uint8_t*)scratch((size_t)(M * RB), 0);
+  parallel_rows(M, M * K, [&](int64_t m) { qrow(x + m * ldx, xq + m * RB); });
+  gq(xq);
 }
 
 }  // namespace spk_gemm
@@ -492,3 +507,279 @@ static void gemm_q(const uint8_t* xq, const float* xs, const float* x, int64_t M
 #endif  // SPK_GEMM_I8S
 """
 
+
+
+# ---------------------------------------------------------------------------- w8a8g
+# Per-token-group asymmetric activations (`spk.linear_w8a8g`). Each family runs its int8
+# inner loop once per group of G columns (the int32 accumulators restart per group; zmm
+# in `micro_groups`, which hoists the group's broadcasts, ymm through its `micro`);
+# each group's exact partial sum `acc - zc * colsum_g` (integers below 2^24, so exact in
+# float32 whichever way it is computed) is scaled and added into the float tile, in the
+# reference's order. The quantized row record: K codes (u8 = q + 128 on the VNNI paths, s8
+# otherwise), then NG scales, then NG zero points zc (z + 128 on the VNNI paths, whose u8
+# codes carry the shift; z otherwise). Weights: the family's int8 panels, per-column scales,
+# and per-group column sums as floats [NG][NPAD].
+
+
+def _grouped_entry(vnni_param: bool) -> str:
+    """The float entry of a w8a8g family: `grouped_gemm` over its quantize_row_g, gemm_qg."""
+    tp, ta = ("bool VNNI, ", "VNNI, ") if vnni_param else ("", "")
+    return f"""template <{tp}int64_t N, int64_t K, int64_t G, class Epi>
+static void gemm_g(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
+                   const float* bias, const Epi& epi) {{
+  grouped_gemm<K, G>(x, M, ldx, [](const float* r, uint8_t* q) {{ quantize_row_g<{ta}K, G>(r, q, nullptr); }},
+                     [&](const uint8_t* xq) {{ gemm_qg<{ta}N, K, G>(xq, M, y, ldy, w, bias, epi); }});
+}}
+"""
+
+
+I8Z_G = r"""
+#ifndef SPK_GEMM_I8Z_G
+#define SPK_GEMM_I8Z_G
+namespace spk_gemm {
+namespace i8z {
+template <int64_t K, int64_t G>
+static inline void quantize_row_g(const float* x, uint8_t* q, float* xscale) {
+  constexpr int64_t NG = K / G;
+  static_assert(G % 16 == 0 && K % G == 0, "w8a8g groups are whole zmm vectors");
+  float* gs = (float*)(q + K);
+  const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+  const __m512i off = _mm512_set1_epi32(128);
+  for (int64_t g = 0; g < NG; ++g) {
+    const float* xg = x + g * G;
+    __m512 vmin = _mm512_setzero_ps(), vmax = _mm512_setzero_ps();   // the range holds 0
+    for (int64_t k = 0; k < G; k += 16) {
+      const __m512 v = _mm512_loadu_ps(xg + k);
+      vmin = _mm512_min_ps(vmin, v);
+      vmax = _mm512_max_ps(vmax, v);
+    }
+    const float mn = _mm512_reduce_min_ps(vmin), scale = group_scale(_mm512_reduce_max_ps(vmax) - mn);
+    const float z = group_zero(mn, scale);
+    gs[g] = scale;
+    gs[NG + g] = z + 128.0f;
+    const __m512 vs = _mm512_set1_ps(scale), vz = _mm512_set1_ps(z);
+    for (int64_t k = 0; k < G; k += 16) {
+      const __m512 d = _mm512_div_ps(_mm512_loadu_ps(xg + k), vs);  // a true division, as torch
+      const __m512 r = _mm512_add_ps(_mm512_roundscale_ps(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), vz);
+      const __m512i i = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi)), off);
+      _mm512_mask_cvtepi32_storeu_epi8(q + g * G + k, (__mmask16)0xFFFF, i);
+    }
+  }
+  if (xscale) *xscale = 0.0f;   // the scales travel in the row record
+}
+
+// R rows x PW columns of one panel over all K, group by group: the int32 accumulators
+// restart per group and each group's exact partial sum, scaled, is added into the float
+// tile t (in L1); the scales and zero points are broadcast once per row and group, the
+// column sums loaded once per group.
+template <int R, int64_t K, int64_t G, int64_t NPAD>
+static inline void micro_groups(const uint8_t* xq, const int8_t* wp, const float* cs, float (*t)[PW]) {
+  constexpr int64_t G4 = G / 4, NG = K / G, RB = K + 8 * NG;
+  for (int64_t g = 0; g < NG; ++g) {
+    v16si acc[R][NR];
+    SPK_UNROLL for (int i = 0; i < R; ++i) SPK_UNROLL for (int j = 0; j < NR; ++j) acc[i][j] = (v16si)_mm512_setzero_si512();
+    const uint8_t* xg = xq + g * G;
+    const int8_t* wg = wp + g * (G4 * PW * 4);
+    for (int64_t k4 = 0; k4 < G4; ++k4) {
+      const int8_t* wk = wg + k4 * (PW * 4);
+      v16si b[NR];
+      SPK_UNROLL for (int j = 0; j < NR; ++j) b[j] = (v16si)_mm512_loadu_si512((const void*)(wk + 64 * j));
+      SPK_UNROLL for (int i = 0; i < R; ++i) {
+        int32_t a;
+        memcpy(&a, xg + i * RB + 4 * k4, 4);
+        const v16si va = (v16si)_mm512_set1_epi32(a);
+        SPK_UNROLL for (int j = 0; j < NR; ++j) acc[i][j] = dp(acc[i][j], va, b[j]);
+      }
+    }
+    __m512 c[NR];
+    SPK_UNROLL for (int j = 0; j < NR; ++j) c[j] = _mm512_loadu_ps(cs + g * NPAD + 16 * j);
+    SPK_UNROLL for (int i = 0; i < R; ++i) {
+      const float* gs = (const float*)(xq + i * RB + K);
+      const __m512 zc = _mm512_set1_ps(gs[NG + g]), sc = _mm512_set1_ps(gs[g]);
+      SPK_UNROLL for (int j = 0; j < NR; ++j) {
+        // the exact partial sum sum (q - z) w: integers below 2^24, so the fma is exact
+        const __m512 a = _mm512_fnmadd_ps(zc, c[j], _mm512_cvtepi32_ps((__m512i)acc[i][j]));
+        __m512 f = opaque(_mm512_mul_ps(a, sc));
+        if (g) f = _mm512_add_ps(_mm512_load_ps(&t[i][16 * j]), f);
+        _mm512_store_ps(&t[i][16 * j], f);
+      }
+    }
+  }
+}
+
+template <int64_t N, int64_t K, int64_t G, class Epi>
+static void gemm_qg(const uint8_t* xq, int64_t M, float* y, int64_t ldy, void* const* w,
+                    const float* bias, const Epi& epi) {
+  constexpr int64_t K4 = K / 4, NG = K / G, RB = K + 8 * NG;
+  constexpr int64_t NP = (N + PW - 1) / PW, NPAD = NP * PW;
+  if (M <= 0) return;
+  const int8_t* wq = (const int8_t*)w[0];
+  const float* ws = (const float*)w[1];
+  const float* cs = (const float*)w[2];
+  parallel_tiles(NP, M, MR, M * NPAD * K, [&](int64_t p, int64_t mb) {
+    const int64_t mt = mb * MR, n0 = p * PW;
+    Rows<MR>::run((int)min64(MR, M - mt), [&](auto rc, int off) {
+      constexpr int R = decltype(rc)::value;
+      const int64_t m0 = mt + off;
+      alignas(64) float t[R][PW];
+      micro_groups<R, K, G, NPAD>(xq + m0 * RB, wq + p * (K4 * PW * 4), cs + n0, t);
+      SPK_UNROLL for (int i = 0; i < R; ++i) SPK_UNROLL for (int j = 0; j < NR; ++j)
+        _mm512_store_ps(&t[i][16 * j], opaque(_mm512_mul_ps(_mm512_load_ps(&t[i][16 * j]), _mm512_loadu_ps(ws + n0 + 16 * j))));
+      store_rows<PW>(&t[0][0], R, m0, n0, min64(PW, N - n0), bias, y, ldy, epi);
+    });
+  });
+}
+
+""" + _grouped_entry(False) + r"""
+}  // namespace i8z
+}  // namespace spk_gemm
+#endif  // SPK_GEMM_I8Z_G
+"""
+
+I8Y_G = r"""
+#ifndef SPK_GEMM_I8Y_G
+#define SPK_GEMM_I8Y_G
+namespace spk_gemm {
+namespace i8y {
+static inline float hmin(__m256 v) {
+  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+template <bool VNNI, int64_t K, int64_t G>
+static inline void quantize_row_g(const float* x, uint8_t* q, float* xscale) {
+  constexpr int64_t NG = K / G;
+  static_assert(G % 8 == 0 && K % G == 0, "w8a8g groups are whole ymm vectors");
+  float* gs = (float*)(q + K);
+  const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+  for (int64_t g = 0; g < NG; ++g) {
+    const float* xg = x + g * G;
+    __m256 vmin = _mm256_setzero_ps(), vmax = _mm256_setzero_ps();   // the range holds 0
+    for (int64_t k = 0; k < G; k += 8) {
+      const __m256 v = _mm256_loadu_ps(xg + k);
+      vmin = _mm256_min_ps(vmin, v);
+      vmax = _mm256_max_ps(vmax, v);
+    }
+    const float mn = hmin(vmin), scale = group_scale(hmax(vmax) - mn);
+    const float z = group_zero(mn, scale);
+    gs[g] = scale;
+    gs[NG + g] = VNNI ? z + 128.0f : z;
+    const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps(z);
+    for (int64_t k = 0; k < G; k += 8) {
+      const __m256 d = _mm256_div_ps(_mm256_loadu_ps(xg + k), vs);  // a true division, as torch
+      const __m256 r = _mm256_add_ps(_mm256_round_ps(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), vz);
+      __m256i i = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+      if (VNNI) i = _mm256_add_epi32(i, _mm256_set1_epi32(128));
+      const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+      const __m128i b = VNNI ? _mm_packus_epi16(w16, w16) : _mm_packs_epi16(w16, w16);
+      _mm_storel_epi64((__m128i*)(q + g * G + k), b);
+    }
+  }
+  if (xscale) *xscale = 0.0f;   // the scales travel in the row record
+}
+
+template <bool VNNI, int64_t N, int64_t K, int64_t G, class Epi>
+static void gemm_qg(const uint8_t* xq, int64_t M, float* y, int64_t ldy, void* const* w,
+                    const float* bias, const Epi& epi) {
+  using C = Cfg<VNNI>;
+  constexpr int MR = C::MR, NR = C::NR, PW = C::PW;
+  constexpr int64_t K4 = K / 4, G4 = G / 4, NG = K / G, RB = K + 8 * NG;
+  constexpr int64_t NP = (N + PW - 1) / PW, NPAD = NP * PW;
+  if (M <= 0) return;
+  const int8_t* wq = (const int8_t*)w[0];
+  const float* ws = (const float*)w[1];
+  const float* cs = (const float*)w[2];
+  parallel_tiles(NP, M, MR, M * NPAD * K, [&](int64_t p, int64_t mb) {
+    const int64_t mt = mb * MR, n0 = p * PW;
+    Rows<MR>::run((int)min64(MR, M - mt), [&](auto rc, int off) {
+      constexpr int R = decltype(rc)::value;
+      const int64_t m0 = mt + off;
+      alignas(32) float t[R][PW];
+      for (int64_t g = 0; g < NG; ++g) {
+        micro<VNNI, R, G4>(xq + m0 * RB + g * G, RB, wq + p * (K4 * PW * 4) + g * (G4 * PW * 4), [&](int i, int j, __m256i acc) {
+          const int64_t n = n0 + 8 * j;
+          const float* gs = (const float*)(xq + (m0 + i) * RB + K);
+          // mul + sub (an AVX2 target need not list FMA); exact either way: integers < 2^24
+          const __m256 a = _mm256_sub_ps(_mm256_cvtepi32_ps(acc),
+                                         _mm256_mul_ps(_mm256_set1_ps(gs[NG + g]), _mm256_loadu_ps(cs + g * NPAD + n)));
+          __m256 f = opaque(_mm256_mul_ps(a, _mm256_set1_ps(gs[g])));
+          if (g) f = _mm256_add_ps(_mm256_load_ps(&t[i][8 * j]), f);
+          _mm256_store_ps(&t[i][8 * j], f);
+        });
+      }
+      SPK_UNROLL for (int i = 0; i < R; ++i) SPK_UNROLL for (int j = 0; j < NR; ++j)
+        _mm256_store_ps(&t[i][8 * j], opaque(_mm256_mul_ps(_mm256_load_ps(&t[i][8 * j]), _mm256_loadu_ps(ws + n0 + 8 * j))));
+      store_rows<PW>(&t[0][0], R, m0, n0, min64(PW, N - n0), bias, y, ldy, epi);
+    });
+  });
+}
+
+""" + _grouped_entry(True) + r"""
+}  // namespace i8y
+}  // namespace spk_gemm
+#endif  // SPK_GEMM_I8Y_G
+"""
+
+I8S_G = r"""
+#ifndef SPK_GEMM_I8S_G
+#define SPK_GEMM_I8S_G
+namespace spk_gemm {
+namespace i8s {
+template <int64_t K, int64_t G>
+static inline void quantize_row_g(const float* x, uint8_t* q, float* xscale) {
+  constexpr int64_t NG = K / G;
+  float* gs = (float*)(q + K);
+  for (int64_t g = 0; g < NG; ++g) {
+    const float* xg = x + g * G;
+    float mn = 0.0f, mx = 0.0f;   // the range holds 0
+    for (int64_t k = 0; k < G; ++k) {
+      mn = xg[k] < mn ? xg[k] : mn;
+      mx = xg[k] > mx ? xg[k] : mx;
+    }
+    const float scale = group_scale(mx - mn), z = group_zero(mn, scale);
+    gs[g] = scale;
+    gs[NG + g] = z;
+    for (int64_t k = 0; k < G; ++k) {
+      float r = nearbyintf(xg[k] / scale) + z;
+      r = r < -127.0f ? -127.0f : (r > 127.0f ? 127.0f : r);
+      q[g * G + k] = (uint8_t)(int8_t)(int)r;
+    }
+  }
+  if (xscale) *xscale = 0.0f;   // the scales travel in the row record
+}
+
+template <int64_t N, int64_t K, int64_t G, class Epi>
+static void gemm_qg(const uint8_t* xq, int64_t M, float* y, int64_t ldy, void* const* w,
+                    const float* bias, const Epi& epi) {
+  constexpr int64_t NG = K / G, RB = K + 8 * NG, NP = (N + PW - 1) / PW;
+  if (M <= 0) return;
+  const int8_t* wq = (const int8_t*)w[0];
+  const float* ws = (const float*)w[1];
+  const float* cs = (const float*)w[2];   // [NG][N]
+  parallel_tiles(NP, M, 1, M * N * K, [&](int64_t p, int64_t m) {
+    const int64_t n0 = p * PW, nc = min64(PW, N - n0);
+    const int8_t* a = (const int8_t*)(xq + m * RB);
+    const float* gs = (const float*)(xq + m * RB + K);
+    float t[PW];
+    for (int64_t c = 0; c < nc; ++c) {
+      const int8_t* b = wq + (n0 + c) * K;
+      float acc = 0.0f;
+      for (int64_t g = 0; g < NG; ++g) {
+        int32_t s = 0;
+        for (int64_t k = g * G; k < (g + 1) * G; ++k) s += (int32_t)a[k] * (int32_t)b[k];
+        const float f = opaque(((float)s - gs[NG + g] * cs[g * N + n0 + c]) * gs[g]);
+        acc = g ? acc + f : f;
+      }
+      t[c] = opaque(acc * ws[n0 + c]);
+    }
+    store_rows<PW>(t, 1, m, n0, nc, bias, y, ldy, epi);
+  });
+}
+
+""" + _grouped_entry(False) + r"""
+}  // namespace i8s
+}  // namespace spk_gemm
+#endif  // SPK_GEMM_I8S_G
+"""

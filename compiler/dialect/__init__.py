@@ -44,6 +44,9 @@ ISOLATED_FROM_ABOVE = "isolated_from_above"
 REGION_BODY = "region_body"
 LINEAR = "linear"
 COMPRESSED_LINEAR = "compressed_linear"
+# A compressed linear whose semantics quantize its input to int8 at run time (w8a8 and its
+# kin): a producer of that input can write the codes as it goes (the fused prologue).
+ACTIVATION_INT8 = "activation_int8"
 # Fusion and codegen classes: `pointwise` ops compute each output element from the elements
 # of their (broadcast) inputs at the same index; `reduction` ops reduce over some dims
 # (`reduces_last_dim` says whether only the last one, the shape a row-wise loop nest
@@ -53,7 +56,7 @@ POINTWISE = "pointwise"
 REDUCTION = "reduction"
 VIEW = "view"
 KNOWN_TRAITS = frozenset({PURE, TERMINATOR, ISOLATED_FROM_ABOVE, REGION_BODY, LINEAR,
-                          COMPRESSED_LINEAR, POINTWISE, REDUCTION, VIEW})
+                          COMPRESSED_LINEAR, ACTIVATION_INT8, POINTWISE, REDUCTION, VIEW})
 
 INPUT, WEIGHT, BIAS = "input", "weight", "bias"
 

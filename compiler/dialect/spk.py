@@ -9,6 +9,7 @@ calibration, `lorc`, the report and the interpreter derive what they need from t
 
     "spk.linear_w8"(x, qweight i8 [N, K], scale f32 [N], bias?)          int8 weights
     "spk.linear_w8a8"(x, qweight i8 [N, K], scale f32 [N], bias?)        + per-token int8 x
+    "spk.linear_w8a8g"(same operands) {group = G}    + int8 x per token and group, asymmetric
     "spk.linear_fp8"(x, qweight f8E4M3FN [N, K], scale f32 [N], bias?)   fp8 e4m3 weights
     "spk.linear_w4g"(x, qweight ui8 [N, K/2], scale f32 [N, K/G], zeros ui8 [N, K/G]?, bias?)
         {group = G, symmetric = true|false}: zeros present iff not symmetric
@@ -24,10 +25,11 @@ import torch
 
 from ..ir import Op, TensorType
 from ..numerics import outliers, quant, sparse
-from . import (BIAS, COMPRESSED_LINEAR, FLOAT_TYPES, INPUT, LINEAR, PURE, WEIGHT, Attribute,
-               OpDef, Operand, Operands, dim_eq, expect)
+from . import (ACTIVATION_INT8, BIAS, COMPRESSED_LINEAR, FLOAT_TYPES, INPUT, LINEAR, PURE, WEIGHT,
+               Attribute, OpDef, Operand, Operands, dim_eq, expect)
 
 _TRAITS = frozenset({PURE, LINEAR, COMPRESSED_LINEAR})
+_INT8_ACT_TRAITS = _TRAITS | {ACTIVATION_INT8}
 _INPUT = Operand("input", INPUT, dtypes=FLOAT_TYPES)
 _BIAS = Operand("bias", BIAS, optional=True, rank=1)
 
@@ -58,9 +60,11 @@ def _verify_per_channel(op: Op, ops: Operands):
     return _result(ops, n)
 
 
-def _per_channel(name: str, summary: str, qdtype: str, decode, interpret=None) -> OpDef:
-    return OpDef(name, summary, traits=_TRAITS, verify=_verify_per_channel, decode=decode,
-                 interpret=interpret,
+def _per_channel(name: str, summary: str, qdtype: str, decode, interpret=None,
+                 traits: frozenset[str] = _TRAITS, verify=_verify_per_channel,
+                 attributes: tuple[Attribute, ...] = ()) -> OpDef:
+    return OpDef(name, summary, traits=traits, verify=verify, decode=decode,
+                 interpret=interpret, attributes=attributes,
                  operands=(_INPUT, Operand("qweight", WEIGHT, dtypes=(qdtype,), rank=2),
                            Operand("scale", WEIGHT, dtypes=("f32",), rank=1), _BIAS))
 
@@ -71,6 +75,25 @@ def _decode_int8(op: Op, w: list[torch.Tensor]) -> torch.Tensor:
 
 def _linear_w8a8(op: Op, args: list[Any]) -> torch.Tensor:
     return quant.linear_w8a8(args[0], args[1], args[2], args[3] if len(args) > 3 else None)
+
+
+def _activation_group(v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v % 16 or v > quant.W8A8G_MAX_GROUP:
+        return (f"group must be a multiple of 16 up to {quant.W8A8G_MAX_GROUP} (int32 partial sums "
+                f"exact in float32), got {v!r}")
+    return None
+
+
+def _verify_w8a8g(op: Op, ops: Operands):
+    group = op.attributes["group"]
+    k = ops.type("qweight").shape[1]
+    expect(k % group == 0, f"in-features {k} are not divisible by the activation group {group}")
+    return _verify_per_channel(op, ops)
+
+
+def _linear_w8a8g(op: Op, args: list[Any]) -> torch.Tensor:
+    return quant.linear_w8a8g(args[0], args[1], args[2], args[3] if len(args) > 3 else None,
+                              op.attributes["group"])
 
 
 def _decode_fp8(op: Op, w: list[torch.Tensor]) -> torch.Tensor:
@@ -163,8 +186,8 @@ def _linear_w8a8_split(op: Op, args: list[Any]) -> torch.Tensor:
     return outliers.linear_w8a8_split(*args[:5], args[5] if len(args) > 5 else None)
 
 
-def _split(name: str, summary: str, interpret=None) -> OpDef:
-    return OpDef(name, summary, traits=_TRAITS, verify=_verify_split, decode=_decode_split,
+def _split(name: str, summary: str, interpret=None, traits: frozenset[str] = _TRAITS) -> OpDef:
+    return OpDef(name, summary, traits=traits, verify=_verify_split, decode=_decode_split,
                  interpret=interpret,
                  operands=(_INPUT, Operand("qweight", WEIGHT, dtypes=("i8",), rank=2),
                            Operand("scale", WEIGHT, dtypes=("f32",), rank=1),
@@ -175,7 +198,11 @@ def _split(name: str, summary: str, interpret=None) -> OpDef:
 OPS = (
     _per_channel("spk.linear_w8", "int8 weights, symmetric per output channel.", "i8", _decode_int8),
     _per_channel("spk.linear_w8a8", "int8 weights and dynamic per-token int8 activations; exact "
-                 "int32 accumulation.", "i8", _decode_int8, _linear_w8a8),
+                 "int32 accumulation.", "i8", _decode_int8, _linear_w8a8, traits=_INT8_ACT_TRAITS),
+    _per_channel("spk.linear_w8a8g", "int8 weights and dynamic asymmetric int8 activations per "
+                 "token and group of `group` input columns; exact int32 partial sums per group.",
+                 "i8", _decode_int8, _linear_w8a8g, traits=_INT8_ACT_TRAITS, verify=_verify_w8a8g,
+                 attributes=(Attribute("group", int, check=_activation_group),)),
     _per_channel("spk.linear_fp8", "fp8 e4m3 weights with a per-output-channel scale.",
                  "f8E4M3FN", _decode_fp8),
     OpDef("spk.linear_w4g", "int4 weights in groups of `group` input columns (two per byte).",
@@ -192,7 +219,7 @@ OPS = (
           traits=_TRAITS, verify=_verify_sparse24, decode=_decode_sparse24,
           interpret=_linear_sparse24),
     _split("spk.linear_w8a8_split", "LLM.int8(): outlier input columns in float, the rest w8a8.",
-           _linear_w8a8_split),
+           _linear_w8a8_split, traits=_INT8_ACT_TRAITS),
     _split("spk.linear_w8_split", "Weight-only LLM.int8(): outlier columns kept out of the int8 "
            "weight's row scales."),
 )

@@ -6,6 +6,12 @@ One definition of every format, so that what a pass stores is exactly what a bac
 * `w8a8`  the same weights, plus activations quantized per token at run time (dynamic,
           symmetric, q in [-127, 127]); the GEMM is int8 x int8 with exact int32
           accumulation, then `float32(acc) * x_scale[token] * w_scale[n] (+ bias)`.
+* `w8a8g` the same weights; activations quantized per token in groups of `group` input
+          columns, asymmetric (`x ~ (q - zero) * scale` over a range that includes 0,
+          q in [-127, 127], zero an integer in [-127, 127]): finer and one bit better
+          used than per-token symmetric codes for the skewed inputs of FFN-down (GELU
+          outputs) and massive-activation tokens. Each group's int32 partial sum is
+          exact; groups combine in float32 (see `linear_w8a8g`).
 * `w4g`   int4 weights in groups of `group` input columns, per output row. Symmetric:
           codes u in [0, 15] with an implicit zero point of 8, `w ~ (u - 8) * scale`,
           scale = absmax / 7. Asymmetric: `w ~ (u - zero) * scale` with
@@ -103,6 +109,53 @@ def linear_w8a8(x: torch.Tensor, wq: torch.Tensor, wscale: torch.Tensor,
     xq, xs = quantize_per_token_int8(x)
     acc = int8_matmul_exact(xq, wq)
     y = acc.to(torch.float32) * xs * wscale.float()
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)
+
+
+# Groups of at most this many columns keep every int32 partial sum of `linear_w8a8g`
+# (and of its kernels, whose u8 codes add 128 * colsum) below 2**24, so the partial sums,
+# their zero-point corrections and the kernels' float conversions of them are all exact.
+W8A8G_MAX_GROUP = 512
+W8A8G_LEVELS = 254   # codes -127..127
+
+
+def quantize_token_groups_int8(x: torch.Tensor, group: int
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Dynamic asymmetric activation quantization, one (scale, zero) per token and group of
+    `group` columns: `lo = min(min x, 0)`, `hi = max(max x, 0)`, `scale = (hi - lo) / 254`
+    (1 when the range is <= 1e-12), `zero = round(-lo / scale) - 127`,
+    `q = clamp(round(x / scale) + zero, -127, 127)`. Returns (q int8 like x, scale float32
+    [..., K/group], zero float32 [..., K/group], integer-valued)."""
+    x = x.float()
+    k = x.shape[-1]
+    xg = x.reshape(*x.shape[:-1], k // group, group)
+    lo = xg.amin(dim=-1).clamp(max=0.0)
+    hi = xg.amax(dim=-1).clamp(min=0.0)
+    rng = hi - lo
+    scale = torch.where(rng > ZERO_RANGE, rng / W8A8G_LEVELS, torch.ones_like(rng))
+    zero = torch.round(-lo / scale) - INT8_MAX
+    q = (torch.round(xg / scale[..., None]) + zero[..., None]).clamp_(-INT8_MAX, INT8_MAX)
+    return q.reshape(x.shape).to(torch.int8), scale, zero
+
+
+def linear_w8a8g(x: torch.Tensor, wq: torch.Tensor, wscale: torch.Tensor,
+                 bias: torch.Tensor | None, group: int) -> torch.Tensor:
+    """The reference semantics of `spk.linear_w8a8g`: per group g the exact integer
+    `a_g = sum_k q[k] w[n, k] - zero_g * sum_k w[n, k]` (k in g), then in float32,
+    rounding each step in this order: `t = a_0 * s_0`, `t = t + a_g * s_g` for g = 1.., then
+    `t * w_scale[n] (+ bias)`."""
+    q, s, z = quantize_token_groups_int8(x, group)
+    n, k = wq.shape
+    t = None
+    for g in range(k // group):
+        cols = slice(g * group, (g + 1) * group)
+        acc = int8_matmul_exact(q[..., cols], wq[:, cols]).to(torch.int64)
+        colsum = wq[:, cols].to(torch.int64).sum(dim=1)
+        part = (acc - z[..., g:g + 1].to(torch.int64) * colsum).to(torch.float32) * s[..., g:g + 1]
+        t = part if t is None else t + part
+    y = t * wscale.float()
     if bias is not None:
         y = y + bias.float()
     return y.to(x.dtype)

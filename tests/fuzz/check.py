@@ -43,7 +43,8 @@ import spokeshave
 # The absolute floor only matters for all-zero or tiny outputs.
 RTOL = 1e-5
 ATOL = 1e-6
-# Integer paths (`spk.linear_w8a8`: per-token int8 x int8 -> exact int32, compared where a
+# Integer paths (`spk.linear_w8a8`: per-token int8 x int8 -> exact int32; `spk.linear_w8a8g`:
+# per token and group, exact int32 partial sums added in float in a fixed order; compared where a
 # w8a8 result is itself an output): the codes and the accumulator are exact on both sides,
 # so the only freedom is the float rescale `acc * x_scale * w_scale (+ bias)`; a kernel that
 # associated the two scales first, or contracted the bias add into an FMA, would differ by
@@ -164,7 +165,10 @@ def _linear64(op, args: list) -> torch.Tensor:
         xr = x.clone()
         if op.name == "spk.linear_w8a8_split":
             xr[..., weights[3]] = 0
-        y = quant.linear_w8a8(xr.float(), q, s).double()
+        if op.name == "spk.linear_w8a8g":
+            y = quant.linear_w8a8g(xr.float(), q, s, None, op.attributes["group"]).double()
+        else:
+            y = quant.linear_w8a8(xr.float(), q, s).double()
         if op.name == "spk.linear_w8a8_split":
             y = y + torch.nn.functional.linear(x.index_select(-1, weights[3]).double(), weights[2].double())
     else:

@@ -22,8 +22,9 @@ values makes most compiles cache hits):
   dim (as -1 or rank-1), and, rarer, ones the rows kernels do not take (over dim 0, or
   without keepdim); eps {1e-5, 1e-6, 1e-12};
 * linears: `aten.linear` (parameter weight, bias or not) and every compressed linear of
-  `compiler/dialect/spk.py`: w8, w8a8, fp8, w4g (symmetric / asymmetric, groups
-  {8, 16, 32, 64} dividing K), sparse24, w8a8_split, w8_split (1-3 outlier columns);
+  `compiler/dialect/spk.py`: w8, w8a8, w8a8g (activation groups {16, 32, 64} dividing
+  K), fp8, w4g (symmetric / asymmetric, groups {8, 16, 32, 64} dividing K), sparse24,
+  w8a8_split, w8_split (1-3 outlier columns);
   out-features from the feature-dim vocabulary;
 * attention: `aten.scaled_dot_product_attention` on heads split from a [B, L, D] value
   (view + transpose) or on fresh [B, H, L, E] inputs, self or cross (another length),
@@ -520,9 +521,10 @@ def reduction(b: Builder) -> None:
             b.emit("aten.amax", [x], {"dim": [-1]}, x.shape[:-1], bound=x.bound, exact=False)
 
 
-ACT_QUANTIZED = ("spk.linear_w8a8", "spk.linear_w8a8_split")
-COMPRESSED = ("spk.linear_w8", "spk.linear_w8a8", "spk.linear_fp8", "spk.linear_w4g",
-              "spk.linear_sparse24", "spk.linear_w8a8_split", "spk.linear_w8_split")
+ACT_QUANTIZED = ("spk.linear_w8a8", "spk.linear_w8a8g", "spk.linear_w8a8_split")
+COMPRESSED = ("spk.linear_w8", "spk.linear_w8a8", "spk.linear_w8a8g", "spk.linear_fp8",
+              "spk.linear_w4g", "spk.linear_sparse24", "spk.linear_w8a8_split", "spk.linear_w8_split")
+ACT_GROUPS = (16, 32, 64)   # w8a8g: whole vectors of every ISA
 
 
 def linear(b: Builder) -> None:
@@ -532,7 +534,8 @@ def linear(b: Builder) -> None:
     if name == "aten.linear":
         x = b.pick(lambda v: isinstance(v.shape[-1], int) and v.bound < 1e3)
     else:
-        x = b.pick(lambda v: isinstance(v.shape[-1], int) and v.shape[-1] % 8 == 0 and v.bound < 1e3)
+        align = 16 if name == "spk.linear_w8a8g" else 8
+        x = b.pick(lambda v: isinstance(v.shape[-1], int) and v.shape[-1] % align == 0 and v.bound < 1e3)
     if x is None:
         return unary(b)
     if name in ACT_QUANTIZED and b.draw(st.booleans()):  # a norm first: the w8a8 prologue
@@ -559,6 +562,11 @@ def _one_linear(b: Builder, name: str, x: Val) -> None:
         q, s = quant.quantize_int8_per_channel(w)
         tensors += [("qw", q, "i8"), ("sc", s, "f32")]
         family = "int" if name == "spk.linear_w8a8" else "float"
+    elif name == "spk.linear_w8a8g":
+        q, s = quant.quantize_int8_per_channel(w)
+        tensors += [("qw", q, "i8"), ("sc", s, "f32")]
+        attrs = {"group": b.draw(st.sampled_from([g for g in ACT_GROUPS if k % g == 0]))}
+        family = "int"
     elif name == "spk.linear_fp8":
         q, s = quant.quantize_fp8_per_channel(w)
         tensors += [("qw", q, "f8E4M3FN"), ("sc", s, "f32")]

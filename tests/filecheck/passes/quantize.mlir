@@ -1,6 +1,7 @@
 // RUN: spokeshave-opt %s --split-input-file --pass-pipeline="quantize{scheme=w8}" | filecheck %s --check-prefix=W8
 // RUN: spokeshave-opt %s --split-input-file --pass-pipeline="quantize{scheme=w8a8}" | filecheck %s --check-prefix=W8A8
 // RUN: spokeshave-opt %s --split-input-file --pass-pipeline="quantize{scheme=w4g group=128 symmetric=false}" | filecheck %s --check-prefix=W4
+// RUN: spokeshave-opt %s --split-input-file --pass-pipeline="quantize{scheme=w8a8g group=128}" | filecheck %s --check-prefix=W8A8G
 // RUN: spokeshave-opt %s --split-input-file --pass-pipeline="quantize{scheme=fp8 skip=mlp.down|lm_head}" | filecheck %s --check-prefix=FP8
 // RUN: spokeshave-opt %s --split-input-file --pass-pipeline="quantize{scheme=w8 method=gptq}" --calibration=synthetic:4 | filecheck %s --check-prefix=GPTQ8
 // RUN: spokeshave-opt %s --split-input-file --pass-pipeline="quantize{scheme=w4g group=128 method=gptq}" --calibration=synthetic:4 2>&1 | filecheck %s --check-prefix=GPTQ4
@@ -8,7 +9,7 @@
 // RUN: not spokeshave-opt %s --split-input-file --pass-pipeline="quantize{scheme=w4g group=100}" 2>&1 | filecheck %s --check-prefix=BAD-GROUP
 // RUN: not spokeshave-opt %s --split-input-file --pass-pipeline="quantize{scheme=w4g method=gptq}" 2>&1 | filecheck %s --check-prefix=NO-CALIB
 
-// BAD-SCHEME: error: pass 'quantize': option 'scheme' must be one of w8, w8a8, w4g, fp8; got 'w3'
+// BAD-SCHEME: error: pass 'quantize': option 'scheme' must be one of w8, w8a8, w8a8g, w4g, fp8; got 'w3'
 // BAD-GROUP: error: pass 'quantize': option 'group' must be one of 16, 32, 64, 128, 256, 512, 1024; got 100
 // NO-CALIB: error: pass 'quantize{method=gptq}' needs calibration data: pass calibration=[batches] to spokeshave.compile
 
@@ -36,6 +37,12 @@
 // W8A8-NOT:     "aten.linear"
 // W8A8:         %[[H:.+]] = "spk.linear_w8a8"(%x, %{{.+}}, %{{.+}}, %b0) : (tensor<4x256xf32>, tensor<64x256xi8>, tensor<64xf32>, tensor<64xf32>) -> tensor<4x64xf32>
 // W8A8:         "spk.linear_w8a8"(%{{.+}}, %{{.+}}, %{{.+}}) : (tensor<4x64xf32>, tensor<32x64xi8>, tensor<32xf32>) -> tensor<4x32xf32>
+
+// w8a8g: w8a8's weights, activation groups of 128 as the op's attribute; 128 does not
+// divide the second layer's 64 in-features, so it stays float.
+// W8A8G-LABEL: func.func @mlp
+// W8A8G:         "spk.linear_w8a8g"(%x, %{{.+}}, %{{.+}}, %b0) {group = 128} : (tensor<4x256xf32>, tensor<64x256xi8>, tensor<64xf32>, tensor<64xf32>) -> tensor<4x64xf32>
+// W8A8G:         "aten.linear"(%{{.+}}, %{{.+}}) : (tensor<4x64xf32>, tensor<32x64xf32>) -> tensor<4x32xf32>
 
 // Group 128 divides 256 but not 64: the first layer is packed two int4 per byte
 // ([64, 256] -> [64, 128] ui8) with [64, 2] scales and zero points; the second stays float.

@@ -155,3 +155,19 @@ func.func @split_index_dtype(%x: tensor<2x8xf32>, %q: tensor<4x8xi8> {spk.param 
   %0 = "spk.linear_w8_split"(%x, %q, %s, %ow, %oi) : (tensor<2x8xf32>, tensor<4x8xi8>, tensor<4xf32>, tensor<4x2xf32>, tensor<2xi32>) -> tensor<2x4xf32>
   return %0 : tensor<2x4xf32>
 }
+
+// -----
+
+func.func @w8a8g_group_not_dividing(%x: tensor<2x48xf32>, %q: tensor<4x48xi8> {spk.param = "q"}, %s: tensor<4xf32> {spk.param = "s"}) -> tensor<2x4xf32> {
+  // expected-error@+1 {{op "spk.linear_w8a8g": in-features 48 are not divisible by the activation group 32}}
+  %0 = "spk.linear_w8a8g"(%x, %q, %s) {group = 32} : (tensor<2x48xf32>, tensor<4x48xi8>, tensor<4xf32>) -> tensor<2x4xf32>
+  return %0 : tensor<2x4xf32>
+}
+
+// -----
+
+func.func @w8a8g_group_too_large(%x: tensor<2x1024xf32>, %q: tensor<4x1024xi8> {spk.param = "q"}, %s: tensor<4xf32> {spk.param = "s"}) -> tensor<2x4xf32> {
+  // expected-error@+1 {{op "spk.linear_w8a8g": group must be a multiple of 16 up to 512 (int32 partial sums exact in float32), got 1024}}
+  %0 = "spk.linear_w8a8g"(%x, %q, %s) {group = 1024} : (tensor<2x1024xf32>, tensor<4x1024xi8>, tensor<4xf32>) -> tensor<2x4xf32>
+  return %0 : tensor<2x4xf32>
+}

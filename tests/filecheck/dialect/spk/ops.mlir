@@ -111,3 +111,15 @@ func.func @py(%x: tensor<?x8xf32>) -> i64 {
   %3 = "py.torch.sym_max"(%2, %1) : (i64, i64) -> i64
   return %3 : i64
 }
+
+// -----
+
+// w8a8g: the w8a8 operands, with the activation group as an attribute.
+// CHECK-LABEL: func.func @activation_groups
+// CHECK:         %[[A:.*]] = "spk.linear_w8a8g"(%x, %q, %s, %b) {group = 16} : (tensor<?x32xf32>, tensor<4x32xi8>, tensor<4xf32>, tensor<4xf32>) -> tensor<?x4xf32>
+// CHECK-NEXT:    return %[[A]]
+func.func @activation_groups(%x: tensor<?x32xf32>, %q: tensor<4x32xi8> {spk.param = "q"}, %s: tensor<4xf32> {spk.param = "s"},
+                             %b: tensor<4xf32> {spk.param = "b"}) -> tensor<?x4xf32> {
+  %0 = "spk.linear_w8a8g"(%x, %q, %s, %b) {group = 16} : (tensor<?x32xf32>, tensor<4x32xi8>, tensor<4xf32>, tensor<4xf32>) -> tensor<?x4xf32>
+  return %0 : tensor<?x4xf32>
+}
