@@ -40,7 +40,7 @@ SHAPES = {
     "decode": [(1, 576, 576), (1, 1536, 576), (1, 576, 1536), (1, 49152, 576)],
 }
 OPS = ("w8a8", "w8a8g", "w8", "w4g", "fp8", "sparse24", "w8a8_split", "w8_split")
-GROUP = int(os.environ.get("SPK_BENCH_GROUP", "64"))  # divides every K here (576 is not a multiple of 128)
+GROUP = 64  # w4g / w8a8g groups (`--group`); divides every K here (576 is not a multiple of 128)
 OUTLIERS = 6
 
 
@@ -50,21 +50,21 @@ def _ty(t: torch.Tensor) -> str:
     return "tensor<" + "".join(f"{d}x" for d in t.shape) + name + ">"
 
 
-def build_op(kind: str, n: int, k: int, seed: int = 0):
+def build_op(kind: str, n: int, k: int, seed: int = 0, group: int = GROUP):
     """(op, weight-role tensors) for `kind` from a random float weight."""
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(n, k, generator=g) * 0.05
     attrs = ""
     if kind in ("w8", "w8a8", "w8a8g"):
         ws = list(quant.quantize_int8_per_channel(w))
-        if kind == "w8a8g":   # activation groups of GROUP columns
-            attrs = f" {{group = {GROUP}}}"
+        if kind == "w8a8g":   # activation groups of `group` columns
+            attrs = f" {{group = {group}}}"
     elif kind == "fp8":
         ws = list(quant.quantize_fp8_per_channel(w))
     elif kind == "w4g":
-        p = quant.int4_group_params(w, GROUP, True)
+        p = quant.int4_group_params(w, group, True)
         ws = [quant.pack_int4(quant.int4_codes(w, p)), p.scale]
-        attrs = f" {{group = {GROUP}, symmetric = true}}"
+        attrs = f" {{group = {group}, symmetric = true}}"
     elif kind == "sparse24":
         ws = list(sparse.compress_24(w, sparse.mask_topk_24(w.abs())))
     else:  # the splits
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=0, help="repetitions (default: by problem size)")
     ap.add_argument("--threads", type=int, default=0,
                     help="threads for torch and the kernels (they share libgomp; default: torch's)")
+    ap.add_argument("--group", type=int, default=GROUP, help="w4g weight / w8a8g activation group")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)   # also the OpenMP default of this thread: the kernels' too
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     wrappers = []
     for kind in ops:
         for n, k in sorted({(n, k) for _, n, k in shapes}):
-            op, ws = build_op(kind, n, k)
+            op, ws = build_op(kind, n, k, group=args.group)
             kern = G.gemm_kernel(op, ws, target)
             if kern is None:
                 continue
