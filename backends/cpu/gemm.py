@@ -74,7 +74,7 @@ import torch
 
 from ...compiler.dialect import WEIGHT, op_def
 from ...compiler.ir import Op, TensorType
-from ...compiler.numerics import quant
+from ...compiler.dialect.spk import activation_group_error
 from ...compiler.target import Target
 from .gemm_float import WOS as _WOS
 from .gemm_float import WOY as _WOY
@@ -432,8 +432,7 @@ def _build_w8a8(op: Op, w: list[torch.Tensor], target: Target) -> GemmKernel | N
 def _build_w8a8g(op: Op, w: list[torch.Tensor], target: Target) -> GemmKernel | None:
     q, scale = w
     group = op.attributes.get("group")
-    if (q.dtype != torch.int8 or not isinstance(group, int) or isinstance(group, bool)
-            or group <= 0 or group % 16 or group > quant.W8A8G_MAX_GROUP or q.shape[1] % group):
+    if q.dtype != torch.int8 or activation_group_error(group) is not None or q.shape[1] % group:
         return None
     return _int8_group_kernel(op.name, q, scale, group, int8_isa(target))
 

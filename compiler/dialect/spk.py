@@ -77,7 +77,8 @@ def _linear_w8a8(op: Op, args: list[Any]) -> torch.Tensor:
     return quant.linear_w8a8(args[0], args[1], args[2], args[3] if len(args) > 3 else None)
 
 
-def _activation_group(v: Any) -> str | None:
+def activation_group_error(v: Any) -> str | None:
+    """Why `v` is no w8a8g activation group (None: it is one); the verifier and the kernels ask."""
     if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v % 16 or v > quant.W8A8G_MAX_GROUP:
         return (f"group must be a multiple of 16 up to {quant.W8A8G_MAX_GROUP} (int32 partial sums "
                 f"exact in float32), got {v!r}")
@@ -202,7 +203,7 @@ OPS = (
     _per_channel("spk.linear_w8a8g", "int8 weights and dynamic asymmetric int8 activations per "
                  "token and group of `group` input columns; exact int32 partial sums per group.",
                  "i8", _decode_int8, _linear_w8a8g, traits=_INT8_ACT_TRAITS, verify=_verify_w8a8g,
-                 attributes=(Attribute("group", int, check=_activation_group),)),
+                 attributes=(Attribute("group", int, check=activation_group_error),)),
     _per_channel("spk.linear_fp8", "fp8 e4m3 weights with a per-output-channel scale.",
                  "f8E4M3FN", _decode_fp8),
     OpDef("spk.linear_w4g", "int4 weights in groups of `group` input columns (two per byte).",
