@@ -6,9 +6,12 @@ the kernel sums scores and values in its own order and uses `spk_exp`.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from spokeshave.backends.cpu import attention
+from spokeshave.compiler.target import Target
 from spokeshave.compiler.weights import WeightStore
 
 import spokeshave
@@ -25,9 +28,17 @@ def _text(h: int, d: int, mask: str | None, attrs: str = "") -> str:
             f"  return %0 : {t}\n}}")
 
 
-def _compile(text: str, backend: str = "cpu"):
+def _compile(text: str, backend: str = "cpu", target: Target | None = None):
     return spokeshave.compile_module(spokeshave.parse(text), WeightStore({}), pipeline="fuse",
-                                     backend=backend)
+                                     backend=backend, target=target)
+
+
+def _ymm_target() -> Target:
+    """This machine without its AVX-512 features: the kernel's 8-lane form (AVX2's), which
+    every x86-64 host with AVX2 runs, whatever width its own kernels use."""
+    host = Target.host()
+    return dataclasses.replace(host, features=frozenset(f for f in host.features
+                                                        if not f.startswith("avx512")))
 
 
 def _heads(g, b, s, h, d, permuted):
@@ -45,13 +56,22 @@ CASES = [  # batch, heads, query rows, keys, head dim, mask, causal, q/k/v as pe
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:5])) + f"-{c[5]}-{c[6]}")
-def test_generated_attention_matches_the_reference(case):
+# the target's own width, and (on two cases) the 8-lane AVX2 form wherever AVX2 runs
+WIDTHS = [pytest.param(c, "host", id="x".join(map(str, c[:5])) + f"-{c[5]}-{c[6]}") for c in CASES] + [
+    pytest.param(CASES[i], "ymm", id="x".join(map(str, CASES[i][:5])) + f"-{CASES[i][5]}-ymm") for i in (2, 5)]
+
+
+@pytest.mark.parametrize("case,width", WIDTHS)
+def test_generated_attention_matches_the_reference(case, width):
     b, h, sq, sk, d, mask, causal, permuted = case
+    if width == "ymm" and "avx2" not in Target.host().features:
+        pytest.skip("the 8-lane form is compiled for AVX2; this host has none")
     text = _text(h, d, mask, "{is_causal = true}" if causal else "")
-    cm, ref = _compile(text), _compile(text, "reference")
+    cm, ref = _compile(text, target=_ymm_target() if width == "ymm" else None), _compile(text, "reference")
     (plan,) = cm.executable.plans.values()
     assert [s.kind for s in plan.steps] == ["attention"]
+    lanes = 16 if cm.target.simd_bits >= 512 else 8
+    assert f"L = {lanes}, KC = 4 * L, PAR = {2 if lanes == 16 else 1}, DS = {attention.value_slice(d, lanes)};" in plan.steps[0].source
     g = torch.Generator().manual_seed(sq * 7 + sk)
     args = [_heads(g, b, sq, h, d, permuted), _heads(g, b, sk, h, d, permuted),
             _heads(g, b, sk, h, d, permuted)]
@@ -113,6 +133,10 @@ def test_a_working_set_past_l1_takes_the_library_path():
     module = spokeshave.parse(_text(2, 64, None))
     op = next(o for o in module.entry.body.ops if o.name == "aten.scaled_dot_product_attention")
     assert attention.working_set(64) == 40 * 1024
+    assert attention.working_set(64, lanes=8) == 24 * 1024   # AVX2: 32-key blocks
+    # the value pass's output columns per register slice: whole at D = 64 on zmm, halves on
+    # ymm (2 rows x 8 vectors + 3 operands would pass AVX2's 16 registers)
+    assert [attention.value_slice(d, lanes) for d, lanes in ((64, 16), (64, 8), (32, 8), (128, 16))] == [64, 32, 32, 64]
     assert attention.attention_step(op, 48 * 1024) is not None
     assert attention.attention_step(op, 32 * 1024) is None     # an L1 of 32 KiB
     assert attention.attention_step(op, None) is None          # no known L1

@@ -2,13 +2,18 @@
 
 One function per (head dim, scale, mask kind, causal) runs an OpenMP loop over (batch,
 head, block of 32 query rows), flash attention's way: per head, each thread packs the
-keys, transposed, into 64-key blocks (`[Sk / 64][D][64]`, zero-padded) and the values into
-`[Sk][D]` (rows of a permuted `[B, S, H, D]` tensor are `H * D` floats apart, a stride that
-maps them onto a few L1 sets: read in place they evict each other); then for each key
-block, for each pair of query rows, 2 x 64 scores in eight vector registers (every key
-vector loaded feeds both rows), the mask, and an online softmax: the row's running max,
-sum and output are rescaled by `exp(old max - new max)` and the block's weighted values
-added (in registers, D / 16 vectors per row and parity of the key). A key block that masks
+keys, transposed, into blocks of KC = 4 vectors' keys (`[Sk / KC][D][KC]`, zero-padded)
+and the values into `[Sk][D]` (rows of a permuted `[B, S, H, D]` tensor are `H * D` floats
+apart, a stride that maps them onto a few L1 sets: read in place they evict each other);
+then for each key block, for each pair of query rows, 2 x KC scores in eight vector
+registers (every key vector loaded feeds both rows), the mask, and an online softmax: the
+row's running max, sum and output are rescaled by `exp(old max - new max)` and the block's
+weighted values added (in registers, D / L vectors per row and residue of the key mod PAR).
+The vector width L is the target's: 16 floats (zmm, KC = 64, PAR = 2) with AVX-512, else
+8 (ymm, KC = 32, PAR = 1); the value pass takes the output columns in slices whose chains
+fit the registers (`value_slice`). AVX2 has 16 registers: 16-float vectors there are
+lowered to ymm pairs whose 16 score chains spill, 4.3x slower than the 8-lane form on
+MiniLM's 8 x 12 x 128 x 32 (16.3 against 3.7 ms on a Zen 3 EPYC). A key block that masks
 both rows whole is skipped (half of a causal mask's). The output is divided by the sum
 once at the end. The head dim is a compile-time constant; sizes and strides are run-time
 arguments; the last dim of q, k, v and the mask must be contiguous (the step copies one
@@ -43,21 +48,27 @@ from .replay import invoke
 from .rows import c_float
 
 ROWS = 32     # query rows per parallel unit
-CHUNK = 64    # keys per register block of scores
+# keys per register block of scores: four vectors of the target's float width
+KEYS_PER_LANE = 4
 
 _TEMPLATE = r"""
-#ifndef SPK_V16
-#define SPK_V16
-// 16 floats: one zmm, or two ymm where the target has no AVX-512 (GCC/Clang lower it)
+#ifndef SPK_VF
+#define SPK_VF
+// vectors of 16 floats (one zmm) and 8 (one ymm): a kernel uses the target's width; a
+// 16-float vector on an AVX2 target is lowered to ymm pairs that spill (16 registers)
 typedef float spk_v16 __attribute__((vector_size(64)));
+typedef float spk_v8 __attribute__((vector_size(32)));
 static inline spk_v16 spk_ld16(const float* p) { spk_v16 r; memcpy(&r, p, 64); return r; }
 static inline void spk_st16(float* p, spk_v16 v) { memcpy(p, &v, 64); }
 static inline spk_v16 spk_splat16(float x) {   // one broadcast (`v16{} + x` adds a 0 first)
   return spk_v16{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
 }
+static inline spk_v8 spk_ld8(const float* p) { spk_v8 r; memcpy(&r, p, 32); return r; }
+static inline void spk_st8(float* p, spk_v8 v) { memcpy(p, &v, 32); }
+static inline spk_v8 spk_splat8(float x) { return spk_v8{x, x, x, x, x, x, x, x}; }
 #endif
 extern "C" void $symbol(const int64_t* meta, void* const* ptrs) {
-  constexpr int64_t D = $D, RB = $ROWS, KC = $CHUNK;
+  constexpr int64_t D = $D, RB = $ROWS, L = $L, KC = 4 * L, PAR = $PAR, DS = $DS;
   const int64_t B = meta[0], H = meta[1], SQ = meta[2], SK = meta[3];
   const int64_t REP = meta[4];    // query heads per key/value head (1 unless grouped)
   const int64_t* st = meta + 5;   // strides (batch, head, row) of q, k, v, out, mask
@@ -119,18 +130,18 @@ extern "C" void $symbol(const int64_t* meta, void* const* ptrs) {
           const float* qa = q + b * st[0] + h * st[1] + rows[0] * st[2];
           const float* qb = q + b * st[0] + h * st[1] + rows[1] * st[2];
           $SKIP_BLOCK
-          spk_v16 a[2][4] = {};   // 2 x 64 scores: eight independent FMA chains
+          spk_v$L a[2][4] = {};   // 2 x KC scores: eight independent FMA chains
           for (int64_t d = 0; d < D; ++d) {
-            const spk_v16 xa = spk_splat16(qa[d]), xb = spk_splat16(qb[d]);
+            const spk_v$L xa = spk_splat$L(qa[d]), xb = spk_splat$L(qb[d]);
             for (int c = 0; c < 4; ++c) {
-              const spk_v16 kv = spk_ld16(kblk + d * KC + 16 * c);
+              const spk_v$L kv = spk_ld$L(kblk + d * KC + L * c);
               a[0][c] += xa * kv;
               a[1][c] += xb * kv;
             }
           }
           for (int c = 0; c < 4; ++c) {
-            spk_st16(s + 16 * c, a[0][c] * scale);
-            spk_st16(s + KC + 16 * c, a[1][c] * scale);
+            spk_st$L(s + L * c, a[0][c] * scale);
+            spk_st$L(s + KC + L * c, a[1][c] * scale);
           }
           bool live[2];
           for (int rr = 0; rr < 2; ++rr) {   // mask, then fold the block into the row's softmax
@@ -138,10 +149,10 @@ extern "C" void $symbol(const int64_t* meta, void* const* ptrs) {
             float* sr = s + rr * KC;
             $MASK_ROW
             for (int64_t j = jn; j < KC; ++j) sr[j] = -INFINITY;
-            spk_v16 mv = spk_splat16(-INFINITY);
-            for (int64_t j = 0; j < KC; j += 16) { const spk_v16 x = spk_ld16(sr + j); mv = x > mv ? x : mv; }
+            spk_v$L mv = spk_splat$L(-INFINITY);
+            for (int64_t j = 0; j < KC; j += L) { const spk_v$L x = spk_ld$L(sr + j); mv = x > mv ? x : mv; }
             float bm = -INFINITY;
-            for (int c = 0; c < 16; ++c) bm = mv[c] > bm ? mv[c] : bm;
+            for (int c = 0; c < L; ++c) bm = mv[c] > bm ? mv[c] : bm;
             live[rr] = bm != -INFINITY;
             if (!live[rr] || (rr == 1 && rows[1] == rows[0])) continue;
             const float mn = bm > mrow[r] ? bm : mrow[r];
@@ -159,23 +170,30 @@ extern "C" void $symbol(const int64_t* meta, void* const* ptrs) {
           if (!live[0] && !live[1]) continue;
           if (!live[0]) for (int64_t j = 0; j < KC; ++j) s[j] = 0.0f;
           if (!live[1]) for (int64_t j = 0; j < KC; ++j) s[KC + j] = 0.0f;
-          // both rows' outputs, D / 16 vectors each per parity of j: independent FMA chains
-          spk_v16 acc[2][2][D / 16] = {};
-          for (int64_t j = 0; j < jn; j += 2) {
-            for (int e = 0; e < 2; ++e) {
-              const spk_v16 pa = spk_splat16(s[j + e]), pb = spk_splat16(s[KC + j + e]);
-              const float* vr = vp + (jb + j + e) * D;   // past SK: zero rows, weight 0
-              for (int64_t c = 0; c < D / 16; ++c) {
-                const spk_v16 vv = spk_ld16(vr + 16 * c);
-                acc[0][e][c] += pa * vv;
-                acc[1][e][c] += pb * vv;
+          // both rows' outputs in slices of DS columns (as many as the registers hold), DS / L
+          // vectors each per residue of j mod PAR: independent FMA chains (PAR = 2 where 32
+          // registers hold them, 1 on AVX2's 16)
+          for (int64_t d0 = 0; d0 < D; d0 += DS) {
+            spk_v$L acc[2][PAR][DS / L] = {};
+            for (int64_t j = 0; j < jn; j += PAR) {
+              for (int e = 0; e < PAR; ++e) {
+                const spk_v$L pa = spk_splat$L(s[j + e]), pb = spk_splat$L(s[KC + j + e]);
+                const float* vr = vp + (jb + j + e) * D + d0;   // past SK: zero rows, weight 0
+                for (int64_t c = 0; c < DS / L; ++c) {
+                  const spk_v$L vv = spk_ld$L(vr + L * c);
+                  acc[0][e][c] += pa * vv;
+                  acc[1][e][c] += pb * vv;
+                }
               }
             }
-          }
-          for (int rr = 0; rr < (rows[1] != rows[0] ? 2 : 1); ++rr) {
-            float* orr = orow + (rows[rr] - i0) * D;
-            for (int64_t c = 0; c < D / 16; ++c)
-              spk_st16(orr + 16 * c, spk_ld16(orr + 16 * c) + (acc[rr][0][c] + acc[rr][1][c]));
+            for (int rr = 0; rr < (rows[1] != rows[0] ? 2 : 1); ++rr) {
+              float* orr = orow + (rows[rr] - i0) * D + d0;
+              for (int64_t c = 0; c < DS / L; ++c) {
+                spk_v$L sum = acc[rr][0][c];
+                for (int e = 1; e < PAR; ++e) sum += acc[rr][e][c];
+                spk_st$L(orr + L * c, spk_ld$L(orr + L * c) + sum);
+              }
+            }
           }
         }
       }
@@ -219,19 +237,35 @@ _SKIP = {
 }
 
 
-def working_set(d: int) -> int:
-    """Bytes the kernel keeps hot per thread at head dim `d`: one key block transposed,
-    its values, and the running outputs of a unit's rows."""
-    return (2 * d * CHUNK + ROWS * d) * 4
+def working_set(d: int, lanes: int = 16) -> int:
+    """Bytes the kernel keeps hot per thread at head dim `d` and `lanes` floats per vector:
+    one key block transposed, its values, and the running outputs of a unit's rows."""
+    return (2 * d * KEYS_PER_LANE * lanes + ROWS * d) * 4
 
 
-def attention_source(d: int, scale: float, mask: str | None, causal: bool) -> tuple[str, str]:
-    """(symbol, C++ source) of the kernel for head dim `d`, `scale` and the mask's kind."""
+def value_slice(d: int, lanes: int) -> int:
+    """Columns of the output the value pass holds in registers at once: the most whole
+    vectors dividing D / lanes whose chains (two rows x PAR) and three operands fit the
+    register file (32 zmm, PAR 2; 16 ymm, PAR 1). Past it every key spills them (AVX2 at
+    D = 64 unsliced: 1.26 against torch's 1.19 ms on SmolLM2's causal 9 x 256 x 64)."""
+    par, registers = (2, 32) if lanes == 16 else (1, 16)
+    vectors = d // lanes
+    fit = max(1, (registers - 3) // (2 * par))
+    return lanes * max(v for v in range(1, vectors + 1) if vectors % v == 0 and v <= fit)
+
+
+def attention_source(d: int, scale: float, mask: str | None, causal: bool,
+                     lanes: int = 16) -> tuple[str, str]:
+    """(symbol, C++ source) of the kernel for head dim `d`, `scale`, the mask's kind and
+    `lanes` floats per vector register (16: AVX-512; 8: AVX2, whose 16 registers hold half
+    the FMA chains)."""
     row, mask_t = _MASK[mask]
     if causal:
         row = (row + "\n            " if row else "") + _CAUSAL
-    text = (_TEMPLATE.replace("$D", str(d)).replace("$ROWS", str(ROWS))
-            .replace("$CHUNK", str(CHUNK)).replace("$SCALE", c_float(scale))
+    # $DS before $D, which is its prefix
+    text = (_TEMPLATE.replace("$DS", str(value_slice(d, lanes))).replace("$D", str(d))
+            .replace("$ROWS", str(ROWS)).replace("$PAR", "2" if lanes == 16 else "1")
+            .replace("$L", str(lanes)).replace("$SCALE", c_float(scale))
             .replace("$MASK_ROW", row).replace("$MASK_T", mask_t)
             .replace("$SKIP_BLOCK", _SKIP.get("causal" if causal else mask, "")))
     symbol = "spk_attn_" + hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -245,15 +279,16 @@ def _static_dim(v, i: int) -> int | None:
     return None
 
 
-def attention_step(op: Op, l1_bytes: int | None) -> Step | None:
+def attention_step(op: Op, l1_bytes: int | None, lanes: int = 16) -> Step | None:
     """The generated step for `op` (an `aten.scaled_dot_product_attention`), or None when
     its form takes the library path: dropout, dynamic head counts, a dynamic head dim or
-    one not a multiple of 16, a non-float32 tensor, a mask that is not a rank-4 bool or
-    float32 tensor, or a working set past the target's L1 data cache (`l1_bytes`; None:
-    unknown). The kernel's working set is one key block's transposed keys and values and
-    its rows' running outputs, `(2 * D * 64 + 32 * D) * 4` bytes (20 KiB at D = 32, 40 KiB
-    at D = 64): it is written for L1, and from L2 torch's blocked kernel is the better one
-    (measured with whole-head panels: 1.85 against 1.64 ms at D 64 x 256 keys)."""
+    one not a multiple of `lanes`, a non-float32 tensor, a mask that is not a rank-4 bool
+    or float32 tensor, or a working set past the target's L1 data cache (`l1_bytes`; None: unknown). The working
+    set is one key block's transposed keys and values and its rows' running outputs,
+    `(2 * D * 4 * lanes + 32 * D) * 4` bytes (16 lanes: 20 KiB at D = 32, 40 KiB at D =
+    64; 8 lanes halve the key block): it is written for L1, and from L2 torch's blocked
+    kernel is the better one (measured with whole-head panels: 1.85 against 1.64 ms at
+    D 64 x 256 keys)."""
     if not l1_bytes:
         return None
     a = op.attributes
@@ -266,10 +301,10 @@ def attention_step(op: Op, l1_bytes: int | None) -> Step | None:
     d, dv = _static_dim(q, 3), _static_dim(v, 3)
     hq, hk, hv = (_static_dim(x, 1) for x in (q, k, v))
     gqa = bool(a.get("enable_gqa", False))
-    if (d is None or d != dv or d != _static_dim(k, 3) or d % 16
+    if (d is None or d != dv or d != _static_dim(k, 3) or d % lanes
             or None in (hq, hk, hv) or hk != hv or hq % hk or (hq != hk and not gqa)):
         return None
-    if working_set(d) > l1_bytes:
+    if working_set(d, lanes) > l1_bytes:
         return None
     mask = None
     if len(op.operands) == 4:
@@ -282,7 +317,7 @@ def attention_step(op: Op, l1_bytes: int | None) -> Step | None:
         return None   # torch refuses both together
     scale = a.get("scale")
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    symbol, source = attention_source(d, scale, mask, causal)
+    symbol, source = attention_source(d, scale, mask, causal, lanes)
     box: dict[str, Any] = {}
 
     def call(args: list[Any]) -> list[Any] | None:

@@ -136,4 +136,5 @@ class CpuCodegen:
         return row_step(rows.generate(ops, inputs, outputs, quantize, donated, biased))
 
     def attention_step(self, op: Op) -> Step | None:
-        return attention.attention_step(op, self.target.cache("l1d"))
+        lanes = 16 if self.target.simd_bits >= 512 else 8
+        return attention.attention_step(op, self.target.cache("l1d"), lanes)

@@ -1,21 +1,26 @@
-// RUN: spokeshave-opt %s --split-input-file --emit=cpp | filecheck %s
+// RUN: spokeshave-opt %s --split-input-file --emit=cpp --target cpu:x86_64:avx512f,avx512bw,avx512vl,avx2,fma:l1d=48K | filecheck %s --check-prefixes=CHECK,ZMM
+// RUN: spokeshave-opt %s --split-input-file --emit=cpp --target cpu:x86_64:avx2,fma:l1d=32K | filecheck %s --check-prefixes=CHECK,YMM
 
 // The CPU backend's attention kernel (`backends/cpu/attention.py`), FileChecked beside the
 // IR: one OpenMP loop over (batch, head, block of query rows); per head the keys are packed
-// and transposed into 64-key blocks; per key block, two query rows at a time take 2 x 64
+// and transposed into blocks of four vectors' keys (64 on zmm, 32 on AVX2's ymm, whose 16
+// registers hold half the chains); per key block, two query rows at a time take their
 // scores in registers, a block the bool mask hides whole for both rows is skipped, masked
 // scores become -inf, and an online softmax rescales the running sum and output by
 // exp(old max - new max) before adding the block's weighted values; one division at the end.
 // CHECK-LABEL: func.func @masked(
 // CHECK:       extern "C" void [[SYM:spk_attn_[0-9a-f]+]](const int64_t* meta, void* const* ptrs) {
-// CHECK:         constexpr int64_t D = 32, RB = 32, KC = 64;
+// ZMM:           constexpr int64_t D = 32, RB = 32, L = 16, KC = 4 * L, PAR = 2, DS = 32;
+// YMM:           constexpr int64_t D = 32, RB = 32, L = 8, KC = 4 * L, PAR = 1, DS = 32;
 // CHECK:         const float scale = ((float)0x1.6a09e667f3bcdp-3);
 // CHECK:         #pragma omp parallel
 // CHECK:         #pragma omp for schedule(static)
 // CHECK:         kt[jb * D + d * KC + jj] = jb + jj < SK ? vp[(jb + jj) * D + d] : 0.0f;
 // CHECK:         for (int64_t jb = 0; jb < SKP; jb += KC) {
 // CHECK:         if (!any) continue; }
-// CHECK:         a[0][c] += xa * kv;
+// ZMM:           const spk_v16 kv = spk_ld16(kblk + d * KC + L * c);
+// YMM:           const spk_v8 kv = spk_ld8(kblk + d * KC + L * c);
+// CHECK-NEXT:    a[0][c] += xa * kv;
 // CHECK-NEXT:    a[1][c] += xb * kv;
 // CHECK:         sr[j] = mr[j] ? sr[j] : -INFINITY;
 // CHECK:         const float alpha = spk_exp(mrow[r] - mn);
@@ -32,9 +37,11 @@ func.func @masked(%q: tensor<?x12x?x32xf32>, %k: tensor<?x12x?x32xf32>, %v: tens
 // -----
 
 // Causal, no mask tensor, the default scale 1/sqrt(64): key blocks past the pair are
-// skipped, and keys after the query row are -inf.
+// skipped, and keys after the query row are -inf. On ymm the value pass takes the 64
+// output columns in two slices of 32, so its chains stay in AVX2's 16 registers.
 // CHECK-LABEL: func.func @causal(
-// CHECK:       constexpr int64_t D = 64,
+// ZMM:         constexpr int64_t D = 64, RB = 32, L = 16, KC = 4 * L, PAR = 2, DS = 64;
+// YMM:         constexpr int64_t D = 64, RB = 32, L = 8, KC = 4 * L, PAR = 1, DS = 32;
 // CHECK:       const float scale = ((float)0x1.0000000000000p-3);
 // CHECK:       if (jb > rows[1]) continue;
 // CHECK:       for (int64_t j = ii + 1 - jb > 0 ? ii + 1 - jb : 0; j < jn; ++j) sr[j] = -INFINITY;
