@@ -15,7 +15,9 @@ not match; it is rebuilt).
 
 A unit that fails to compile is reported (`UnitFailure`, with the path of the kept
 compiler log) and left out of the link; the caller runs that group another way. A
-missing compiler is a `ToolchainError` that says how to install one.
+missing compiler is a `ToolchainError` that says how to install one. With GCC, the
+system headers every unit includes are one precompiled header in the cache
+(`SYSTEM_HEADERS`): parsing them was half of a unit's compile.
 """
 from __future__ import annotations
 
