@@ -57,8 +57,9 @@ CASES = [  # batch, heads, query rows, keys, head dim, mask, causal, q/k/v as pe
 
 
 # the target's own width, and (on two cases) the 8-lane AVX2 form wherever AVX2 runs
-WIDTHS = [pytest.param(c, "host", id="x".join(map(str, c[:5])) + f"-{c[5]}-{c[6]}") for c in CASES] + [
-    pytest.param(CASES[i], "ymm", id="x".join(map(str, CASES[i][:5])) + f"-{CASES[i][5]}-ymm") for i in (2, 5)]
+WIDTHS = ([pytest.param(c, "host", id="x".join(map(str, c[:5])) + f"-{c[5]}-{c[6]}") for c in CASES]
+          + [pytest.param(CASES[i], "ymm", id="x".join(map(str, CASES[i][:5])) + f"-{CASES[i][5]}-ymm")
+             for i in (2, 5)])
 
 
 @pytest.mark.parametrize("case,width", WIDTHS)
@@ -67,11 +68,13 @@ def test_generated_attention_matches_the_reference(case, width):
     if width == "ymm" and "avx2" not in Target.host().features:
         pytest.skip("the 8-lane form is compiled for AVX2; this host has none")
     text = _text(h, d, mask, "{is_causal = true}" if causal else "")
-    cm, ref = _compile(text, target=_ymm_target() if width == "ymm" else None), _compile(text, "reference")
+    cm = _compile(text, target=_ymm_target() if width == "ymm" else None)
+    ref = _compile(text, "reference")
     (plan,) = cm.executable.plans.values()
     assert [s.kind for s in plan.steps] == ["attention"]
     lanes = 16 if cm.target.simd_bits >= 512 else 8
-    assert f"L = {lanes}, KC = 4 * L, PAR = {2 if lanes == 16 else 1}, DS = {attention.value_slice(d, lanes)};" in plan.steps[0].source
+    par, ds = 2 if lanes == 16 else 1, attention.value_slice(d, lanes)
+    assert f"L = {lanes}, KV = 4, KC = KV * L, PAR = {par}, DS = {ds};" in plan.steps[0].source
     g = torch.Generator().manual_seed(sq * 7 + sk)
     args = [_heads(g, b, sq, h, d, permuted), _heads(g, b, sk, h, d, permuted),
             _heads(g, b, sk, h, d, permuted)]
@@ -136,7 +139,8 @@ def test_a_working_set_past_l1_takes_the_library_path():
     assert attention.working_set(64, lanes=8) == 24 * 1024   # AVX2: 32-key blocks
     # the value pass's output columns per register slice: whole at D = 64 on zmm, halves on
     # ymm (2 rows x 8 vectors + 3 operands would pass AVX2's 16 registers)
-    assert [attention.value_slice(d, lanes) for d, lanes in ((64, 16), (64, 8), (32, 8), (128, 16))] == [64, 32, 32, 64]
+    slices = [attention.value_slice(d, lanes) for d, lanes in ((64, 16), (64, 8), (32, 8), (128, 16))]
+    assert slices == [64, 32, 32, 64]
     assert attention.attention_step(op, 48 * 1024) is not None
     assert attention.attention_step(op, 32 * 1024) is None     # an L1 of 32 KiB
     assert attention.attention_step(op, None) is None          # no known L1

@@ -2,10 +2,11 @@
 
 One function per (head dim, scale, mask kind, causal) runs an OpenMP loop over (batch,
 head, block of 32 query rows), flash attention's way: per head, each thread packs the
-keys, transposed, into blocks of KC = 4 vectors' keys (`[Sk / KC][D][KC]`, zero-padded)
-and the values into `[Sk][D]` (rows of a permuted `[B, S, H, D]` tensor are `H * D` floats
-apart, a stride that maps them onto a few L1 sets: read in place they evict each other);
-then for each key block, for each pair of query rows, 2 x KC scores in eight vector
+keys, transposed, into blocks of KC = KV x L keys (KV = 4 vectors; `[Sk / KC][D][KC]`,
+zero-padded) and the values into `[Sk][D]` (rows of a permuted `[B, S, H, D]` tensor are
+`H * D` floats apart, a stride that maps them onto a few L1 sets: read in place they evict
+each other);
+then for each key block, for each pair of query rows, 2 x KC scores in 2 x KV vector
 registers (every key vector loaded feeds both rows), the mask, and an online softmax: the
 row's running max, sum and output are rescaled by `exp(old max - new max)` and the block's
 weighted values added (in registers, D / L vectors per row and residue of the key mod PAR).
@@ -48,8 +49,8 @@ from .replay import invoke
 from .rows import c_float
 
 ROWS = 32     # query rows per parallel unit
-# keys per register block of scores: four vectors of the target's float width
-KEYS_PER_LANE = 4
+# vectors of keys per register block of scores (KC = KV x the target's float width)
+KEY_VECTORS = 4
 
 _TEMPLATE = r"""
 #ifndef SPK_VF
@@ -68,7 +69,7 @@ static inline void spk_st8(float* p, spk_v8 v) { memcpy(p, &v, 32); }
 static inline spk_v8 spk_splat8(float x) { return spk_v8{x, x, x, x, x, x, x, x}; }
 #endif
 extern "C" void $symbol(const int64_t* meta, void* const* ptrs) {
-  constexpr int64_t D = $D, RB = $ROWS, L = $L, KC = 4 * L, PAR = $PAR, DS = $DS;
+  constexpr int64_t D = $D, RB = $ROWS, L = $L, KV = $KV, KC = KV * L, PAR = $PAR, DS = $DS;
   const int64_t B = meta[0], H = meta[1], SQ = meta[2], SK = meta[3];
   const int64_t REP = meta[4];    // query heads per key/value head (1 unless grouped)
   const int64_t* st = meta + 5;   // strides (batch, head, row) of q, k, v, out, mask
@@ -130,16 +131,16 @@ extern "C" void $symbol(const int64_t* meta, void* const* ptrs) {
           const float* qa = q + b * st[0] + h * st[1] + rows[0] * st[2];
           const float* qb = q + b * st[0] + h * st[1] + rows[1] * st[2];
           $SKIP_BLOCK
-          spk_v$L a[2][4] = {};   // 2 x KC scores: eight independent FMA chains
+          spk_v$L a[2][KV] = {};   // 2 x KC scores: 2 x KV independent FMA chains
           for (int64_t d = 0; d < D; ++d) {
             const spk_v$L xa = spk_splat$L(qa[d]), xb = spk_splat$L(qb[d]);
-            for (int c = 0; c < 4; ++c) {
+            for (int c = 0; c < KV; ++c) {
               const spk_v$L kv = spk_ld$L(kblk + d * KC + L * c);
               a[0][c] += xa * kv;
               a[1][c] += xb * kv;
             }
           }
-          for (int c = 0; c < 4; ++c) {
+          for (int c = 0; c < KV; ++c) {
             spk_st$L(s + L * c, a[0][c] * scale);
             spk_st$L(s + KC + L * c, a[1][c] * scale);
           }
@@ -240,7 +241,13 @@ _SKIP = {
 def working_set(d: int, lanes: int = 16) -> int:
     """Bytes the kernel keeps hot per thread at head dim `d` and `lanes` floats per vector:
     one key block transposed, its values, and the running outputs of a unit's rows."""
-    return (2 * d * KEYS_PER_LANE * lanes + ROWS * d) * 4
+    return (2 * d * KEY_VECTORS * lanes + ROWS * d) * 4
+
+
+def _register_file(lanes: int) -> tuple[int, int]:
+    """(value chains per output vector, vector registers) at `lanes` floats a vector:
+    32 zmm hold two chains; AVX2's 16 ymm one."""
+    return (2, 32) if lanes == 16 else (1, 16)
 
 
 def value_slice(d: int, lanes: int) -> int:
@@ -248,7 +255,7 @@ def value_slice(d: int, lanes: int) -> int:
     vectors dividing D / lanes whose chains (two rows x PAR) and three operands fit the
     register file (32 zmm, PAR 2; 16 ymm, PAR 1). Past it every key spills them (AVX2 at
     D = 64 unsliced: 1.26 against torch's 1.19 ms on SmolLM2's causal 9 x 256 x 64)."""
-    par, registers = (2, 32) if lanes == 16 else (1, 16)
+    par, registers = _register_file(lanes)
     vectors = d // lanes
     fit = max(1, (registers - 3) // (2 * par))
     return lanes * max(v for v in range(1, vectors + 1) if vectors % v == 0 and v <= fit)
@@ -264,7 +271,8 @@ def attention_source(d: int, scale: float, mask: str | None, causal: bool,
         row = (row + "\n            " if row else "") + _CAUSAL
     # $DS before $D, which is its prefix
     text = (_TEMPLATE.replace("$DS", str(value_slice(d, lanes))).replace("$D", str(d))
-            .replace("$ROWS", str(ROWS)).replace("$PAR", "2" if lanes == 16 else "1")
+            .replace("$ROWS", str(ROWS)).replace("$PAR", str(_register_file(lanes)[0]))
+            .replace("$KV", str(KEY_VECTORS))
             .replace("$L", str(lanes)).replace("$SCALE", c_float(scale))
             .replace("$MASK_ROW", row).replace("$MASK_T", mask_t)
             .replace("$SKIP_BLOCK", _SKIP.get("causal" if causal else mask, "")))
@@ -283,8 +291,8 @@ def attention_step(op: Op, l1_bytes: int | None, lanes: int = 16) -> Step | None
     """The generated step for `op` (an `aten.scaled_dot_product_attention`), or None when
     its form takes the library path: dropout, dynamic head counts, a dynamic head dim or
     one not a multiple of `lanes`, a non-float32 tensor, a mask that is not a rank-4 bool
-    or float32 tensor, or a working set past the target's L1 data cache (`l1_bytes`; None: unknown). The working
-    set is one key block's transposed keys and values and its rows' running outputs,
+    or float32 tensor, or a working set past the target's L1 data cache (`l1_bytes`;
+    None: unknown). The working set is one key block's transposed keys and values and its rows' running outputs,
     `(2 * D * 4 * lanes + 32 * D) * 4` bytes (16 lanes: 20 KiB at D = 32, 40 KiB at D =
     64; 8 lanes halve the key block): it is written for L1, and from L2 torch's blocked
     kernel is the better one (measured with whole-head panels: 1.85 against 1.64 ms at

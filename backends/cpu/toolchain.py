@@ -231,7 +231,8 @@ SYSTEM_HEADERS = """#include <stdint.h>
 _PCH_CHECKED: dict[str, tuple[str, ...]] = {}
 
 
-def _precompiled_headers(cxx: Compiler, flags: tuple[str, ...], root: str, env_key: str) -> tuple[str, ...]:
+def _precompiled_headers(cxx: Compiler, flags: tuple[str, ...], root: str,
+                         env_key: str) -> tuple[str, ...]:
     """`-include` flags for GCC's precompiled `SYSTEM_HEADERS` (built once per environment
     key, cached like a unit), or none: Clang (whose PCH files are named and checked
     otherwise) and a failed header build compile units from the headers' text. GCC checks

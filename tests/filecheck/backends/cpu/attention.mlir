@@ -10,8 +10,8 @@
 // exp(old max - new max) before adding the block's weighted values; one division at the end.
 // CHECK-LABEL: func.func @masked(
 // CHECK:       extern "C" void [[SYM:spk_attn_[0-9a-f]+]](const int64_t* meta, void* const* ptrs) {
-// ZMM:           constexpr int64_t D = 32, RB = 32, L = 16, KC = 4 * L, PAR = 2, DS = 32;
-// YMM:           constexpr int64_t D = 32, RB = 32, L = 8, KC = 4 * L, PAR = 1, DS = 32;
+// ZMM:           constexpr int64_t D = 32, RB = 32, L = 16, KV = 4, KC = KV * L, PAR = 2, DS = 32;
+// YMM:           constexpr int64_t D = 32, RB = 32, L = 8, KV = 4, KC = KV * L, PAR = 1, DS = 32;
 // CHECK:         const float scale = ((float)0x1.6a09e667f3bcdp-3);
 // CHECK:         #pragma omp parallel
 // CHECK:         #pragma omp for schedule(static)
@@ -40,8 +40,8 @@ func.func @masked(%q: tensor<?x12x?x32xf32>, %k: tensor<?x12x?x32xf32>, %v: tens
 // skipped, and keys after the query row are -inf. On ymm the value pass takes the 64
 // output columns in two slices of 32, so its chains stay in AVX2's 16 registers.
 // CHECK-LABEL: func.func @causal(
-// ZMM:         constexpr int64_t D = 64, RB = 32, L = 16, KC = 4 * L, PAR = 2, DS = 64;
-// YMM:         constexpr int64_t D = 64, RB = 32, L = 8, KC = 4 * L, PAR = 1, DS = 32;
+// ZMM:         constexpr int64_t D = 64, RB = 32, L = 16, KV = 4, KC = KV * L, PAR = 2, DS = 64;
+// YMM:         constexpr int64_t D = 64, RB = 32, L = 8, KV = 4, KC = KV * L, PAR = 1, DS = 32;
 // CHECK:       const float scale = ((float)0x1.0000000000000p-3);
 // CHECK:       if (jb > rows[1]) continue;
 // CHECK:       for (int64_t j = ii + 1 - jb > 0 ? ii + 1 - jb : 0; j < jn; ++j) sr[j] = -INFINITY;
