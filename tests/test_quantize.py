@@ -82,6 +82,13 @@ def test_w8a8_is_exact_integer_arithmetic():
     for a, c in ((127, 127), (-128, -128), (-128, 127)):
         ex, ew = torch.full((17, 64), a, dtype=torch.int8), torch.full((8, 64), c, dtype=torch.int8)
         assert torch.equal(quant.int8_matmul_exact(ex, ew), torch.full((17, 8), 64 * a * c, dtype=torch.int32))
+    # past one float32 chunk of 1024 columns: -128 * -128 * 1024 = 2**24 per chunk, still exact
+    for a, c in ((-128, -128), (127, -128)):
+        ex, ew = torch.full((2, 3000), a, dtype=torch.int8), torch.full((3, 3000), c, dtype=torch.int8)
+        assert torch.equal(quant.int8_matmul_exact(ex, ew), torch.full((2, 3), 3000 * a * c, dtype=torch.int32))
+    g = torch.Generator().manual_seed(1)
+    lx, lw = (torch.randint(-128, 128, s, dtype=torch.int8, generator=g) for s in ((5, 2500), (11, 2500)))
+    assert torch.equal(quant.int8_matmul_exact(lx, lw), (lx.long() @ lw.long().t()).int())
     want = acc.to(torch.float32) * xs * ws + b
     assert torch.equal(quant.linear_w8a8(x, wq, ws, b), want)
     assert rel_err(quant.linear_w8a8(x, wq, ws, b), torch.nn.functional.linear(x, w, b)) < 1e-3
