@@ -229,6 +229,7 @@ SYSTEM_HEADERS = """#include <stdint.h>
 
 
 _PCH_CHECKED: dict[str, tuple[str, ...]] = {}
+_PCH_LOCK = threading.Lock()   # a library's units compile on threads
 
 
 def _precompiled_headers(cxx: Compiler, flags: tuple[str, ...], root: str,
@@ -237,24 +238,26 @@ def _precompiled_headers(cxx: Compiler, flags: tuple[str, ...], root: str,
     key, cached like a unit), or none: Clang (whose PCH files are named and checked
     otherwise) and a failed header build compile units from the headers' text. GCC checks
     a .gch against the flags it is used with and falls back to the text on a mismatch, so
-    the header can change how long a unit compiles, never what it compiles to."""
+    the header can change how long a unit compiles, never what it compiles to. Built only
+    when a unit misses the cache, so a cached model never reads it."""
     if "clang" in cxx.version.lower():
         return ()
     sub = os.path.join(root, "pch", env_key)
     header = os.path.join(sub, "spk_system.h")
-    # checked once per process (its checksum reads 40 MB), unless it went away since
-    if sub in _PCH_CHECKED and (not _PCH_CHECKED[sub] or os.path.exists(header + ".gch")):
+    with _PCH_LOCK:
+        # checked once per process (its checksum reads 40 MB), unless it went away since
+        if sub in _PCH_CHECKED and (not _PCH_CHECKED[sub] or os.path.exists(header + ".gch")):
+            return _PCH_CHECKED[sub]
+        os.makedirs(sub, exist_ok=True)
+        if not os.path.exists(header):
+            fd, tmp = tempfile.mkstemp(dir=sub, suffix=".h.tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(SYSTEM_HEADERS)
+            os.replace(tmp, header)
+        _, err = _cached_build(header + ".gch", lambda tmp: _run([cxx.path, *flags, "-x", "c++-header",
+                                                                   header, "-o", tmp]))
+        _PCH_CHECKED[sub] = () if err is not None else ("-include", header)
         return _PCH_CHECKED[sub]
-    os.makedirs(sub, exist_ok=True)
-    if not os.path.exists(header):
-        fd, tmp = tempfile.mkstemp(dir=sub, suffix=".h.tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(SYSTEM_HEADERS)
-        os.replace(tmp, header)
-    _, err = _cached_build(header + ".gch", lambda tmp: _run([cxx.path, *flags, "-x", "c++-header",
-                                                               header, "-o", tmp]))
-    _PCH_CHECKED[sub] = () if err is not None else ("-include", header)
-    return _PCH_CHECKED[sub]
 
 
 def build_library(units: Mapping[str, str], target: Target, *, jobs: int | None = None) -> Library:
@@ -269,7 +272,6 @@ def build_library(units: Mapping[str, str], target: Target, *, jobs: int | None 
     objects: dict[str, str] = {}
     failures: list[UnitFailure] = []
     hits = compiled = 0
-    pch: tuple[str, ...] | None = None   # built when the first unit misses the cache
 
     def compile_unit(name: str, source: str):
         key = _digest(env_key, source)
@@ -280,18 +282,10 @@ def build_library(units: Mapping[str, str], target: Target, *, jobs: int | None 
         def build(tmp: str) -> str | None:
             with open(src, "w") as f:
                 f.write(source)
-            return _run([cxx.path, *flags, *headers(), "-c", src, "-o", tmp])
+            return _run([cxx.path, *flags, *_precompiled_headers(cxx, flags, root, env_key),
+                         "-c", src, "-o", tmp])
         hit, err = _cached_build(obj, build)
         return name, key, obj, hit, err
-
-    pch_lock = threading.Lock()
-
-    def headers() -> tuple[str, ...]:
-        nonlocal pch
-        with pch_lock:
-            if pch is None:
-                pch = _precompiled_headers(cxx, flags, root, env_key)
-            return pch
 
     names = sorted(units)
     with ThreadPoolExecutor(max_workers=jobs or max(1, len(os.sched_getaffinity(0)))) as pool:
