@@ -119,7 +119,7 @@ _PW = {
     ("w8", "avx2"): 16, ("fp8", "avx2"): 16, ("w4g", "avx2"): 16, ("s24", "avx2"): 16,
 }
 
-_I8_NS = {"avx512_vnni": ("spk_gemm::i8z", "", "spk_gemm::i8z::PW"),
+_I8_NS = {"avx512_vnni": ("spk_gemm::i8z", "true, ", "spk_gemm::i8z::Cfg<true>::PW"),
           "avx_vnni": ("spk_gemm::i8y", "true, ", "spk_gemm::i8y::Cfg<true>::PW"),
           "avx2": ("spk_gemm::i8y", "false, ", "spk_gemm::i8y::Cfg<false>::PW"),
           "scalar": ("spk_gemm::i8s", "", None)}

@@ -1,10 +1,13 @@
 """C++ text of the int8-activation GEMM kernels (and the helpers every kernel shares).
 
 Data for `gemm.py`, kept apart because the kernels are long: the shared prelude (guarded,
-so many kernels' text concatenates into one unit) and the w8a8 micro-kernels for zmm VNNI
-(`i8z`), ymm (`i8y`, with the AVX-VNNI `vpdpbusd` variant) and portable C++ (`i8s`). Panel
-widths here must match `gemm._PW`; every wrapper static_asserts it.
+so many kernels' text concatenates into one unit) and the w8a8 / w8a8g micro-kernels for zmm
+VNNI (`i8z`) and ymm (`i8y`, AVX2 or AVX-VNNI `vpdpbusd`), generated from one text each, and
+portable C++ (`i8s`). Panel widths here must match `gemm._PW`; every wrapper static_asserts
+it.
 """
+import string
+
 # Helper blocks, each with its own include guard, so the sources of many kernels can be
 # concatenated into one translation unit.
 PRELUDE = r"""
@@ -163,7 +166,7 @@ static inline void grouped_gemm(const float* x, int64_t M, int64_t ldx, const QR
 
 def _float_entry(vnni_param: bool) -> str:
     """The float entry of an int8 kernel family: `quantized_gemm` over the family's own
-    (namespace-local) quantize_row, gemm_q and XB; the ymm family adds its VNNI parameter."""
+    (namespace-local) quantize_row and gemm_q; the vector families take the VNNI parameter."""
     tp, ta = ("bool VNNI, ", "VNNI, ") if vnni_param else ("", "")
     xb = "Cfg<VNNI>::XB" if vnni_param else "XB"
     return f"""template <{tp}int64_t N, int64_t K, int MO, class Epi>
@@ -176,127 +179,157 @@ static void gemm(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, 
 """
 
 
-I8Z = r"""
-#ifndef SPK_GEMM_I8Z
-#define SPK_GEMM_I8Z
-#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VNNI__)
-#error "spokeshave int8 kernel (isa avx512_vnni) needs -mavx512f -mavx512bw -mavx512vnni"
+# The zmm and ymm int8 families are one text, as the weight-only kernels are: the vector
+# vocabulary (`$V` float vector, `$VI` integer vector, `$VS` GCC's int32 vector, `$P` the
+# intrinsic prefix, `$B` its bit width, `$L` lanes, `$A` alignment) is filled in per ISA,
+# and what really differs stays in each ISA's `$HELPERS`: the multiply (`Dp<VNNI>`: zmm
+# vpdpbusd only; AVX2's vpmaddubsw sign trick, whose VNNI form is I8Y_VNNI), the tile
+# (`Cfg<VNNI>`), the horizontal reductions, how codes are narrowed to bytes, and whether a
+# multiply-add may fuse (an AVX2 target need not list FMA).
+_I8_VECTOR = string.Template(r"""
+#ifndef SPK_GEMM_$GUARD
+#define SPK_GEMM_$GUARD
+#if $REQUIRE
+#error "spokeshave int8 kernel (isa $ISA) needs $FLAGS"
 #endif
 namespace spk_gemm {
-namespace i8z {
-// int8 x int8 on zmm vpdpbusd (u8 x s8 -> s32, 4 products per lane, no saturation).
-// Tile: 6 rows x 64 columns of int32 accumulators = 24 zmm, + 4 weight vectors + 1
-// broadcast = 29 of the 32 registers. Per k-quad: 4 weight loads, 6 broadcasts, 24 dpbusd.
-constexpr int MR = 6, NR = 4, PW = 16 * NR;
-constexpr int XB = 3;  // w[]: qweight, scale, colsum, then the split's owT, oindex, keep
-
-static inline v16si dp(v16si acc, v16si a, v16si b) {
-#if defined(__GNUC__) && !defined(__clang__)
-  return __builtin_ia32_vpdpbusd_v16si(acc, a, b);
-#else
-  return (v16si)_mm512_dpbusd_epi32((__m512i)acc, (__m512i)a, (__m512i)b);
-#endif
-}
-
-static inline __m512 load_keep(const float* x, const int32_t* keep, int64_t k, __mmask16 t) {
-  __m512 v = _mm512_maskz_loadu_ps(t, x + k);
+namespace $NS {
+$HELPERS
+static inline $V load_keep(const float* x, const int32_t* keep, int64_t k) {
+  $V v = ${P}_loadu_ps(x + k);
   // split op: the outlier columns are zero for the int8 part (they set no scale either)
-  if (keep) v = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), _mm512_maskz_loadu_epi32(t, keep + k)));
+  if (keep) v = ${P}_castsi${B}_ps(${P}_and_si${B}(${P}_castps_si${B}(v), ${P}_loadu_si${B}((const $VI*)(keep + k))));
   return v;
 }
 
-// One row -> K codes stored as u8 (q + 128, for vpdpbusd's unsigned operand), KP bytes.
-template <int64_t K>
+static inline $V round_codes($V d) { return ${P}_${ROUND}_ps(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+
+// One row -> K codes (u8 = q + 128 for VNNI, s8 otherwise), KP bytes.
+template <bool VNNI, int64_t K>
 static inline void quantize_row(const float* x, uint8_t* q, float* xscale, const int32_t* keep) {
-  constexpr int64_t KP = (K + 3) / 4 * 4;
-  constexpr __mmask16 TAIL = (__mmask16)((1u << (K % 16)) - 1);
-  __m512 vmax = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; k += 16)
-    vmax = _mm512_max_ps(vmax, _mm512_abs_ps(load_keep(x, keep, k, k + 16 <= K ? (__mmask16)0xFFFF : TAIL)));
-  const float scale = row_scale(_mm512_reduce_max_ps(vmax));
-  *xscale = scale;
-  const __m512 vs = _mm512_set1_ps(scale), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
-  const __m512i off = _mm512_set1_epi32(128);
-  for (int64_t k = 0; k < K; k += 16) {
-    const __mmask16 t = k + 16 <= K ? (__mmask16)0xFFFF : TAIL;
-    const __m512 d = _mm512_div_ps(load_keep(x, keep, k, t), vs);  // a true division, as torch
-    const __m512 r = _mm512_roundscale_ps(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512i i = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi)), off);
-    _mm512_mask_cvtepi32_storeu_epi8(q + k, t, i);
+  constexpr int64_t KP = (K + 3) / 4 * 4, KV = K / $L * $L;
+  const $VI absmask = ${P}_set1_epi32(0x7fffffff);
+  $V vmax = ${P}_setzero_ps();
+  for (int64_t k = 0; k < KV; k += $L)
+    vmax = ${P}_max_ps(vmax, ${P}_castsi${B}_ps(${P}_and_si${B}(${P}_castps_si${B}(load_keep(x, keep, k)), absmask)));
+  float amax = hmax(vmax);
+  for (int64_t k = KV; k < K; ++k) {
+    const float v = (keep && !keep[k]) ? 0.0f : fabsf(x[k]);
+    amax = v > amax ? v : amax;
   }
-  for (int64_t k = K; k < KP; ++k) q[k] = 128;  // code 0 (the padded weights are 0 anyway)
+  const float scale = row_scale(amax);
+  *xscale = scale;
+  const $V vs = ${P}_set1_ps(scale), lo = ${P}_set1_ps(-127.0f), hi = ${P}_set1_ps(127.0f);
+  for (int64_t k = 0; k < KV; k += $L) {
+    const $V d = ${P}_div_ps(load_keep(x, keep, k), vs);  // a true division, as torch
+    $VI i = ${P}_cvtps_epi32(${P}_min_ps(${P}_max_ps(round_codes(d), lo), hi));
+    if (VNNI) i = ${P}_add_epi32(i, ${P}_set1_epi32(128));
+    store_codes<VNNI>(q + k, i);
+  }
+  for (int64_t k = KV; k < K; ++k) {
+    const int v = (keep && !keep[k]) ? 0 : quantize1(x[k], scale);
+    q[k] = (uint8_t)(VNNI ? v + 128 : v);
+  }
+  for (int64_t k = K; k < KP; ++k) q[k] = VNNI ? 128 : 0;  // code 0 (the padded weights are 0 anyway)
 }
 
 // The accumulators live only in this function (fully unrolled, so they stay in registers);
 // each finished one goes to emit(i, j, acc).
-template <int R, int64_t K4, class Emit>
+template <bool VNNI, int R, int64_t K4, class Emit>
 static inline void micro(const uint8_t* xq, int64_t ldq, const int8_t* wp, const Emit& emit) {
-  v16si acc[R][NR];
-  SPK_UNROLL for (int i = 0; i < R; ++i) SPK_UNROLL for (int j = 0; j < NR; ++j) acc[i][j] = (v16si)_mm512_setzero_si512();
+  constexpr int NR = Cfg<VNNI>::NR, PW = Cfg<VNNI>::PW;
+  $VS acc[R][NR];
+  SPK_UNROLL for (int i = 0; i < R; ++i) SPK_UNROLL for (int j = 0; j < NR; ++j) acc[i][j] = ($VS)${P}_setzero_si${B}();
   for (int64_t k4 = 0; k4 < K4; ++k4) {
     const int8_t* wk = wp + k4 * (PW * 4);
-    v16si b[NR];
-    SPK_UNROLL for (int j = 0; j < NR; ++j) b[j] = (v16si)_mm512_loadu_si512((const void*)(wk + 64 * j));
+    $VI b[NR], bp[NR];
+    SPK_UNROLL for (int j = 0; j < NR; ++j) {
+      b[j] = ${P}_loadu_si${B}((const $VI*)(wk + 4 * $L * j));
+      bp[j] = Dp<VNNI>::prep(b[j]);
+    }
     SPK_UNROLL for (int i = 0; i < R; ++i) {
       int32_t a;
       memcpy(&a, xq + i * ldq + 4 * k4, 4);
-      const v16si va = (v16si)_mm512_set1_epi32(a);
-      SPK_UNROLL for (int j = 0; j < NR; ++j) acc[i][j] = dp(acc[i][j], va, b[j]);
+      const $VI va = ${P}_set1_epi32(a);
+      SPK_UNROLL for (int j = 0; j < NR; ++j) acc[i][j] = Dp<VNNI>::dot(acc[i][j], va, b[j], bp[j]);
     }
   }
-  SPK_UNROLL for (int i = 0; i < R; ++i) SPK_UNROLL for (int j = 0; j < NR; ++j) emit(i, j, (__m512i)acc[i][j]);
+  SPK_UNROLL for (int i = 0; i < R; ++i) SPK_UNROLL for (int j = 0; j < NR; ++j) emit(i, j, ($VI)acc[i][j]);
 }
 
-template <int64_t N, int64_t K, int MO, class Epi>
+template <bool VNNI, int64_t N, int64_t K, int MO, class Epi>
 static void gemm_q(const uint8_t* xq, const float* xs, const float* x, int64_t M, int64_t ldx,
                    float* y, int64_t ldy, void* const* w, const float* bias, const Epi& epi) {
+  using C = Cfg<VNNI>;
+  constexpr int MR = C::MR, PW = C::PW;
   constexpr int64_t K4 = (K + 3) / 4, KP = 4 * K4, NP = (N + PW - 1) / PW, NPAD = NP * PW;
   if (M <= 0) return;
   const int8_t* wq = (const int8_t*)w[0];
   const float* ws = (const float*)w[1];
-  const int32_t* comp = (const int32_t*)w[2];
-  const float* owT = MO ? (const float*)w[XB] : nullptr;
-  const int32_t* oidx = MO ? (const int32_t*)w[XB + 1] : nullptr;
+  const int32_t* comp = VNNI ? (const int32_t*)w[2] : nullptr;
+  const float* owT = MO ? (const float*)w[C::XB] : nullptr;
+  const int32_t* oidx = MO ? (const int32_t*)w[C::XB + 1] : nullptr;
   parallel_tiles(NP, M, MR, M * NPAD * KP, [&](int64_t p, int64_t mb) {
     const int64_t mt = mb * MR, n0 = p * PW;
     Rows<MR>::run((int)min64(MR, M - mt), [&](auto rc, int off) {
       constexpr int R = decltype(rc)::value;
       const int64_t m0 = mt + off;
-      alignas(64) float t[R][PW];
-      micro<R, K4>(xq + m0 * KP, KP, wq + p * (K4 * PW * 4), [&](int i, int j, __m512i acc) {
-        const int64_t n = n0 + 16 * j;
-        // exact int32 result: the +128 shift of the activations contributed 128 * colsum
-        const __m512i a = _mm512_sub_epi32(acc, _mm512_loadu_si512((const void*)(comp + n)));
-        __m512 f = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_set1_ps(xs[m0 + i])), _mm512_loadu_ps(ws + n));
+      alignas($A) float t[R][PW];
+      micro<VNNI, R, K4>(xq + m0 * KP, KP, wq + p * (K4 * PW * 4), [&](int i, int j, $VI a) {
+        const int64_t n = n0 + $L * j;
+        // exact int32 result: the +128 shift of VNNI's activations contributed 128 * colsum
+        if (VNNI) a = ${P}_sub_epi32(a, ${P}_loadu_si${B}((const $VI*)(comp + n)));
+        $V f = ${P}_mul_ps(${P}_mul_ps(${P}_cvtepi32_ps(a), ${P}_set1_ps(xs[m0 + i])), ${P}_loadu_ps(ws + n));
         f = opaque(f);
         if (MO) {
-          __m512 o = _mm512_setzero_ps();
+          $V o = ${P}_setzero_ps();
           for (int jo = 0; jo < MO; ++jo)
-            o = _mm512_fmadd_ps(_mm512_set1_ps(x[(m0 + i) * ldx + oidx[jo]]), _mm512_loadu_ps(owT + jo * NPAD + n), o);
-          f = _mm512_add_ps(f, o);
+            o = mul_add(${P}_set1_ps(x[(m0 + i) * ldx + oidx[jo]]), ${P}_loadu_ps(owT + jo * NPAD + n), o);
+          f = ${P}_add_ps(f, o);
         }
-        _mm512_store_ps(&t[i][16 * j], f);
+        ${P}_store_ps(&t[i][$L * j], f);
       });
       store_rows<PW>(&t[0][0], R, m0, n0, min64(PW, N - n0), bias, y, ldy, epi);
     });
   });
 }
 
-""" + _float_entry(False) + r"""
-}  // namespace i8z
+$FLOAT_ENTRY
+}  // namespace $NS
 }  // namespace spk_gemm
-#endif  // SPK_GEMM_I8Z
+#endif  // SPK_GEMM_$GUARD
+""")
+
+# zmm: VNNI only (an AVX-512 CPU without VNNI takes the ymm AVX2 path, `gemm.int8_isa`).
+_ZMM_HELPERS = r"""// int8 x int8 on zmm vpdpbusd (u8 x s8 -> s32, 4 products per lane, no saturation).
+// Tile: 6 rows x 64 columns of int32 accumulators = 24 zmm, + 4 weight vectors + 1
+// broadcast = 29 of the 32 registers. Per k-quad: 4 weight loads, 6 broadcasts, 24 dpbusd.
+template <bool VNNI> struct Dp;
+template <> struct Dp<true> {
+  static inline __m512i prep(__m512i b) { return b; }
+  static inline v16si dot(v16si acc, __m512i a, __m512i b, __m512i) {
+#if defined(__GNUC__) && !defined(__clang__)
+    return __builtin_ia32_vpdpbusd_v16si(acc, (v16si)a, (v16si)b);  // see v16si in the prelude
+#else
+    return (v16si)_mm512_dpbusd_epi32((__m512i)acc, a, b);
+#endif
+  }
+};
+// w[]: qweight, scale, colsum, then the split's owT, oindex, keep
+template <bool VNNI> struct Cfg { static constexpr int MR = 6, NR = 4, PW = 16 * NR, XB = 3; };
+
+static inline float hmax(__m512 v) { return _mm512_reduce_max_ps(v); }
+static inline float hmin(__m512 v) { return _mm512_reduce_min_ps(v); }
+// 16 int32 codes (in byte range) -> 16 bytes
+template <bool VNNI> static inline void store_codes(uint8_t* q, __m512i i) {
+  _mm512_mask_cvtepi32_storeu_epi8(q, (__mmask16)0xFFFF, i);
+}
+static inline __m512 mul_add(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+// c - a * b for integers below 2^24: exact whether fused or not
+static inline __m512 exact_sub_mul(__m512 c, __m512 a, __m512 b) { return _mm512_fnmadd_ps(a, b, c); }
 """
 
-I8Y = r"""
-#ifndef SPK_GEMM_I8Y
-#define SPK_GEMM_I8Y
-#if !defined(__AVX2__)
-#error "spokeshave int8 kernel (isa avx2 / avx_vnni) needs -mavx2"
-#endif
-namespace spk_gemm {
-namespace i8y {
-// int8 x int8 on ymm. VNNI = true: vpdpbusd (avx_vnni, activations shifted to u8 as on
+_YMM_HELPERS = r"""// int8 x int8 on ymm. VNNI = true: vpdpbusd (avx_vnni, activations shifted to u8 as on
 // zmm). VNNI = false (plain AVX2): vpmaddubsw multiplies u8 x s8 and adds pairs into
 // SATURATING int16. The +128 shift would overflow it (255 * 127 * 2 > 32767), so instead
 // we multiply |w| (u8; |-128| = 128 is still right unsigned) by x * sign(w) (s8; exact
@@ -313,7 +346,8 @@ template <> struct Dp<false> {
   }
 };
 // 16 ymm registers: VNNI 4x3 accumulators + 3 weights + 1 broadcast; AVX2 4x2 + 2 weights
-// + 2 |weights| + ones + broadcast + a temporary.
+// + 2 |weights| + ones + broadcast + a temporary. w[]: qweight, scale, (VNNI) colsum, then
+// the split's owT, oindex, keep.
 template <bool VNNI> struct Cfg {
   static constexpr int MR = 4, NR = VNNI ? 3 : 2, PW = 8 * NR, XB = VNNI ? 3 : 2;
 };
@@ -324,108 +358,32 @@ static inline float hmax(__m256 v) {
   m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
   return _mm_cvtss_f32(m);
 }
-
-static inline __m256 load_keep(const float* x, const int32_t* keep, int64_t k) {
-  __m256 v = _mm256_loadu_ps(x + k);
-  if (keep) v = _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i*)(keep + k))));
-  return v;
+static inline float hmin(__m256 v) {
+  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
 }
-
-// One row -> K codes (u8 = q + 128 for VNNI, s8 otherwise), KP bytes.
-template <bool VNNI, int64_t K>
-static inline void quantize_row(const float* x, uint8_t* q, float* xscale, const int32_t* keep) {
-  constexpr int64_t KP = (K + 3) / 4 * 4, KV = K / 8 * 8;
-  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  __m256 vmax = _mm256_setzero_ps();
-  for (int64_t k = 0; k < KV; k += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(load_keep(x, keep, k), absmask));
-  float amax = hmax(vmax);
-  for (int64_t k = KV; k < K; ++k) {
-    const float v = (keep && !keep[k]) ? 0.0f : fabsf(x[k]);
-    amax = v > amax ? v : amax;
-  }
-  const float scale = row_scale(amax);
-  *xscale = scale;
-  const __m256 vs = _mm256_set1_ps(scale), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
-  for (int64_t k = 0; k < KV; k += 8) {
-    const __m256 d = _mm256_div_ps(load_keep(x, keep, k), vs);  // a true division, as torch
-    const __m256 r = _mm256_round_ps(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256i i = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
-    if (VNNI) i = _mm256_add_epi32(i, _mm256_set1_epi32(128));
-    const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
-    const __m128i b = VNNI ? _mm_packus_epi16(w16, w16) : _mm_packs_epi16(w16, w16);
-    _mm_storel_epi64((__m128i*)(q + k), b);
-  }
-  for (int64_t k = KV; k < K; ++k) {
-    const int v = (keep && !keep[k]) ? 0 : quantize1(x[k], scale);
-    q[k] = (uint8_t)(VNNI ? v + 128 : v);
-  }
-  for (int64_t k = K; k < KP; ++k) q[k] = VNNI ? 128 : 0;
+// 8 int32 codes (in byte range: u8 for VNNI, s8 otherwise) -> 8 bytes
+template <bool VNNI> static inline void store_codes(uint8_t* q, __m256i i) {
+  const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+  _mm_storel_epi64((__m128i*)q, VNNI ? _mm_packus_epi16(w16, w16) : _mm_packs_epi16(w16, w16));
 }
-
-template <bool VNNI, int R, int64_t K4, class Emit>
-static inline void micro(const uint8_t* xq, int64_t ldq, const int8_t* wp, const Emit& emit) {
-  constexpr int NR = Cfg<VNNI>::NR, PW = Cfg<VNNI>::PW;
-  v8si acc[R][NR];
-  SPK_UNROLL for (int i = 0; i < R; ++i) SPK_UNROLL for (int j = 0; j < NR; ++j) acc[i][j] = (v8si)_mm256_setzero_si256();
-  for (int64_t k4 = 0; k4 < K4; ++k4) {
-    const int8_t* wk = wp + k4 * (PW * 4);
-    __m256i b[NR], bp[NR];
-    SPK_UNROLL for (int j = 0; j < NR; ++j) {
-      b[j] = _mm256_loadu_si256((const __m256i*)(wk + 32 * j));
-      bp[j] = Dp<VNNI>::prep(b[j]);
-    }
-    SPK_UNROLL for (int i = 0; i < R; ++i) {
-      int32_t a;
-      memcpy(&a, xq + i * ldq + 4 * k4, 4);
-      const __m256i va = _mm256_set1_epi32(a);
-      SPK_UNROLL for (int j = 0; j < NR; ++j) acc[i][j] = Dp<VNNI>::dot(acc[i][j], va, b[j], bp[j]);
-    }
-  }
-  SPK_UNROLL for (int i = 0; i < R; ++i) SPK_UNROLL for (int j = 0; j < NR; ++j) emit(i, j, (__m256i)acc[i][j]);
-}
-
-template <bool VNNI, int64_t N, int64_t K, int MO, class Epi>
-static void gemm_q(const uint8_t* xq, const float* xs, const float* x, int64_t M, int64_t ldx,
-                   float* y, int64_t ldy, void* const* w, const float* bias, const Epi& epi) {
-  using C = Cfg<VNNI>;
-  constexpr int MR = C::MR, NR = C::NR, PW = C::PW;
-  constexpr int64_t K4 = (K + 3) / 4, KP = 4 * K4, NP = (N + PW - 1) / PW, NPAD = NP * PW;
-  if (M <= 0) return;
-  const int8_t* wq = (const int8_t*)w[0];
-  const float* ws = (const float*)w[1];
-  const int32_t* comp = VNNI ? (const int32_t*)w[2] : nullptr;
-  const float* owT = MO ? (const float*)w[C::XB] : nullptr;
-  const int32_t* oidx = MO ? (const int32_t*)w[C::XB + 1] : nullptr;
-  parallel_tiles(NP, M, MR, M * NPAD * KP, [&](int64_t p, int64_t mb) {
-    const int64_t mt = mb * MR, n0 = p * PW;
-    Rows<MR>::run((int)min64(MR, M - mt), [&](auto rc, int off) {
-      constexpr int R = decltype(rc)::value;
-      const int64_t m0 = mt + off;
-      alignas(32) float t[R][PW];
-      micro<VNNI, R, K4>(xq + m0 * KP, KP, wq + p * (K4 * PW * 4), [&](int i, int j, __m256i a) {
-        const int64_t n = n0 + 8 * j;
-        if (VNNI) a = _mm256_sub_epi32(a, _mm256_loadu_si256((const __m256i*)(comp + n)));
-        __m256 f = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a), _mm256_set1_ps(xs[m0 + i])), _mm256_loadu_ps(ws + n));
-        f = opaque(f);
-        if (MO) {
-          __m256 o = _mm256_setzero_ps();
-          for (int jo = 0; jo < MO; ++jo)
-            // mul + add, not _mm256_fmadd_ps: an AVX2 target need not list FMA
-            o = _mm256_add_ps(o, _mm256_mul_ps(_mm256_set1_ps(x[(m0 + i) * ldx + oidx[jo]]), _mm256_loadu_ps(owT + jo * NPAD + n)));
-          f = _mm256_add_ps(f, o);
-        }
-        _mm256_store_ps(&t[i][8 * j], f);
-      });
-      store_rows<PW>(&t[0][0], R, m0, n0, min64(PW, N - n0), bias, y, ldy, epi);
-    });
-  });
-}
-
-""" + _float_entry(True) + r"""
-}  // namespace i8y
-}  // namespace spk_gemm
-#endif  // SPK_GEMM_I8Y
+// mul + add, not an FMA: an AVX2 target need not list FMA
+static inline __m256 mul_add(__m256 a, __m256 b, __m256 c) { return _mm256_add_ps(c, _mm256_mul_ps(a, b)); }
+// c - a * b for integers below 2^24: exact whether fused or not
+static inline __m256 exact_sub_mul(__m256 c, __m256 a, __m256 b) { return _mm256_sub_ps(c, _mm256_mul_ps(a, b)); }
 """
+
+_ZMM_I8 = dict(GUARD="I8Z", NS="i8z", ISA="avx512_vnni", HELPERS=_ZMM_HELPERS,
+               REQUIRE="!defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VNNI__)",
+               FLAGS="-mavx512f -mavx512bw -mavx512vnni", V="__m512", VI="__m512i", VS="v16si",
+               P="_mm512", B="512", L="16", A="64", ROUND="roundscale")
+_YMM_I8 = dict(GUARD="I8Y", NS="i8y", ISA="avx2 / avx_vnni", HELPERS=_YMM_HELPERS,
+               REQUIRE="!defined(__AVX2__)", FLAGS="-mavx2", V="__m256", VI="__m256i", VS="v8si",
+               P="_mm256", B="256", L="8", A="32", ROUND="round")
+I8Z = _I8_VECTOR.substitute(_ZMM_I8, FLOAT_ENTRY=_float_entry(True))
+I8Y = _I8_VECTOR.substitute(_YMM_I8, FLOAT_ENTRY=_float_entry(True))
 
 I8Y_VNNI = r"""
 #ifndef SPK_GEMM_I8Y_VNNI
@@ -511,8 +469,8 @@ static void gemm_q(const uint8_t* xq, const float* xs, const float* x, int64_t M
 
 # ---------------------------------------------------------------------------- w8a8g
 # Per-token-group asymmetric activations (`spk.linear_w8a8g`). Each family runs its int8
-# inner loop once per group of G columns (the int32 accumulators restart per group; zmm
-# in `micro_groups`, which hoists the group's broadcasts, ymm through its `micro`);
+# inner loop once per group of G columns (`micro_groups`: the int32 accumulators restart
+# per group, the group's scale and zero-point broadcasts are hoisted out of the k loop);
 # each group's exact partial sum `acc - zc * colsum_g` (integers below 2^24, so exact in
 # float32 whichever way it is computed) is scaled and added into the float tile, in the
 # reference's order. The quantized row record: K codes (u8 = q + 128 on the VNNI paths, s8
@@ -533,36 +491,37 @@ static void gemm_g(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy
 """
 
 
-I8Z_G = r"""
-#ifndef SPK_GEMM_I8Z_G
-#define SPK_GEMM_I8Z_G
+# The zmm and ymm w8a8g families: one text over the int8 family's vocabulary and helpers.
+_I8_VECTOR_G = string.Template(r"""
+#ifndef SPK_GEMM_${GUARD}_G
+#define SPK_GEMM_${GUARD}_G
 namespace spk_gemm {
-namespace i8z {
-template <int64_t K, int64_t G>
+namespace $NS {
+template <bool VNNI, int64_t K, int64_t G>
 static inline void quantize_row_g(const float* x, uint8_t* q, float* xscale) {
   constexpr int64_t NG = K / G;
-  static_assert(G % 16 == 0 && K % G == 0, "w8a8g groups are whole zmm vectors");
+  static_assert(G % $L == 0 && K % G == 0, "w8a8g groups are whole $REG vectors");
   float* gs = (float*)(q + K);
-  const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
-  const __m512i off = _mm512_set1_epi32(128);
+  const $V lo = ${P}_set1_ps(-127.0f), hi = ${P}_set1_ps(127.0f);
   for (int64_t g = 0; g < NG; ++g) {
     const float* xg = x + g * G;
-    __m512 vmin = _mm512_setzero_ps(), vmax = _mm512_setzero_ps();   // the range holds 0
-    for (int64_t k = 0; k < G; k += 16) {
-      const __m512 v = _mm512_loadu_ps(xg + k);
-      vmin = _mm512_min_ps(vmin, v);
-      vmax = _mm512_max_ps(vmax, v);
+    $V vmin = ${P}_setzero_ps(), vmax = ${P}_setzero_ps();   // the range holds 0
+    for (int64_t k = 0; k < G; k += $L) {
+      const $V v = ${P}_loadu_ps(xg + k);
+      vmin = ${P}_min_ps(vmin, v);
+      vmax = ${P}_max_ps(vmax, v);
     }
-    const float mn = _mm512_reduce_min_ps(vmin), scale = group_scale(_mm512_reduce_max_ps(vmax) - mn);
+    const float mn = hmin(vmin), scale = group_scale(hmax(vmax) - mn);
     const float z = group_zero(mn, scale);
     gs[g] = scale;
-    gs[NG + g] = z + 128.0f;
-    const __m512 vs = _mm512_set1_ps(scale), vz = _mm512_set1_ps(z);
-    for (int64_t k = 0; k < G; k += 16) {
-      const __m512 d = _mm512_div_ps(_mm512_loadu_ps(xg + k), vs);  // a true division, as torch
-      const __m512 r = _mm512_add_ps(_mm512_roundscale_ps(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), vz);
-      const __m512i i = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi)), off);
-      _mm512_mask_cvtepi32_storeu_epi8(q + g * G + k, (__mmask16)0xFFFF, i);
+    gs[NG + g] = VNNI ? z + 128.0f : z;
+    const $V vs = ${P}_set1_ps(scale), vz = ${P}_set1_ps(z);
+    for (int64_t k = 0; k < G; k += $L) {
+      const $V d = ${P}_div_ps(${P}_loadu_ps(xg + k), vs);  // a true division, as torch
+      const $V r = ${P}_add_ps(round_codes(d), vz);
+      $VI i = ${P}_cvtps_epi32(${P}_min_ps(${P}_max_ps(r, lo), hi));
+      if (VNNI) i = ${P}_add_epi32(i, ${P}_set1_epi32(128));
+      store_codes<VNNI>(q + g * G + k, i);
     }
   }
   if (xscale) *xscale = 0.0f;   // the scales travel in the row record
@@ -572,44 +531,50 @@ static inline void quantize_row_g(const float* x, uint8_t* q, float* xscale) {
 // restart per group and each group's exact partial sum, scaled, is added into the float
 // tile t (in L1); the scales and zero points are broadcast once per row and group, the
 // column sums loaded once per group.
-template <int R, int64_t K, int64_t G, int64_t NPAD>
+template <bool VNNI, int R, int64_t K, int64_t G, int64_t NPAD, int PW>
 static inline void micro_groups(const uint8_t* xq, const int8_t* wp, const float* cs, float (*t)[PW]) {
+  constexpr int NR = Cfg<VNNI>::NR;
   constexpr int64_t G4 = G / 4, NG = K / G, RB = K + 8 * NG;
   for (int64_t g = 0; g < NG; ++g) {
-    v16si acc[R][NR];
-    SPK_UNROLL for (int i = 0; i < R; ++i) SPK_UNROLL for (int j = 0; j < NR; ++j) acc[i][j] = (v16si)_mm512_setzero_si512();
+    $VS acc[R][NR];
+    SPK_UNROLL for (int i = 0; i < R; ++i) SPK_UNROLL for (int j = 0; j < NR; ++j) acc[i][j] = ($VS)${P}_setzero_si${B}();
     const uint8_t* xg = xq + g * G;
     const int8_t* wg = wp + g * (G4 * PW * 4);
     for (int64_t k4 = 0; k4 < G4; ++k4) {
       const int8_t* wk = wg + k4 * (PW * 4);
-      v16si b[NR];
-      SPK_UNROLL for (int j = 0; j < NR; ++j) b[j] = (v16si)_mm512_loadu_si512((const void*)(wk + 64 * j));
+      $VI b[NR], bp[NR];
+      SPK_UNROLL for (int j = 0; j < NR; ++j) {
+        b[j] = ${P}_loadu_si${B}((const $VI*)(wk + 4 * $L * j));
+        bp[j] = Dp<VNNI>::prep(b[j]);
+      }
       SPK_UNROLL for (int i = 0; i < R; ++i) {
         int32_t a;
         memcpy(&a, xg + i * RB + 4 * k4, 4);
-        const v16si va = (v16si)_mm512_set1_epi32(a);
-        SPK_UNROLL for (int j = 0; j < NR; ++j) acc[i][j] = dp(acc[i][j], va, b[j]);
+        const $VI va = ${P}_set1_epi32(a);
+        SPK_UNROLL for (int j = 0; j < NR; ++j) acc[i][j] = Dp<VNNI>::dot(acc[i][j], va, b[j], bp[j]);
       }
     }
-    __m512 c[NR];
-    SPK_UNROLL for (int j = 0; j < NR; ++j) c[j] = _mm512_loadu_ps(cs + g * NPAD + 16 * j);
+    $V c[NR];
+    SPK_UNROLL for (int j = 0; j < NR; ++j) c[j] = ${P}_loadu_ps(cs + g * NPAD + $L * j);
     SPK_UNROLL for (int i = 0; i < R; ++i) {
       const float* gs = (const float*)(xq + i * RB + K);
-      const __m512 zc = _mm512_set1_ps(gs[NG + g]), sc = _mm512_set1_ps(gs[g]);
+      const $V zc = ${P}_set1_ps(gs[NG + g]), sc = ${P}_set1_ps(gs[g]);
       SPK_UNROLL for (int j = 0; j < NR; ++j) {
-        // the exact partial sum sum (q - z) w: integers below 2^24, so the fma is exact
-        const __m512 a = _mm512_fnmadd_ps(zc, c[j], _mm512_cvtepi32_ps((__m512i)acc[i][j]));
-        __m512 f = opaque(_mm512_mul_ps(a, sc));
-        if (g) f = _mm512_add_ps(_mm512_load_ps(&t[i][16 * j]), f);
-        _mm512_store_ps(&t[i][16 * j], f);
+        // the exact partial sum sum (q - z) w
+        const $V a = exact_sub_mul(${P}_cvtepi32_ps(($VI)acc[i][j]), zc, c[j]);
+        $V f = opaque(${P}_mul_ps(a, sc));
+        if (g) f = ${P}_add_ps(${P}_load_ps(&t[i][$L * j]), f);
+        ${P}_store_ps(&t[i][$L * j], f);
       }
     }
   }
 }
 
-template <int64_t N, int64_t K, int64_t G, class Epi>
+template <bool VNNI, int64_t N, int64_t K, int64_t G, class Epi>
 static void gemm_qg(const uint8_t* xq, int64_t M, float* y, int64_t ldy, void* const* w,
                     const float* bias, const Epi& epi) {
+  using C = Cfg<VNNI>;
+  constexpr int MR = C::MR, NR = C::NR, PW = C::PW;
   constexpr int64_t K4 = K / 4, NG = K / G, RB = K + 8 * NG;
   constexpr int64_t NP = (N + PW - 1) / PW, NPAD = NP * PW;
   if (M <= 0) return;
@@ -621,106 +586,23 @@ static void gemm_qg(const uint8_t* xq, int64_t M, float* y, int64_t ldy, void* c
     Rows<MR>::run((int)min64(MR, M - mt), [&](auto rc, int off) {
       constexpr int R = decltype(rc)::value;
       const int64_t m0 = mt + off;
-      alignas(64) float t[R][PW];
-      micro_groups<R, K, G, NPAD>(xq + m0 * RB, wq + p * (K4 * PW * 4), cs + n0, t);
+      alignas($A) float t[R][PW];
+      micro_groups<VNNI, R, K, G, NPAD, PW>(xq + m0 * RB, wq + p * (K4 * PW * 4), cs + n0, t);
       SPK_UNROLL for (int i = 0; i < R; ++i) SPK_UNROLL for (int j = 0; j < NR; ++j)
-        _mm512_store_ps(&t[i][16 * j], opaque(_mm512_mul_ps(_mm512_load_ps(&t[i][16 * j]), _mm512_loadu_ps(ws + n0 + 16 * j))));
+        ${P}_store_ps(&t[i][$L * j], opaque(${P}_mul_ps(${P}_load_ps(&t[i][$L * j]), ${P}_loadu_ps(ws + n0 + $L * j))));
       store_rows<PW>(&t[0][0], R, m0, n0, min64(PW, N - n0), bias, y, ldy, epi);
     });
   });
 }
 
-""" + _grouped_entry(False) + r"""
-}  // namespace i8z
+$GROUPED_ENTRY
+}  // namespace $NS
 }  // namespace spk_gemm
-#endif  // SPK_GEMM_I8Z_G
-"""
+#endif  // SPK_GEMM_${GUARD}_G
+""")
 
-I8Y_G = r"""
-#ifndef SPK_GEMM_I8Y_G
-#define SPK_GEMM_I8Y_G
-namespace spk_gemm {
-namespace i8y {
-static inline float hmin(__m256 v) {
-  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_min_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
-  return _mm_cvtss_f32(m);
-}
-
-template <bool VNNI, int64_t K, int64_t G>
-static inline void quantize_row_g(const float* x, uint8_t* q, float* xscale) {
-  constexpr int64_t NG = K / G;
-  static_assert(G % 8 == 0 && K % G == 0, "w8a8g groups are whole ymm vectors");
-  float* gs = (float*)(q + K);
-  const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
-  for (int64_t g = 0; g < NG; ++g) {
-    const float* xg = x + g * G;
-    __m256 vmin = _mm256_setzero_ps(), vmax = _mm256_setzero_ps();   // the range holds 0
-    for (int64_t k = 0; k < G; k += 8) {
-      const __m256 v = _mm256_loadu_ps(xg + k);
-      vmin = _mm256_min_ps(vmin, v);
-      vmax = _mm256_max_ps(vmax, v);
-    }
-    const float mn = hmin(vmin), scale = group_scale(hmax(vmax) - mn);
-    const float z = group_zero(mn, scale);
-    gs[g] = scale;
-    gs[NG + g] = VNNI ? z + 128.0f : z;
-    const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps(z);
-    for (int64_t k = 0; k < G; k += 8) {
-      const __m256 d = _mm256_div_ps(_mm256_loadu_ps(xg + k), vs);  // a true division, as torch
-      const __m256 r = _mm256_add_ps(_mm256_round_ps(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), vz);
-      __m256i i = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
-      if (VNNI) i = _mm256_add_epi32(i, _mm256_set1_epi32(128));
-      const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
-      const __m128i b = VNNI ? _mm_packus_epi16(w16, w16) : _mm_packs_epi16(w16, w16);
-      _mm_storel_epi64((__m128i*)(q + g * G + k), b);
-    }
-  }
-  if (xscale) *xscale = 0.0f;   // the scales travel in the row record
-}
-
-template <bool VNNI, int64_t N, int64_t K, int64_t G, class Epi>
-static void gemm_qg(const uint8_t* xq, int64_t M, float* y, int64_t ldy, void* const* w,
-                    const float* bias, const Epi& epi) {
-  using C = Cfg<VNNI>;
-  constexpr int MR = C::MR, NR = C::NR, PW = C::PW;
-  constexpr int64_t K4 = K / 4, G4 = G / 4, NG = K / G, RB = K + 8 * NG;
-  constexpr int64_t NP = (N + PW - 1) / PW, NPAD = NP * PW;
-  if (M <= 0) return;
-  const int8_t* wq = (const int8_t*)w[0];
-  const float* ws = (const float*)w[1];
-  const float* cs = (const float*)w[2];
-  parallel_tiles(NP, M, MR, M * NPAD * K, [&](int64_t p, int64_t mb) {
-    const int64_t mt = mb * MR, n0 = p * PW;
-    Rows<MR>::run((int)min64(MR, M - mt), [&](auto rc, int off) {
-      constexpr int R = decltype(rc)::value;
-      const int64_t m0 = mt + off;
-      alignas(32) float t[R][PW];
-      for (int64_t g = 0; g < NG; ++g) {
-        micro<VNNI, R, G4>(xq + m0 * RB + g * G, RB, wq + p * (K4 * PW * 4) + g * (G4 * PW * 4), [&](int i, int j, __m256i acc) {
-          const int64_t n = n0 + 8 * j;
-          const float* gs = (const float*)(xq + (m0 + i) * RB + K);
-          // mul + sub (an AVX2 target need not list FMA); exact either way: integers < 2^24
-          const __m256 a = _mm256_sub_ps(_mm256_cvtepi32_ps(acc),
-                                         _mm256_mul_ps(_mm256_set1_ps(gs[NG + g]), _mm256_loadu_ps(cs + g * NPAD + n)));
-          __m256 f = opaque(_mm256_mul_ps(a, _mm256_set1_ps(gs[g])));
-          if (g) f = _mm256_add_ps(_mm256_load_ps(&t[i][8 * j]), f);
-          _mm256_store_ps(&t[i][8 * j], f);
-        });
-      }
-      SPK_UNROLL for (int i = 0; i < R; ++i) SPK_UNROLL for (int j = 0; j < NR; ++j)
-        _mm256_store_ps(&t[i][8 * j], opaque(_mm256_mul_ps(_mm256_load_ps(&t[i][8 * j]), _mm256_loadu_ps(ws + n0 + 8 * j))));
-      store_rows<PW>(&t[0][0], R, m0, n0, min64(PW, N - n0), bias, y, ldy, epi);
-    });
-  });
-}
-
-""" + _grouped_entry(True) + r"""
-}  // namespace i8y
-}  // namespace spk_gemm
-#endif  // SPK_GEMM_I8Y_G
-"""
+I8Z_G = _I8_VECTOR_G.substitute(_ZMM_I8, REG="zmm", GROUPED_ENTRY=_grouped_entry(True))
+I8Y_G = _I8_VECTOR_G.substitute(_YMM_I8, REG="ymm", GROUPED_ENTRY=_grouped_entry(True))
 
 I8S_G = r"""
 #ifndef SPK_GEMM_I8S_G

@@ -12,9 +12,12 @@
 // AVX2-LABEL: func.func @rms_norm_w8a8g(
 // AVX2:       _mm256_maddubs_epi16
 // AVX2:       #ifndef SPK_GEMM_I8Y_G
-// AVX2:       static void gemm_qg(
+// AVX2:       static inline void micro_groups(
 // AVX2:         for (int64_t g = 0; g < NG; ++g) {
-// AVX2-NEXT:      micro<VNNI, R, G4>(xq + m0 * RB + g * G, RB,
+// AVX2-NEXT:      v8si acc[R][NR];
+// AVX2:           acc[i][j] = Dp<VNNI>::dot(acc[i][j], va, b[j], bp[j]);
+// AVX2:       static void gemm_qg(
+// AVX2:         micro_groups<VNNI, R, K, G, NPAD, PW>(xq + m0 * RB,
 // AVX2:       // spk.linear_w8a8g, N=32, K=64, activation group 32, isa avx2; quantized rows are 80 bytes
 // AVX2:       extern "C" void spk_rows_{{[0-9a-f]+}}(
 // AVX2:         const int64_t qb0 = 80;
@@ -26,8 +29,8 @@
 // VNNI:       static inline void micro_groups(
 // VNNI:         for (int64_t g = 0; g < NG; ++g) {
 // VNNI-NEXT:      v16si acc[R][NR];
-// VNNI:           acc[i][j] = dp(acc[i][j], va, b[j]);
-// VNNI:           const __m512 a = _mm512_fnmadd_ps(zc, c[j], _mm512_cvtepi32_ps((__m512i)acc[i][j]));
+// VNNI:           acc[i][j] = Dp<VNNI>::dot(acc[i][j], va, b[j], bp[j]);
+// VNNI:           const __m512 a = exact_sub_mul(_mm512_cvtepi32_ps((__m512i)acc[i][j]), zc, c[j]);
 // VNNI:       static void gemm_qg(
 // VNNI:       spk_gemm_w8a8g32_avx512_vnni_n32_k64_quantize_row(
 // VNNI:       spk_gemm_w8a8g32_avx512_vnni_n32_k64_q((const void*)ptrs[3],
