@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from spokeshave.compiler.dialect import POINTWISE, has_trait, op_def, reduces_last_dim
+from spokeshave.compiler.dialect import NO_IDENTITY, POINTWISE, has_trait, op_def, reduces_last_dim
+from spokeshave.compiler.errors import InvalidInputError
 from spokeshave.compiler.ir import Op, TensorType, Value
 
 REDUCTIONS = ("aten.layer_norm", "aten.rms_norm", "aten.softmax.int", "aten._softmax",
@@ -176,6 +177,11 @@ class RowKernelRecord:
     output_kinds: list[str]
     quantized: list[tuple[Value, int]]   # (value, bytes per row) also written as int8 rows
 
+    def identityless_reduction(self) -> Op | None:
+        """The first reduction without an identity (amax) among the kernel's ops: a call whose
+        rows are empty must be refused, as torch refuses it (`LayoutCache`)."""
+        return next((op for op in self.ops if has_trait(op, NO_IDENTITY)), None)
+
 
 @dataclass(frozen=True)
 class RowLayout:
@@ -241,9 +247,10 @@ class LayoutCache:
     what a backend derives from it once (`prepare(layout)`); None for calls that do not fit."""
 
     def __init__(self, input_kinds: list[str], outputs: list[Value], output_kinds: list[str],
-                 prepare: Callable[[RowLayout], Any]):
+                 prepare: Callable[[RowLayout], Any], refuses_empty: Op | None = None):
         self.input_kinds, self.outputs, self.output_kinds = input_kinds, outputs, output_kinds
         self.prepare = prepare
+        self.refuses_empty = refuses_empty   # `RowKernelRecord.identityless_reduction()`
         self._calls: dict = {}
 
     def get(self, args: list[Any], dtypes: tuple[torch.dtype, ...] = (torch.float32,)
@@ -259,5 +266,15 @@ class LayoutCache:
             if len(self._calls) > 512:
                 self._calls.clear()
             lay = row_layout(args, self.input_kinds, self.outputs, self.output_kinds)
+            if lay is not None and lay.cols == 0 and self.refuses_empty is not None:
+                raise empty_reduction_error(self.refuses_empty)
             hit = self._calls[key] = (lay, self.prepare(lay)) if lay is not None else False
         return hit or None
+
+
+def empty_reduction_error(op: Op) -> InvalidInputError:
+    """What a kernel raises for a reduction without an identity over an empty dim: torch's
+    refusal, at the op, rather than the loop's start value (-inf) returned as a result."""
+    return InvalidInputError(f"{op.describe()}: a reduction over an empty dim (size 0) has no value; "
+                           f"torch raises here too (\"Expected reduction dim to have non-zero size\"): "
+                           f"give that dim at least one element")

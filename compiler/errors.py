@@ -77,3 +77,8 @@ class ExportError(SpokeshaveError):
 
 class UnsupportedError(SpokeshaveError):
     """A construct the compiler cannot handle yet; says what it is and where."""
+
+
+class InvalidInputError(SpokeshaveError):
+    """A call's inputs are outside what an op defines (torch refuses them too, e.g. an amax
+    over an empty dim): the caller's to fix, never a kernel failure to fall back from."""

@@ -66,7 +66,8 @@ class RowKernel(RowKernelRecord):
     inplace: int | None = None   # the input whose buffer the output may reuse (`generate`)
 
     def __post_init__(self) -> None:
-        self._layouts = LayoutCache(self.input_kinds, self.outputs, self.output_kinds, self._meta)
+        self._layouts = LayoutCache(self.input_kinds, self.outputs, self.output_kinds, self._meta,
+                                    self.identityless_reduction())
 
     def _meta(self, lay: RowLayout):
         meta = [lay.rows, lay.cols, len(lay.outer), *lay.outer, *(s for st in lay.strides for s in st)]

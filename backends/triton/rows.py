@@ -131,7 +131,8 @@ class TritonRowKernel(RowKernelRecord):
 
     def __post_init__(self) -> None:
         self._layouts = LayoutCache(self.input_kinds, self.outputs, self.output_kinds,
-                                    lambda lay: len(lay.outer) == self.nd)
+                                    lambda lay: len(lay.outer) == self.nd,
+                                    self.identityless_reduction())
         self._out_dtypes = [torch_dtype(v.type.dtype) for v in self.outputs]
 
     def run(self, args: list[torch.Tensor]) -> list[torch.Tensor] | None:

@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from spokeshave.compiler.backend import KernelInfo
-from spokeshave.compiler.errors import SpokeshaveError
+from spokeshave.compiler.errors import InvalidInputError, SpokeshaveError
 from spokeshave.compiler.interpreter import Interpreter
 from spokeshave.compiler.ir import Module, Op
 from spokeshave.compiler.printer import print_module
@@ -144,6 +144,8 @@ class TritonExecutable:
                 return None
             try:
                 return plan.run(args)
+            except InvalidInputError:  # the call's fault, not the kernel's: no fallback
+                raise
             except Exception as e:  # noqa: BLE001 - a compile/launch failure: the group falls back
                 first = str(e).splitlines()[0] if str(e) else ""
                 self.failed[plan.name] = f"{type(e).__name__}: {first}"

@@ -55,8 +55,13 @@ ACTIVATION_INT8 = "activation_int8"
 POINTWISE = "pointwise"
 REDUCTION = "reduction"
 VIEW = "view"
+# A reduction with no identity (max): over an empty dim it has no value, and torch raises
+# ("Expected reduction dim ... to have non-zero size") where a sum gives 0 and a mean NaN.
+# A kernel must refuse such a call the same way rather than return its loop's start value.
+NO_IDENTITY = "no_identity"
 KNOWN_TRAITS = frozenset({PURE, TERMINATOR, ISOLATED_FROM_ABOVE, REGION_BODY, LINEAR,
-                          COMPRESSED_LINEAR, ACTIVATION_INT8, POINTWISE, REDUCTION, VIEW})
+                          COMPRESSED_LINEAR, ACTIVATION_INT8, POINTWISE, REDUCTION, VIEW,
+                          NO_IDENTITY})
 
 INPUT, WEIGHT, BIAS = "input", "weight", "bias"
 

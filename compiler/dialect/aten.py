@@ -8,8 +8,8 @@ attributes are schema arguments, so undeclared ones are allowed (`strict_attribu
 from __future__ import annotations
 
 from ..ir import Op
-from . import (BIAS, INPUT, LINEAR, POINTWISE, PURE, REDUCTION, VIEW, WEIGHT, OpDef, Operand,
-               Operands, dim_eq, expect)
+from . import (BIAS, INPUT, LINEAR, NO_IDENTITY, POINTWISE, PURE, REDUCTION, VIEW, WEIGHT, OpDef,
+               Operand, Operands, dim_eq, expect)
 
 _PURE = frozenset({PURE})
 _POINTWISE = frozenset({PURE, POINTWISE})
@@ -99,7 +99,8 @@ OPS = (
       for name in ("aten.softmax.int", "aten._softmax")),
     _aten("aten.rms_norm", "RMSNorm over the trailing `normalized_shape` dims.",
           (Operand("input"), Operand("weight", optional=True)), _layer_norm, _REDUCTION),
-    *(_aten(name, "A reduction over `dim`.", _X, None, _REDUCTION) for name in _REDUCTIONS),
+    *(_aten(name, "A reduction over `dim`.", _X, None,
+            _REDUCTION | {NO_IDENTITY} if name == "aten.amax" else _REDUCTION) for name in _REDUCTIONS),
     *(OpDef(name, "Re-indexes its input.", operands=(Operand("input", variadic=True, tensor=False),),
             results=None, traits=_VIEW, strict_attributes=False) for name in _VIEWS),
 )

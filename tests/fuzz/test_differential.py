@@ -133,3 +133,34 @@ def test_regression(name, backend, monkeypatch):
         monkeypatch.setenv("TRITON_INTERPRET", "1")
     result = check(REGRESSIONS[name], backend)
     assert result.status == "pass", result.report
+
+
+# An amax over an empty dim has no value and torch raises; the row kernels returned their
+# loop's start value (-inf, NaN after a SiLU) instead. Found as three "skipped" cases of
+# a 10,000-case run: the harness took "the reference raised" for an invalid graph even when
+# the backend had returned values (it now fails such a case).
+AMAX_OVER_EMPTY = case_from_ir("""\
+func.func @f(%x: tensor<4x?xf32>) -> tensor<4x1xf32> {
+  %0 = "aten.amax"(%x) {dim = [1], keepdim = true} : (tensor<4x?xf32>) -> tensor<4x1xf32>
+  %1 = "aten.silu"(%0) : (tensor<4x1xf32>) -> tensor<4x1xf32>
+  return %1 : tensor<4x1xf32>
+}
+""", [("x", (4, "s0"))], ({"s0": 3}, {"s0": 0}))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_amax_over_an_empty_dim_is_refused_as_torch_refuses_it(backend, monkeypatch):
+    import spokeshave
+    from spokeshave.compiler.errors import SpokeshaveError
+    from spokeshave.compiler.weights import WeightStore
+    if backend == "triton":
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    result = check(AMAX_OVER_EMPTY, backend)
+    assert result.status == "skip" and "aten.amax raised IndexError" in result.kind, result.report
+    cm = spokeshave.compile_module(spokeshave.parse(AMAX_OVER_EMPTY.text), WeightStore({}), pipeline="fuse",
+                                   backend=backend)
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(cm(x), torch.nn.functional.silu(x.amax(dim=1, keepdim=True)))
+    # the kernel's refusal (the reference's reads 'interpreting ... failed: IndexError')
+    with pytest.raises(SpokeshaveError, match=r'"aten.amax" at <string>:2:\d+: a reduction over an empty dim'):
+        cm(torch.randn(4, 0))
