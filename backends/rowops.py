@@ -276,5 +276,5 @@ def empty_reduction_error(op: Op) -> InvalidInputError:
     """What a kernel raises for a reduction without an identity over an empty dim: torch's
     refusal, at the op, rather than the loop's start value (-inf) returned as a result."""
     return InvalidInputError(f"{op.describe()}: a reduction over an empty dim (size 0) has no value; "
-                           f"torch raises here too (\"Expected reduction dim to have non-zero size\"): "
-                           f"give that dim at least one element")
+                             f"torch raises here too (\"Expected reduction dim to have non-zero "
+                             f"size\"): give that dim at least one element")

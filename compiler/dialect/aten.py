@@ -75,7 +75,7 @@ _BINARY = ("aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor", "aten.div.Te
 _SCALAR = ("aten.add.Scalar", "aten.sub.Scalar", "aten.mul.Scalar", "aten.div.Scalar",
            "aten.pow.Tensor_Scalar")
 _XY = (Operand("input", tensor=False), Operand("other", optional=True, tensor=False))
-_REDUCTIONS = ("aten.mean.dim", "aten.sum.dim_IntList", "aten.amax")
+_REDUCTIONS = ("aten.mean.dim", "aten.sum.dim_IntList")
 # re-indexing only: no arithmetic, and no data movement where the layout allows
 _VIEWS = ("aten.view", "aten._unsafe_view", "aten.reshape", "aten.permute", "aten.transpose.int",
           "aten.t", "aten.expand", "aten.slice.Tensor", "aten.select.int", "aten.unsqueeze",
@@ -99,8 +99,9 @@ OPS = (
       for name in ("aten.softmax.int", "aten._softmax")),
     _aten("aten.rms_norm", "RMSNorm over the trailing `normalized_shape` dims.",
           (Operand("input"), Operand("weight", optional=True)), _layer_norm, _REDUCTION),
-    *(_aten(name, "A reduction over `dim`.", _X, None,
-            _REDUCTION | {NO_IDENTITY} if name == "aten.amax" else _REDUCTION) for name in _REDUCTIONS),
+    *(_aten(name, "A reduction over `dim`.", _X, None, _REDUCTION) for name in _REDUCTIONS),
+    _aten("aten.amax", "The max over `dim`: no value over an empty dim, where torch raises.", _X, None,
+          _REDUCTION | {NO_IDENTITY}),
     *(OpDef(name, "Re-indexes its input.", operands=(Operand("input", variadic=True, tensor=False),),
             results=None, traits=_VIEW, strict_attributes=False) for name in _VIEWS),
 )
