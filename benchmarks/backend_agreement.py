@@ -75,10 +75,14 @@ def main() -> None:
         gen = torch.Generator().manual_seed(seed)
 
         def select(op):
-            if op.name != "spk.fused" or "attention" not in str(op.attributes.get("kind")):
+            if op.name != "spk.fused" or op.attributes.get("kind") != "attention":
                 return None
             run = reference_runner(op)
-            return lambda a: (lambda o: o * (1 + args.perturb * torch.randn(o.shape, generator=gen)))(run(a))
+
+            def noisy(a):
+                o = run(a)
+                return o * (1 + args.perturb * torch.randn(o.shape, generator=gen))
+            return noisy
         return interpreted(select)
 
     reference = interpreted()
