@@ -140,6 +140,9 @@ class _Emitter:
         self.segment: dict[Value, int] = {}
         self.seg = 0
         self.stored: dict[Value, str] = {}
+        # a norm's row statistics by (norm, row, eps): smoothing leaves two LayerNorms of one
+        # row (its own weights, and the smoothed ones for the next GEMMs), which share them
+        self.stats: dict[tuple[str, Value, str], int] = {}
 
     def ref(self, v: Value) -> str:
         """The C++ expression of `v` inside the current loop (or as a scalar)."""
@@ -259,23 +262,27 @@ class _Emitter:
             return
         if op.name == "aten.layer_norm":
             eps = c_float(a.get("eps", 1e-5))
-            body += [f"float m{k} = 0.0f;", f"#pragma omp simd reduction(+:m{k})",
-                     f"for (int64_t j = 0; j < C; ++j) m{k} += {x}[j];", f"m{k} /= (float)C;",
-                     # corrected two-pass (Bjorck): the deviations' own sum repairs the
-                     # mean's rounding, which 1/sigma amplifies when a row is nearly
-                     # constant (a fuzzing find: 58x torch's distance to float64)
-                     f"float q{k} = 0.0f, s{k} = 0.0f;", f"#pragma omp simd reduction(+:q{k},s{k})",
-                     f"for (int64_t j = 0; j < C; ++j) {{ const float d = {x}[j] - m{k}; s{k} += d; q{k} += d * d; }}",
-                     f"const float c{k} = s{k} / (float)C;", f"m{k} += c{k};",
-                     f"const float r{k} = 1.0f / sqrtf(fmaxf(q{k} / (float)C - c{k} * c{k}, 0.0f) + {eps});"]
+            k = self.stats.setdefault((op.name, op.operands[0], eps), k)
+            if k == len(self.name):
+                body += [f"float m{k} = 0.0f;", f"#pragma omp simd reduction(+:m{k})",
+                         f"for (int64_t j = 0; j < C; ++j) m{k} += {x}[j];", f"m{k} /= (float)C;",
+                         # corrected two-pass (Bjorck): the deviations' own sum repairs the
+                         # mean's rounding, which 1/sigma amplifies when a row is nearly
+                         # constant (a fuzzing find: 58x torch's distance to float64)
+                         f"float q{k} = 0.0f, s{k} = 0.0f;", f"#pragma omp simd reduction(+:q{k},s{k})",
+                         f"for (int64_t j = 0; j < C; ++j) {{ const float d = {x}[j] - m{k}; s{k} += d; q{k} += d * d; }}",
+                         f"const float c{k} = s{k} / (float)C;", f"m{k} += c{k};",
+                         f"const float r{k} = 1.0f / sqrtf(fmaxf(q{k} / (float)C - c{k} * c{k}, 0.0f) + {eps});"]
             expr = f"(({x}[j] - m{k}) * r{k})"
             expr = norm_affine(expr, vals, self.ref)
         elif op.name == "aten.rms_norm":
             eps = a.get("eps")
             eps = c_float(FLOAT32_EPS if eps is None else eps)
-            body += [f"float q{k} = 0.0f;", f"#pragma omp simd reduction(+:q{k})",
-                     f"for (int64_t j = 0; j < C; ++j) q{k} += {x}[j] * {x}[j];",
-                     f"const float r{k} = 1.0f / sqrtf(q{k} / (float)C + {eps});"]
+            k = self.stats.setdefault((op.name, op.operands[0], eps), k)
+            if k == len(self.name):
+                body += [f"float q{k} = 0.0f;", f"#pragma omp simd reduction(+:q{k})",
+                         f"for (int64_t j = 0; j < C; ++j) q{k} += {x}[j] * {x}[j];",
+                         f"const float r{k} = 1.0f / sqrtf(q{k} / (float)C + {eps});"]
             expr = f"({x}[j] * r{k})"
             expr = norm_affine(expr, vals, self.ref)
         else:  # softmax over the last dim

@@ -60,6 +60,29 @@ func.func @add_layer_norm(%x: tensor<?x384xf32>, %r: tensor<?x384xf32>, %g: tens
 
 // -----
 
+// Two LayerNorms of one row with their own weights (what `smooth` leaves: the residual's
+// norm and the smoothed one the next GEMMs read) share its mean and 1/sigma: one pair of
+// statistics passes, two normalisation loops.
+// CHECK-LABEL: func.func @two_norms_of_one_row(
+// CHECK:       extern "C" void spk_rows_{{[0-9a-f]+}}(
+// CHECK:         float [[M:m[0-9]+]] = 0.0f;
+// CHECK:         const float [[R:r[0-9]+]] = 1.0f / sqrtf(
+// CHECK-NOT:     reduction(+:m
+// CHECK:         const float {{v[0-9]+}} = (((({{in[0-9]+}}[j] - [[M]]) * [[R]]) * in1[j]) + in2[j]);
+// CHECK-NOT:     reduction(+:m
+// CHECK:         const float {{v[0-9]+}} = (((({{in[0-9]+}}[j] - [[M]]) * [[R]]) * in3[j]) + in4[j]);
+func.func @two_norms_of_one_row(%x: tensor<?x384xf32>, %g: tensor<384xf32> {spk.param = "g"}, %b: tensor<384xf32> {spk.param = "b"}, %gs: tensor<384xf32> {spk.param = "gs"}, %bs: tensor<384xf32> {spk.param = "bs"}) -> (tensor<?x384xf32>, tensor<?x384xf32>) {
+  %0:2 = "spk.fused"(%x, %g, %b, %gs, %bs) ({
+  ^bb0(%a0: tensor<?x384xf32>, %a1: tensor<384xf32>, %a2: tensor<384xf32>, %a3: tensor<384xf32>, %a4: tensor<384xf32>):
+    %1 = "aten.layer_norm"(%a0, %a1, %a2) {normalized_shape = [384], eps = 1.0e-12} : (tensor<?x384xf32>, tensor<384xf32>, tensor<384xf32>) -> tensor<?x384xf32>
+    %2 = "aten.layer_norm"(%a0, %a3, %a4) {normalized_shape = [384], eps = 1.0e-12} : (tensor<?x384xf32>, tensor<384xf32>, tensor<384xf32>) -> tensor<?x384xf32>
+    "spk.yield"(%1, %2) : (tensor<?x384xf32>, tensor<?x384xf32>) -> ()
+  }) {kind = "rows"} : (tensor<?x384xf32>, tensor<384xf32>, tensor<384xf32>, tensor<384xf32>, tensor<384xf32>) -> (tensor<?x384xf32>, tensor<?x384xf32>)
+  return %0#0, %0#1 : tensor<?x384xf32>, tensor<?x384xf32>
+}
+
+// -----
+
 // Identical groups generate identical text: the second group adds no code.
 // CHECK-LABEL: func.func @twice(
 // CHECK:       // ----- cpp: group_0.cpp
