@@ -34,6 +34,7 @@ import spokeshave
 
 HOST = Target.host().features
 TARGETS = {  # the int8 ISA variant -> a target that selects it (and its weight-only twin)
+    "amx": "avx512f,avx512bw,avx512vl,avx512_vnni,avx2,fma,f16c,amx_tile,amx_int8",   # w8a8g; w8a8 is zmm VNNI
     "avx512_vnni": "avx512f,avx512bw,avx512vl,avx512_vnni,avx2,fma,f16c",
     "avx_vnni": "avx2,fma,f16c,avx_vnni",
     "avx2": "avx2,fma,f16c",
@@ -79,6 +80,7 @@ def _ty(t: torch.Tensor) -> str:
 OUTLIERS = [5, 17, 60]
 INT8_ACT = ("w8a8", "w8a8g", "w8a8_split")   # int8 activations: the TARGETS variants
 EXACT = ("w8a8", "w8a8g")                    # bit-identical to the reference
+VNNI_ISAS = ("amx", "avx512_vnni", "avx_vnni")   # u8 = q + 128 activation codes
 
 
 def make_weights(kind: str, n: int, k: int, seed: int, group: int = 0, sym: bool = True,
@@ -146,10 +148,12 @@ class Case:
 def _cases() -> list[Case]:
     out = []
     for isa in TARGETS:
-        out.append(Case(f"w8a8-{isa}", "w8a8", isa, 40, 99))
-        out.append(Case(f"w8a8_split-{isa}", "w8a8_split", isa, 40, 99))
+        if isa != "amx":   # AMX targets run w8a8 on zmm VNNI: the avx512_vnni cases
+            out.append(Case(f"w8a8-{isa}", "w8a8", isa, 40, 99))
+            out.append(Case(f"w8a8_split-{isa}", "w8a8_split", isa, 40, 99))
         out.append(Case(f"w8a8g128-{isa}", "w8a8g", isa, 40, 256, 128))
         out.append(Case(f"w8a8g32-{isa}", "w8a8g", isa, 40, 96, 32))
+    out.append(Case("w8a8g48-amx", "w8a8g", "amx", 40, 96, 48))   # AMX tiles 16 codes deep
     for isa in WO_TARGETS:
         out.append(Case(f"w8-{isa}", "w8", isa, 40, 99))
         out.append(Case(f"fp8-{isa}", "fp8", isa, 40, 99))
@@ -165,12 +169,13 @@ CASES = [c for c in _cases() if _runs_here(c.features)]
 # one medium shape on the host's best paths (several row and column panels, K tails)
 MEDIUM = [c for c in (Case("w8a8-medium", "w8a8", "avx512_vnni", 300, 700, seed=3),
                       Case("w8a8g-medium", "w8a8g", "avx512_vnni", 300, 768, 128, seed=5),
+                      Case("w8a8g-medium-amx", "w8a8g", "amx", 300, 768, 128, seed=7),
                       Case("w8a8g-medium-avx2", "w8a8g", "avx2", 300, 768, 64, seed=6),
                       Case("w4g-medium", "w4g", "avx512", 300, 768, 64, False, seed=4))
           if _runs_here(c.features)]
 # the split ops with a zero outlier weight: the int8 part alone, bit-exact
 ZERO_OUTLIER = [Case(f"{kind}-zero-ow-{isa}", kind, isa, 40, 99, oweight_zero=True)
-                for kind in ("w8a8_split",) for isa in TARGETS if _runs_here(TARGETS[isa])]
+                for kind in ("w8a8_split",) for isa in TARGETS if isa != "amx" and _runs_here(TARGETS[isa])]
 ALL = CASES + MEDIUM + ZERO_OUTLIER
 
 
@@ -360,8 +365,8 @@ def test_w8a8_integer_accumulation_is_exact(built, case):
 
 def _int8_codes_layout(kern: G.GemmKernel, q: torch.Tensor) -> torch.Tensor:
     """Reference int8 codes as the kernel stores them (u8 = q + 128 on the VNNI paths)."""
-    u = q.to(torch.int16) + (128 if kern.isa in ("avx512_vnni", "avx_vnni") else 0)
-    return u.to(torch.uint8) if kern.isa in ("avx512_vnni", "avx_vnni") else q.view(torch.uint8)
+    u = q.to(torch.int16) + (128 if kern.isa in VNNI_ISAS else 0)
+    return u.to(torch.uint8) if kern.isa in VNNI_ISAS else q.view(torch.uint8)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.kind in ("w8a8", "w8a8_split")], ids=lambda c: c.id)
@@ -423,7 +428,7 @@ def test_w8a8g_quantize_row_is_bit_exact(built, case):
     b = items[case.id]
     k, ng = case.k, case.k // case.group
     assert b.kernel.act_row_bytes == k + 8 * ng
-    vnni = b.kernel.isa in ("avx512_vnni", "avx_vnni")
+    vnni = b.kernel.isa in VNNI_ISAS
     for r in _group_rows(k, case.group):
         buf = torch.zeros(b.kernel.act_row_bytes, dtype=torch.uint8)
         getattr(lib, f"t{b.index}_qrow3")(_p(r), _p(buf), ctypes.c_void_p(0))
@@ -487,6 +492,10 @@ def test_zero_rows_is_a_no_op(built):
 
 def test_isa_selection_reads_the_target_not_the_host():
     assert G.int8_isa(target(TARGETS["avx512_vnni"])) == "avx512_vnni"
+    assert G.int8_isa(target(TARGETS["amx"])) == "avx512_vnni"
+    assert G.int8_group_isa(target(TARGETS["amx"])) == "amx"
+    assert G.int8_group_isa(target(TARGETS["avx512_vnni"])) == "avx512_vnni"
+    assert G.int8_group_isa(target("avx2,fma,amx_tile,amx_int8")) == "avx2"   # AMX reads zmm panels
     assert G.int8_isa(target(TARGETS["avx_vnni"])) == "avx_vnni"
     assert G.int8_isa(target("avx2,fma")) == "avx2"
     assert G.int8_isa(target("sse4_2")) == "scalar"

@@ -80,6 +80,7 @@ from .gemm_float import WOS as _WOS
 from .gemm_float import WOY as _WOY
 from .gemm_float import WOZ as _WOZ
 from .gemm_float import fp8_table as _fp8_table
+from .gemm_amx import I8Z_AMX_G as _I8Z_AMX_G
 from .gemm_int8 import I8S as _I8S
 from .gemm_int8 import I8Y as _I8Y
 from .gemm_int8 import I8Y_VNNI as _I8Y_VNNI
@@ -114,18 +115,19 @@ class GemmKernel:
 
 
 _PW = {
-    ("i8", "avx512_vnni"): 64, ("i8", "avx_vnni"): 24, ("i8", "avx2"): 16,
+    ("i8", "amx"): 64, ("i8", "avx512_vnni"): 64, ("i8", "avx_vnni"): 24, ("i8", "avx2"): 16,
     ("w8", "avx512"): 48, ("fp8", "avx512"): 48, ("w4g", "avx512"): 32, ("s24", "avx512"): 32,
     ("w8", "avx2"): 16, ("fp8", "avx2"): 16, ("w4g", "avx2"): 16, ("s24", "avx2"): 16,
 }
 
-_I8_NS = {"avx512_vnni": ("spk_gemm::i8z", "true, ", "spk_gemm::i8z::Cfg<true>::PW"),
+_I8_NS = {"amx": ("spk_gemm::i8z", "true, ", "spk_gemm::i8z::Cfg<true>::PW"),
+          "avx512_vnni": ("spk_gemm::i8z", "true, ", "spk_gemm::i8z::Cfg<true>::PW"),
           "avx_vnni": ("spk_gemm::i8y", "true, ", "spk_gemm::i8y::Cfg<true>::PW"),
           "avx2": ("spk_gemm::i8y", "false, ", "spk_gemm::i8y::Cfg<false>::PW"),
           "scalar": ("spk_gemm::i8s", "", None)}
-_I8_BLOCKS = {"avx512_vnni": (_PRELUDE, _I8Z), "avx_vnni": (_PRELUDE, _I8Y, _I8Y_VNNI),
+_I8_BLOCKS = {"amx": (_PRELUDE, _I8Z), "avx512_vnni": (_PRELUDE, _I8Z), "avx_vnni": (_PRELUDE, _I8Y, _I8Y_VNNI),
               "avx2": (_PRELUDE, _I8Y), "scalar": (_PRELUDE, _I8S)}
-_I8_GROUP_BLOCK = {"avx512_vnni": _I8Z_G, "avx_vnni": _I8Y_G, "avx2": _I8Y_G, "scalar": _I8S_G}
+_I8_GROUP_BLOCK = {"amx": _I8Z_G + _I8Z_AMX_G, "avx512_vnni": _I8Z_G, "avx_vnni": _I8Y_G, "avx2": _I8Y_G, "scalar": _I8S_G}
 _WO_BLOCKS = {"avx512": (_PRELUDE, _WOZ), "avx2": (_PRELUDE, _WOY), "scalar": None}
 _WO_NS = {"avx512": "spk_gemm::woz", "avx2": "spk_gemm::woy", "scalar": "spk_gemm::wos"}
 
@@ -148,6 +150,14 @@ def int8_isa(target: Target) -> str:
     if "avx2" in f:
         return "avx2"
     return "scalar"
+
+
+def int8_group_isa(target: Target) -> str:
+    """The w8a8g path for `target`: AMX tiles where the CPU has them (the kernel falls back
+    to zmm VNNI at run time if the OS refuses the tile state), else `int8_isa`'s."""
+    if target.arch == "x86_64" and {"amx_tile", "amx_int8", "avx512f", "avx512bw", "avx512_vnni"} <= target.features:
+        return "amx"
+    return int8_isa(target)
 
 
 def weight_only_isa(target: Target) -> str:
@@ -277,7 +287,8 @@ def _int8_act_kernel(op_name: str, qweight: torch.Tensor, scale: torch.Tensor,
 def _int8_group_kernel(op_name: str, qweight: torch.Tensor, scale: torch.Tensor, group: int,
                        isa: str) -> GemmKernel:
     """w8a8g: the int8 panels of w8a8, per-column scales, and each group's column sums
-    (float [NG][NPAD]: the zero points' correction, exact in float32)."""
+    (float [NG][NPAD]: the zero points' correction, exact in float32). `amx` packs as
+    `avx512_vnni` does."""
     n, k = qweight.shape
     q = qweight.contiguous()
     pw = _PW.get(("i8", isa), 1)
@@ -296,6 +307,8 @@ def _int8_group_kernel(op_name: str, qweight: torch.Tensor, scale: torch.Tensor,
     if pw_expr is not None:
         body += f"static_assert({pw_expr} == {pw}, \"panel width out of sync with gemm.py\");\n"
     qrow = f"{ns}::quantize_row_g<{tmpl}{k}, {group}>(x_row, (uint8_t*)q_row, xscale);"
+    # the AMX GEMM takes the zmm VNNI family's records; the others take their VNNI parameter
+    gemm_qg, gemm_g, gt = ("gemm_qg_amx", "gemm_g_amx", "") if isa == "amx" else ("gemm_qg", "gemm_g", tmpl)
     body += (
         f"// {op_name}, N={n}, K={k}, activation group {group}, isa {isa}; quantized rows are {row_bytes} bytes\n"
         f"static inline void {symbol}_quantize_row(const float* x_row, void* q_row, float* xscale, void* const* w) {{\n"
@@ -305,9 +318,9 @@ def _int8_group_kernel(op_name: str, qweight: torch.Tensor, scale: torch.Tensor,
         f"template <class Epi>\nstatic void {symbol}_q(const void* xq, const float* xscale, const float* x, int64_t M, "
         f"int64_t ldx, float* y, int64_t ldy, void* const* w, const float* bias, Epi epi) {{\n"
         f"  (void)xscale; (void)x; (void)ldx;\n"
-        f"  {ns}::gemm_qg<{tmpl}{n}, {k}, {group}>((const uint8_t*)xq, M, y, ldy, w, bias, epi);\n}}\n"
+        f"  {ns}::{gemm_qg}<{gt}{n}, {k}, {group}>((const uint8_t*)xq, M, y, ldy, w, bias, epi);\n}}\n"
         f"template <class Epi>\nstatic void {symbol}({_SIG}) {{\n"
-        f"  {ns}::gemm_g<{tmpl}{n}, {k}, {group}>({_ARGS});\n}}\n")
+        f"  {ns}::{gemm_g}<{gt}{n}, {k}, {group}>({_ARGS});\n}}\n")
     source = "".join(_I8_BLOCKS[isa]) + _I8_GROUP_BLOCK[isa] + _guarded(symbol, body)
     return GemmKernel(op_name, symbol, source, isa, tuple(packed), n, k, row_bytes)
 
@@ -434,7 +447,7 @@ def _build_w8a8g(op: Op, w: list[torch.Tensor], target: Target) -> GemmKernel | 
     group = op.attributes.get("group")
     if q.dtype != torch.int8 or activation_group_error(group) is not None or q.shape[1] % group:
         return None
-    return _int8_group_kernel(op.name, q, scale, group, int8_isa(target))
+    return _int8_group_kernel(op.name, q, scale, group, int8_group_isa(target))
 
 
 def _build_w8a8_split(op: Op, w: list[torch.Tensor], target: Target) -> GemmKernel | None:

@@ -54,7 +54,7 @@ _FEATURE_FLAGS = {
     "sse4_2": "-msse4.2", "avx": "-mavx", "avx2": "-mavx2", "fma": "-mfma", "f16c": "-mf16c",
     "bmi2": "-mbmi2", "avx512f": "-mavx512f", "avx512bw": "-mavx512bw", "avx512dq": "-mavx512dq",
     "avx512vl": "-mavx512vl", "avx512_vnni": "-mavx512vnni", "avx_vnni": "-mavxvnni",
-    "avx512_bf16": "-mavx512bf16",
+    "avx512_bf16": "-mavx512bf16", "amx_tile": "-mamx-tile", "amx_int8": "-mamx-int8",
 }
 
 

@@ -1,0 +1,148 @@
+"""C++ text of the AMX (`tdpbusd`) w8a8g GEMM: Intel's tile unit for int8 x int8 products.
+
+Data for `gemm.py`, appended to the zmm VNNI blocks of `gemm_int8.py`, whose weight panels
+(`[N/64][K/4][64][4]`), per-group column sums, row records and quantizer it reuses
+unchanged: a B tile is 16 columns of a panel read at the panel's row stride, an A tile is
+16 row records read at theirs, so nothing is repacked and the results are bit-identical to
+the zmm kernel's (the same exact int32 group sums, scaled in the same order). Only the GEMM
+loop differs. A process that the OS refuses the tile state, or a call with fewer rows than
+one tile, runs the zmm kernel instead.
+"""
+
+I8Z_AMX_G = r"""
+#ifndef SPK_GEMM_I8Z_AMX_G
+#define SPK_GEMM_I8Z_AMX_G
+#if !defined(__AMX_TILE__) || !defined(__AMX_INT8__)
+#error "spokeshave int8 kernel (isa amx) needs -mamx-tile -mamx-int8"
+#endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+namespace spk_gemm {
+namespace i8z {
+// Linux grants the 8 KB tile state (XFEATURE_XTILEDATA = 18) only to a process that asks
+// (arch_prctl ARCH_REQ_XCOMP_PERM = 0x1023); the grant covers every thread of the process.
+static inline bool amx_ready() {
+#if defined(__linux__)
+  static const bool ok = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+  return ok;
+#else
+  return false;
+#endif
+}
+
+struct alignas(64) TileConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// The tile configuration is per thread, and other libraries in the process (oneDNN) load
+// their own, so every kernel call loads ours in each thread. Tiles 0-3: the 2 x 2 int32
+// accumulators (16 x 16 each); 4-5: two A tiles (16 rows x KS codes); 6-7: two B tiles
+// (KS / 4 rows of 16 columns x 4 codes).
+template <int KS> static inline void amx_configure() {
+  TileConfig c;
+  memset(&c, 0, sizeof c);
+  c.palette = 1;
+  for (int i = 0; i < 4; ++i) { c.rows[i] = 16; c.colsb[i] = 64; }
+  for (int i = 4; i < 6; ++i) { c.rows[i] = 16; c.colsb[i] = KS; }
+  for (int i = 6; i < 8; ++i) { c.rows[i] = KS / 4; c.colsb[i] = 64; }
+  _tile_loadconfig(&c);
+}
+
+// 32 rows x 64 columns (one panel) over all K, in two halves of 32 columns, group by group:
+// a group's four accumulator tiles restart at zero, and its exact partial sums, less the
+// zero points' correction and scaled, are added into the float tile t (in L1) as the zmm
+// kernel's micro_groups adds them.
+template <int64_t K, int64_t G, int64_t NPAD, int KS>
+static inline void amx_panel_groups(const uint8_t* xr, const int8_t* wp, const float* cs, float (*t)[64]) {
+  constexpr int64_t NG = K / G, RB = K + 8 * NG, PW = 64;
+  alignas(64) int32_t c[32][32];
+  for (int h = 0; h < 2; ++h) {
+    for (int64_t g = 0; g < NG; ++g) {
+      _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+      for (int64_t k = g * G; k < (g + 1) * G; k += KS) {
+        const int8_t* wk = wp + (k / 4) * (PW * 4) + 128 * h;
+        _tile_loadd(4, xr + k, RB);
+        _tile_loadd(5, xr + 16 * RB + k, RB);
+        _tile_loadd(6, wk, PW * 4);
+        _tile_loadd(7, wk + 64, PW * 4);
+        _tile_dpbusd(0, 4, 6);
+        _tile_dpbusd(1, 4, 7);
+        _tile_dpbusd(2, 5, 6);
+        _tile_dpbusd(3, 5, 7);
+      }
+      _tile_stored(0, &c[0][0], 128);
+      _tile_stored(1, &c[0][16], 128);
+      _tile_stored(2, &c[16][0], 128);
+      _tile_stored(3, &c[16][16], 128);
+      const __m512 c0 = _mm512_loadu_ps(cs + g * NPAD + 32 * h), c1 = _mm512_loadu_ps(cs + g * NPAD + 32 * h + 16);
+      for (int i = 0; i < 32; ++i) {
+        const float* gs = (const float*)(xr + i * RB + K);
+        const __m512 zc = _mm512_set1_ps(gs[NG + g]), sc = _mm512_set1_ps(gs[g]);
+        SPK_UNROLL for (int j = 0; j < 2; ++j) {
+          // the exact partial sum sum (q - z) w: the u8 codes' +128 is in zc
+          const __m512 a = exact_sub_mul(_mm512_cvtepi32_ps(_mm512_load_si512((const void*)&c[i][16 * j])), zc, j ? c1 : c0);
+          __m512 f = opaque(_mm512_mul_ps(a, sc));
+          if (g) f = _mm512_add_ps(_mm512_load_ps(&t[i][32 * h + 16 * j]), f);
+          _mm512_store_ps(&t[i][32 * h + 16 * j], f);
+        }
+      }
+    }
+  }
+}
+
+template <int64_t N, int64_t K, int64_t G, class Epi>
+static void gemm_qg_amx(const uint8_t* xq, int64_t M, float* y, int64_t ldy, void* const* w,
+                        const float* bias, const Epi& epi) {
+  constexpr int MR = 32, PW = 64;
+  // the largest tile depth dividing the group (groups are multiples of 16)
+  constexpr int KS = G % 64 == 0 ? 64 : (G % 32 == 0 ? 32 : 16);
+  constexpr int64_t K4 = K / 4, NG = K / G, RB = K + 8 * NG;
+  constexpr int64_t NP = (N + PW - 1) / PW, NPAD = NP * PW;
+  static_assert(Cfg<true>::PW == PW, "the AMX kernel reads the zmm VNNI panels");
+  if (M <= 0) return;
+  if (M < 16 || !amx_ready()) {
+    gemm_qg<true, N, K, G>(xq, M, y, ldy, w, bias, epi);
+    return;
+  }
+  const int8_t* wq = (const int8_t*)w[0];
+  const float* ws = (const float*)w[1];
+  const float* cs = (const float*)w[2];
+  const int64_t mb = (M + MR - 1) / MR, total = NP * mb;
+#pragma omp parallel if (total > 1 && M * NPAD * K >= (1 << 17))
+  {
+    amx_configure<KS>();
+#pragma omp for schedule(static)
+    for (int64_t tile = 0; tile < total; ++tile) {
+      const int64_t p = tile / mb, mt = (tile % mb) * MR, rows = min64(MR, M - mt), n0 = p * PW;
+      const uint8_t* xr = xq + mt * RB;
+      if (rows < MR) {
+        // tiles read whole 32-row blocks: the last, partial one is copied and zero-padded
+        uint8_t* pad = (uint8_t*)scratch((size_t)(MR * RB), 3);
+        memcpy(pad, xr, (size_t)(rows * RB));
+        memset(pad + rows * RB, 0, (size_t)((MR - rows) * RB));
+        xr = pad;
+      }
+      alignas(64) float t[MR][PW];
+      amx_panel_groups<K, G, NPAD, KS>(xr, wq + p * (K4 * PW * 4), cs + n0, t);
+      for (int64_t i = 0; i < rows; ++i) SPK_UNROLL for (int j = 0; j < 4; ++j)
+        _mm512_store_ps(&t[i][16 * j], opaque(_mm512_mul_ps(_mm512_load_ps(&t[i][16 * j]), _mm512_loadu_ps(ws + n0 + 16 * j))));
+      store_rows<PW>(&t[0][0], (int)rows, mt, n0, min64(PW, N - n0), bias, y, ldy, epi);
+    }
+    _tile_release();
+  }
+}
+
+template <int64_t N, int64_t K, int64_t G, class Epi>
+static void gemm_g_amx(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
+                       const float* bias, const Epi& epi) {
+  grouped_gemm<K, G>(x, M, ldx, [](const float* r, uint8_t* q) { quantize_row_g<true, K, G>(r, q, nullptr); },
+                     [&](const uint8_t* xq) { gemm_qg_amx<N, K, G>(xq, M, y, ldy, w, bias, epi); });
+}
+}  // namespace i8z
+}  // namespace spk_gemm
+#endif  // SPK_GEMM_I8Z_AMX_G
+"""
