@@ -404,6 +404,44 @@ def test_quantize_row_is_bit_exact_with_ties(built, case):
             assert torch.equal(buf3[:k], buf[:k]) and s3.item() == s.item()
 
 
+def _near_tie_rows(k: int, group: int, n: int = 48) -> torch.Tensor:
+    """Rows whose values sit 0-3 ulps from (m + 1/2) * s for scales s that are no power of
+    two, each group spanning [-127 s, 127 s], so the quantizers' x / scale lands next to a
+    tie: where x * (1 / scale) and the true quotient round apart if any."""
+    g = torch.Generator().manual_seed(19)
+    rows = []
+    for _ in range(n):
+        s0 = float(torch.rand(1, generator=g)) * 0.3 + 0.01
+        m = torch.randint(-127, 127, (k,), generator=g).double()
+        x = ((m + 0.5) * s0).float()
+        for _ in range(int(torch.randint(0, 4, (1,), generator=g))):
+            x = torch.nextafter(x, torch.where(torch.rand(k, generator=g) < 0.5, -torch.inf, torch.inf))
+        x[::group] = -127 * s0
+        x[1::group] = 127 * s0
+        rows.append(x)
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.kind in EXACT], ids=lambda c: c.id)
+def test_quantizers_round_near_ties_as_the_true_division(built, case):
+    """The vector quantizers multiply by 1 / scale and divide only near a tie: their codes
+    equal the reference's true division on values a few ulps from every tie."""
+    lib, items = built
+    b = items[case.id]
+    k = case.k
+    group = case.group or k
+    qrow = getattr(lib, f"t{b.index}_qrow3")
+    for r in _near_tie_rows(k, group):
+        buf = torch.zeros(b.kernel.act_row_bytes, dtype=torch.uint8)
+        sc = torch.zeros(1)
+        qrow(_p(r), _p(buf), _p(sc))
+        if case.kind == "w8a8g":
+            q = quant.quantize_token_groups_int8(r[None], group)[0]
+        else:
+            q = quant.quantize_per_token_int8(r[None])[0]
+        assert torch.equal(buf[:k], _int8_codes_layout(b.kernel, q[0])), case.id
+
+
 def _group_rows(k: int, group: int) -> torch.Tensor:
     """Rows that probe the w8a8g quantizer's edges, group by group."""
     g = torch.Generator().manual_seed(13)
