@@ -74,7 +74,8 @@ def test_generated_attention_matches_the_reference(case, width):
     assert [s.kind for s in plan.steps] == ["attention"]
     lanes = 16 if cm.target.simd_bits >= 512 else 8
     par, ds = 2 if lanes == 16 else 1, attention.value_slice(d, lanes)
-    assert f"L = {lanes}, KV = 4, KC = KV * L, PAR = {par}, DS = {ds};" in plan.steps[0].source
+    kv = attention.key_vectors(d, lanes, cm.target.cache("l1d"))
+    assert f"L = {lanes}, KV = {kv}, KC = KV * L, PAR = {par}, DS = {ds};" in plan.steps[0].source
     g = torch.Generator().manual_seed(sq * 7 + sk)
     args = [_heads(g, b, sq, h, d, permuted), _heads(g, b, sk, h, d, permuted),
             _heads(g, b, sk, h, d, permuted)]
@@ -143,6 +144,13 @@ def test_a_working_set_past_l1_takes_the_library_path():
     assert slices == [64, 32, 32, 64]
     assert attention.attention_step(op, 48 * 1024) is not None
     assert attention.attention_step(op, 32 * 1024) is None     # an L1 of 32 KiB
+    # the key block: 8 vectors where 32 registers hold 2 x 8 score chains and it fits L1
+    assert attention.working_set(32, 16, 8) == 36 * 1024
+    assert attention.key_vectors(32, 16, 48 * 1024) == 8
+    assert attention.key_vectors(32, 16, 32 * 1024) == 4
+    assert attention.key_vectors(32, 8, 48 * 1024) == 4         # AVX2's 16 registers
+    assert attention.key_vectors(64, 16, 48 * 1024) == 4
+    assert attention.key_vectors(64, 16, 32 * 1024) is None
     assert attention.attention_step(op, None) is None          # no known L1
 
 
