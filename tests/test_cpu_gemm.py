@@ -148,12 +148,13 @@ class Case:
 def _cases() -> list[Case]:
     out = []
     for isa in TARGETS:
-        if isa != "amx":   # AMX targets run w8a8 on zmm VNNI: the avx512_vnni cases
+        if isa != "amx":   # AMX targets run the split, and K % 64 != 0, on zmm VNNI
             out.append(Case(f"w8a8-{isa}", "w8a8", isa, 40, 99))
             out.append(Case(f"w8a8_split-{isa}", "w8a8_split", isa, 40, 99))
         out.append(Case(f"w8a8g128-{isa}", "w8a8g", isa, 40, 256, 128))
         out.append(Case(f"w8a8g32-{isa}", "w8a8g", isa, 40, 96, 32))
     out.append(Case("w8a8g48-amx", "w8a8g", "amx", 40, 96, 48))   # AMX tiles 16 codes deep
+    out.append(Case("w8a8-amx", "w8a8", "amx", 40, 128))
     for isa in WO_TARGETS:
         out.append(Case(f"w8-{isa}", "w8", isa, 40, 99))
         out.append(Case(f"fp8-{isa}", "fp8", isa, 40, 99))
@@ -170,6 +171,7 @@ CASES = [c for c in _cases() if _runs_here(c.features)]
 MEDIUM = [c for c in (Case("w8a8-medium", "w8a8", "avx512_vnni", 300, 700, seed=3),
                       Case("w8a8g-medium", "w8a8g", "avx512_vnni", 300, 768, 128, seed=5),
                       Case("w8a8g-medium-amx", "w8a8g", "amx", 300, 768, 128, seed=7),
+                      Case("w8a8-medium-amx", "w8a8", "amx", 300, 768, seed=8),
                       Case("w8a8g-medium-avx2", "w8a8g", "avx2", 300, 768, 64, seed=6),
                       Case("w4g-medium", "w4g", "avx512", 300, 768, 64, False, seed=4))
           if _runs_here(c.features)]
@@ -531,9 +533,9 @@ def test_zero_rows_is_a_no_op(built):
 def test_isa_selection_reads_the_target_not_the_host():
     assert G.int8_isa(target(TARGETS["avx512_vnni"])) == "avx512_vnni"
     assert G.int8_isa(target(TARGETS["amx"])) == "avx512_vnni"
-    assert G.int8_group_isa(target(TARGETS["amx"])) == "amx"
-    assert G.int8_group_isa(target(TARGETS["avx512_vnni"])) == "avx512_vnni"
-    assert G.int8_group_isa(target("avx2,fma,amx_tile,amx_int8")) == "avx2"   # AMX reads zmm panels
+    assert G.has_amx(target(TARGETS["amx"]))
+    assert not G.has_amx(target(TARGETS["avx512_vnni"]))
+    assert not G.has_amx(target("avx2,fma,amx_tile,amx_int8"))   # the tile kernels read zmm panels
     assert G.int8_isa(target(TARGETS["avx_vnni"])) == "avx_vnni"
     assert G.int8_isa(target("avx2,fma")) == "avx2"
     assert G.int8_isa(target("sse4_2")) == "scalar"

@@ -49,8 +49,10 @@ Numerics follow `compiler.numerics` exactly:
   relative tolerance the tests hold every weight-only path to).
 
 ISA selection reads `target.features`, never the host (a kernel is generated for the
-machine that will run it). int8 activations: `avx512_vnni` (zmm `vpdpbusd`), `avx_vnni`
-(ymm `vpdpbusd`), `avx2` (`vpmaddubsw`, exact by the sign trick below), `scalar`.
+machine that will run it). int8 activations: `amx` (tile `tdpbusd`, `gemm_amx.py`, for
+w8a8 with K % 64 == 0 and w8a8g; packed as `avx512_vnni`), `avx512_vnni` (zmm
+`vpdpbusd`), `avx_vnni` (ymm `vpdpbusd`), `avx2` (`vpmaddubsw`, exact by the sign trick
+below), `scalar`.
 Weight-only: `avx512` (zmm), `avx2` (ymm + FMA), `scalar`. The text `#error`s when compiled
 without the flags its ISA needs, and must not be compiled with `-ffast-math` (the int8
 paths rely on IEEE division and on no reassociation).
@@ -80,6 +82,7 @@ from .gemm_float import WOS as _WOS
 from .gemm_float import WOY as _WOY
 from .gemm_float import WOZ as _WOZ
 from .gemm_float import fp8_table as _fp8_table
+from .gemm_amx import I8Z_AMX as _I8Z_AMX
 from .gemm_amx import I8Z_AMX_G as _I8Z_AMX_G
 from .gemm_int8 import I8S as _I8S
 from .gemm_int8 import I8Y as _I8Y
@@ -125,7 +128,7 @@ _I8_NS = {"amx": ("spk_gemm::i8z", "true, ", "spk_gemm::i8z::Cfg<true>::PW"),
           "avx_vnni": ("spk_gemm::i8y", "true, ", "spk_gemm::i8y::Cfg<true>::PW"),
           "avx2": ("spk_gemm::i8y", "false, ", "spk_gemm::i8y::Cfg<false>::PW"),
           "scalar": ("spk_gemm::i8s", "", None)}
-_I8_BLOCKS = {"amx": (_PRELUDE, _I8Z), "avx512_vnni": (_PRELUDE, _I8Z), "avx_vnni": (_PRELUDE, _I8Y, _I8Y_VNNI),
+_I8_BLOCKS = {"amx": (_PRELUDE, _I8Z, _I8Z_AMX), "avx512_vnni": (_PRELUDE, _I8Z), "avx_vnni": (_PRELUDE, _I8Y, _I8Y_VNNI),
               "avx2": (_PRELUDE, _I8Y), "scalar": (_PRELUDE, _I8S)}
 _I8_GROUP_BLOCK = {"amx": _I8Z_G + _I8Z_AMX_G, "avx512_vnni": _I8Z_G, "avx_vnni": _I8Y_G, "avx2": _I8Y_G, "scalar": _I8S_G}
 _WO_BLOCKS = {"avx512": (_PRELUDE, _WOZ), "avx2": (_PRELUDE, _WOY), "scalar": None}
@@ -152,12 +155,10 @@ def int8_isa(target: Target) -> str:
     return "scalar"
 
 
-def int8_group_isa(target: Target) -> str:
-    """The w8a8g path for `target`: AMX tiles where the CPU has them (the kernel falls back
-    to zmm VNNI at run time if the OS refuses the tile state), else `int8_isa`'s."""
-    if target.arch == "x86_64" and {"amx_tile", "amx_int8", "avx512f", "avx512bw", "avx512_vnni"} <= target.features:
-        return "amx"
-    return int8_isa(target)
+def has_amx(target: Target) -> bool:
+    """Whether `target` has AMX int8 tiles beside zmm VNNI (whose panels the tile kernels
+    read; they fall back to zmm at run time if the OS refuses the tile state)."""
+    return target.arch == "x86_64" and {"amx_tile", "amx_int8"} <= target.features and int8_isa(target) == "avx512_vnni"
 
 
 def weight_only_isa(target: Target) -> str:
@@ -252,7 +253,7 @@ def _int8_act_kernel(op_name: str, qweight: torch.Tensor, scale: torch.Tensor,
         pw = _PW[("i8", isa)]
         npad = -(-n // pw) * pw
         packed = [_pack_k4(q, pw), _padded_vec(scale, npad, torch.float32)]
-        if isa in ("avx512_vnni", "avx_vnni"):
+        if isa in ("amx", "avx512_vnni", "avx_vnni"):
             # activations enter vpdpbusd as u8 = q + 128; subtract 128 * colsum(w) in int32
             packed.append(_padded_vec(128 * q.to(torch.int32).sum(dim=1), npad, torch.int32))
     mo = 0
@@ -262,6 +263,11 @@ def _int8_act_kernel(op_name: str, qweight: torch.Tensor, scale: torch.Tensor,
             packed += _split_extras(extras[0], extras[1], n, k, npad, with_keep=True)
     ns, tmpl, pw_expr = _I8_NS[isa]
     tag = "w8a8" if extras is None else "w8a8split"
+    if isa == "amx":   # w8a8 only (`_build_w8a8`): the tile GEMM on the zmm family's rows
+        gemm_q, q_args, gemm = f"{ns}::gemm_q_amx<{n}, {k}>", "M, y, ldy, w, bias, epi", f"{ns}::gemm_amx<{n}, {k}>"
+    else:
+        gemm_q, q_args = f"{ns}::gemm_q<{tmpl}{n}, {k}, {mo}>", "x, M, ldx, y, ldy, w, bias, epi"
+        gemm = f"{ns}::gemm<{tmpl}{n}, {k}, {mo}>"
     symbol = f"spk_gemm_{tag}_{isa}_n{n}_k{k}" + (f"_o{mo}" if mo else "")
     keep = f"(const int32_t*)w[{len(packed) - 1}]" if mo else "nullptr"
     body = ""
@@ -277,9 +283,9 @@ def _int8_act_kernel(op_name: str, qweight: torch.Tensor, scale: torch.Tensor,
     body += (
         f"template <class Epi>\nstatic void {symbol}_q(const void* xq, const float* xscale, const float* x, int64_t M, "
         f"int64_t ldx, float* y, int64_t ldy, void* const* w, const float* bias, Epi epi) {{\n"
-        f"  {ns}::gemm_q<{tmpl}{n}, {k}, {mo}>((const uint8_t*)xq, xscale, x, M, ldx, y, ldy, w, bias, epi);\n}}\n"
+        f"  {gemm_q}((const uint8_t*)xq, xscale, {q_args});\n}}\n"
         f"template <class Epi>\nstatic void {symbol}({_SIG}) {{\n"
-        f"  {ns}::gemm<{tmpl}{n}, {k}, {mo}>({_ARGS});\n}}\n")
+        f"  {gemm}({_ARGS});\n}}\n")
     source = "".join(_I8_BLOCKS[isa]) + _guarded(symbol, body)
     return GemmKernel(op_name, symbol, source, isa, tuple(packed), n, k, kp)
 
@@ -439,7 +445,9 @@ def _build_w8a8(op: Op, w: list[torch.Tensor], target: Target) -> GemmKernel | N
     q, scale = w
     if q.dtype != torch.int8:
         return None
-    return _int8_act_kernel(op.name, q, scale, None, int8_isa(target))
+    # the tile kernel steps K by 64 codes (a tail would need tiles of a second shape)
+    amx = has_amx(target) and q.shape[1] % 64 == 0
+    return _int8_act_kernel(op.name, q, scale, None, "amx" if amx else int8_isa(target))
 
 
 def _build_w8a8g(op: Op, w: list[torch.Tensor], target: Target) -> GemmKernel | None:
@@ -447,7 +455,7 @@ def _build_w8a8g(op: Op, w: list[torch.Tensor], target: Target) -> GemmKernel | 
     group = op.attributes.get("group")
     if q.dtype != torch.int8 or activation_group_error(group) is not None or q.shape[1] % group:
         return None
-    return _int8_group_kernel(op.name, q, scale, group, int8_group_isa(target))
+    return _int8_group_kernel(op.name, q, scale, group, "amx" if has_amx(target) else int8_isa(target))
 
 
 def _build_w8a8_split(op: Op, w: list[torch.Tensor], target: Target) -> GemmKernel | None:

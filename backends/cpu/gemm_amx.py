@@ -1,17 +1,22 @@
-"""C++ text of the AMX (`tdpbusd`) w8a8g GEMM: Intel's tile unit for int8 x int8 products.
+"""C++ text of the AMX (`tdpbusd`) int8 GEMMs: Intel's tile unit for w8a8 and w8a8g.
 
 Data for `gemm.py`, appended to the zmm VNNI blocks of `gemm_int8.py`, whose weight panels
-(`[N/64][K/4][64][4]`), per-group column sums, row records and quantizer it reuses
-unchanged: a B tile is 16 columns of a panel read at the panel's row stride, an A tile is
-16 row records read at theirs, so nothing is repacked and the results are bit-identical to
-the zmm kernel's (the same exact int32 group sums, scaled in the same order). Only the GEMM
-loop differs. A process that the OS refuses the tile state, or a call with fewer rows than
-one tile, runs the zmm kernel instead.
+(`[N/64][K/4][64][4]`), column sums, activation rows and quantizers they reuse unchanged: a
+B tile is 16 columns of a panel read at the panel's row stride, an A tile is 16 activation
+rows read at theirs, so nothing is repacked and the results are bit-identical to the zmm
+kernels' (the same exact int32 sums, scaled in the same order). Only the GEMM loop differs.
+A process that the OS refuses the tile state, a call with fewer rows than one tile, a
+w8a8 K that is no multiple of 64 and a w8a8g group past 128 run the zmm kernel instead.
+
+Measured on a 2-core AVX-512 / AMX Xeon (`benchmarks/gemm_cpu.py`-style, M = 1024, two
+threads): w8a8g 800-1100 GMAC/s against zmm VNNI's 550-650. Each tile instruction
+serialises on the tile unit, and w8a8g must store and rescale every group's accumulators
+(every 128 codes), which bounds it; w8a8 stores once per K.
 """
 
-I8Z_AMX_G = r"""
-#ifndef SPK_GEMM_I8Z_AMX_G
-#define SPK_GEMM_I8Z_AMX_G
+I8Z_AMX = r"""
+#ifndef SPK_GEMM_I8Z_AMX
+#define SPK_GEMM_I8Z_AMX
 #if !defined(__AMX_TILE__) || !defined(__AMX_INT8__)
 #error "spokeshave int8 kernel (isa amx) needs -mamx-tile -mamx-int8"
 #endif
@@ -38,6 +43,99 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 
+// w8a8 (per token): the accumulators run over all K, so 2 x 2 of them (32 rows x 32
+// columns) share two A and two B tiles per 64 codes (a tile load per tdpbusd), and are
+// stored once. Tiles 0-3: accumulators; 4-5: A; 6-7: B.
+static inline void amx_configure_2x2() {
+  TileConfig c;
+  memset(&c, 0, sizeof c);
+  c.palette = 1;
+  for (int i = 0; i < 8; ++i) { c.rows[i] = 16; c.colsb[i] = 64; }
+  _tile_loadconfig(&c);
+}
+
+// Rows of a tile that the caller's array lacks are read from a zero-padded copy.
+static inline const uint8_t* amx_rows(const uint8_t* x, int64_t rows, int64_t want, int64_t rb, int slot) {
+  if (rows >= want) return x;
+  uint8_t* pad = (uint8_t*)scratch((size_t)(want * rb), slot);
+  memcpy(pad, x, (size_t)(rows * rb));
+  memset(pad + rows * rb, 0, (size_t)((want - rows) * rb));
+  return pad;
+}
+
+template <int64_t N, int64_t K, class Epi>
+static void gemm_q_amx(const uint8_t* xq, const float* xs, int64_t M, float* y, int64_t ldy, void* const* w,
+                       const float* bias, const Epi& epi) {
+  constexpr int64_t MR = 32, PW = 64, K4 = K / 4, NP = (N + PW - 1) / PW, NPAD = NP * PW;
+  static_assert(Cfg<true>::PW == PW, "the AMX kernel reads the zmm VNNI panels");
+  if (M <= 0) return;
+  if (K % 64 || M < 16 || !amx_ready()) {
+    gemm_q<true, N, K, 0>(xq, xs, nullptr, M, 0, y, ldy, w, bias, epi);
+    return;
+  }
+  const int8_t* wq = (const int8_t*)w[0];
+  const float* ws = (const float*)w[1];
+  const int32_t* comp = (const int32_t*)w[2];
+  const int64_t mb = (M + MR - 1) / MR, total = NP * mb;
+#pragma omp parallel if (total > 1 && M * NPAD * K >= (1 << 17))
+  {
+    amx_configure_2x2();
+#pragma omp for schedule(static)
+    for (int64_t tile = 0; tile < total; ++tile) {
+      const int64_t p = tile / mb, mt = (tile % mb) * MR, rows = min64(MR, M - mt), n0 = p * PW;
+      const uint8_t* xr = amx_rows(xq + mt * K, rows, MR, K, 3);
+      const int8_t* wp = wq + p * (K4 * PW * 4);
+      alignas(64) int32_t c[MR][32];
+      alignas(64) float t[MR][PW];
+      for (int h = 0; h < 2; ++h) {
+        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+        for (int64_t k = 0; k < K; k += 64) {
+          const int8_t* wk = wp + (k / 4) * (PW * 4) + 128 * h;
+          _tile_loadd(4, xr + k, K);
+          _tile_loadd(5, xr + 16 * K + k, K);
+          _tile_loadd(6, wk, PW * 4);
+          _tile_loadd(7, wk + 64, PW * 4);
+          _tile_dpbusd(0, 4, 6);
+          _tile_dpbusd(1, 4, 7);
+          _tile_dpbusd(2, 5, 6);
+          _tile_dpbusd(3, 5, 7);
+        }
+        _tile_stored(0, &c[0][0], 128);
+        _tile_stored(1, &c[0][16], 128);
+        _tile_stored(2, &c[16][0], 128);
+        _tile_stored(3, &c[16][16], 128);
+        for (int64_t i = 0; i < rows; ++i) SPK_UNROLL for (int j = 0; j < 2; ++j) {
+          const int64_t n = n0 + 32 * h + 16 * j;
+          // exact int32 result: the +128 shift of the activations contributed 128 * colsum
+          const __m512i a = _mm512_sub_epi32(_mm512_load_si512((const void*)&c[i][16 * j]), _mm512_loadu_si512((const void*)(comp + n)));
+          const __m512 f = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_set1_ps(xs[mt + i])), _mm512_loadu_ps(ws + n));
+          _mm512_store_ps(&t[i][32 * h + 16 * j], opaque(f));
+        }
+      }
+      store_rows<PW>(&t[0][0], (int)rows, mt, n0, min64(PW, N - n0), bias, y, ldy, epi);
+    }
+    _tile_release();
+  }
+}
+
+template <int64_t N, int64_t K, class Epi>
+static void gemm_amx(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
+                     const float* bias, const Epi& epi) {
+  quantized_gemm<K>(x, M, ldx, nullptr,
+                    [](const float* r, uint8_t* q, float* sc, const int32_t* keep) { quantize_row<true, K>(r, q, sc, keep); },
+                    [&](const uint8_t* xq, const float* xs) { gemm_q_amx<N, K>(xq, xs, M, y, ldy, w, bias, epi); });
+}
+}  // namespace i8z
+}  // namespace spk_gemm
+#endif  // SPK_GEMM_I8Z_AMX
+"""
+
+# w8a8g: after I8Z_G (its zmm fallback) and I8Z_AMX (the tile state and configuration).
+I8Z_AMX_G = r"""
+#ifndef SPK_GEMM_I8Z_AMX_G
+#define SPK_GEMM_I8Z_AMX_G
+namespace spk_gemm {
+namespace i8z {
 // The tile configuration is per thread, and other libraries in the process (oneDNN) load
 // their own, so every kernel call loads ours in each thread. Tiles 0-1 and 2-3: two sets of
 // 16 x 32 int32 accumulators (16 rows, two 16-column tiles); 4: the A tile (16 rows x KS
@@ -140,14 +238,7 @@ static void gemm_qg_amx(const uint8_t* xq, int64_t M, float* y, int64_t ldy, voi
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < total; ++tile) {
       const int64_t p = tile / mb, mt = (tile % mb) * MR, rows = min64(MR, M - mt), n0 = p * PW;
-      const uint8_t* xr = xq + mt * RB;
-      if (rows < MR) {
-        // tiles read whole 16-row blocks: the last, partial one is copied and zero-padded
-        uint8_t* pad = (uint8_t*)scratch((size_t)(MR * RB), 3);
-        memcpy(pad, xr, (size_t)(rows * RB));
-        memset(pad + rows * RB, 0, (size_t)((MR - rows) * RB));
-        xr = pad;
-      }
+      const uint8_t* xr = amx_rows(xq + mt * RB, rows, MR, RB, 3);
       alignas(64) float t[MR][PW];
       amx_panel_groups<K, G, NPAD, KS>(xr, wq + p * (K4 * PW * 4), cs + n0, t);
       for (int64_t i = 0; i < rows; ++i) SPK_UNROLL for (int j = 0; j < 4; ++j)

@@ -3,14 +3,15 @@
 
 // The CPU backend's attention kernel (`backends/cpu/attention.py`), FileChecked beside the
 // IR: one OpenMP loop over (batch, head, block of query rows); per head the keys are packed
-// and transposed into blocks of four vectors' keys (64 on zmm, 32 on AVX2's ymm, whose 16
-// registers hold half the chains); per key block, two query rows at a time take their
+// and transposed into blocks of eight vectors' keys where they fit L1 (128 on zmm at
+// D = 32; four, 64 keys, at D = 64) or four on AVX2's ymm (32 keys: its 16 registers hold
+// half the chains); per key block, two query rows at a time take their
 // scores in registers, a block the bool mask hides whole for both rows is skipped, masked
 // scores become -inf, and an online softmax rescales the running sum and output by
 // exp(old max - new max) before adding the block's weighted values; one division at the end.
 // CHECK-LABEL: func.func @masked(
 // CHECK:       extern "C" void [[SYM:spk_attn_[0-9a-f]+]](const int64_t* meta, void* const* ptrs) {
-// ZMM:           constexpr int64_t D = 32, RB = 32, L = 16, KV = 4, KC = KV * L, PAR = 2, DS = 32;
+// ZMM:           constexpr int64_t D = 32, RB = 32, L = 16, KV = 8, KC = KV * L, PAR = 2, DS = 32;
 // YMM:           constexpr int64_t D = 32, RB = 32, L = 8, KV = 4, KC = KV * L, PAR = 1, DS = 32;
 // CHECK:         const float scale = ((float)0x1.6a09e667f3bcdp-3);
 // CHECK:         #pragma omp parallel

@@ -1,5 +1,6 @@
 // RUN: spokeshave-opt %s --split-input-file --emit=cpp --target cpu:x86_64:avx2,fma,f16c | filecheck %s --check-prefix=AVX2
 // RUN: spokeshave-opt %s --split-input-file --emit=cpp --target cpu:x86_64:avx512f,avx512bw,avx512vl,avx512_vnni,avx2,fma,f16c | filecheck %s --check-prefix=VNNI
+// RUN: spokeshave-opt %s --split-input-file --emit=cpp --target cpu:x86_64:avx512f,avx512bw,avx512vl,avx512_vnni,avx2,fma,f16c,amx_tile,amx_int8 | filecheck %s --check-prefix=AMX
 
 // The CPU backend's compressed GEMM kernels (`backends/cpu/gemm.py`), FileChecked beside
 // the IR for a target given as text, so the ISA path is fixed whatever the host.
@@ -8,7 +9,8 @@
 // then group scales and zero points) through the kernel's own quantizer; the GEMM entry
 // reads the records, running the int8 micro-kernel once per activation group of 32 and
 // adding each group's exact partial sum into float accumulators. AVX2 multiplies with
-// vpmaddubsw; AVX-512 VNNI with vpdpbusd.
+// vpmaddubsw; AVX-512 VNNI with vpdpbusd; AMX with tdpbusd on the zmm family's records,
+// keeping its zmm kernel as the fallback.
 // AVX2-LABEL: func.func @rms_norm_w8a8g(
 // AVX2:       _mm256_maddubs_epi16
 // AVX2:       #ifndef SPK_GEMM_I8Y_G
@@ -34,6 +36,15 @@
 // VNNI:       static void gemm_qg(
 // VNNI:       spk_gemm_w8a8g32_avx512_vnni_n32_k64_quantize_row(
 // VNNI:       spk_gemm_w8a8g32_avx512_vnni_n32_k64_q((const void*)ptrs[3],
+// AMX-LABEL: func.func @rms_norm_w8a8g(
+// AMX:       static inline bool amx_ready() {
+// AMX:       static inline void amx_issue(
+// AMX:         _tile_dpbusd(0, 4, 5);
+// AMX:       static void gemm_qg_amx(
+// AMX:         gemm_qg<true, N, K, G>(xq, M, y, ldy, w, bias, epi);
+// AMX:         amx_configure<KS>();
+// AMX:       spk_gemm_w8a8g32_amx_n32_k64_quantize_row(
+// AMX:       spk_gemm_w8a8g32_amx_n32_k64_q((const void*)ptrs[3],
 func.func @rms_norm_w8a8g(%x: tensor<?x64xf32>, %g: tensor<64xf32> {spk.param = "g"}, %q: tensor<32x64xi8> {spk.param = "q"}, %s: tensor<32xf32> {spk.param = "s"}) -> tensor<?x32xf32> {
   %0 = "spk.fused"(%x, %g, %q, %s) ({
   ^bb0(%a: tensor<?x64xf32>, %ag: tensor<64xf32>, %aq: tensor<32x64xi8>, %as: tensor<32xf32>):
@@ -56,6 +67,9 @@ func.func @rms_norm_w8a8g(%x: tensor<?x64xf32>, %g: tensor<64xf32> {spk.param = 
 // AVX2:       extern "C" void spk_gemm_{{[0-9a-f]+}}(
 // AVX2:         spk_gemm_w8a8g32_avx2_n32_k64(x, M, 64,
 // VNNI-LABEL: func.func @two_row_formats(
+// AMX-LABEL: func.func @two_row_formats(
+// AMX:         spk_gemm_w8a8_amx_n32_k64(x, M, 64,
+// AMX:         spk_gemm_w8a8g32_amx_n32_k64(x, M, 64,
 func.func @two_row_formats(%x: tensor<?x64xf32>, %g: tensor<64xf32> {spk.param = "g"}, %q: tensor<32x64xi8> {spk.param = "q"}, %s: tensor<32xf32> {spk.param = "s"}) -> (tensor<?x32xf32>, tensor<?x32xf32>) {
   %0:2 = "spk.fused"(%x, %g, %q, %s) ({
   ^bb0(%a: tensor<?x64xf32>, %ag: tensor<64xf32>, %aq: tensor<32x64xi8>, %as: tensor<32xf32>):
