@@ -123,11 +123,19 @@ ROWS = [
                   "canonicalize,cse,dce,gqa-attention,fuse",
         "smollm2": "smooth{alpha=0.65},quantize{scheme=w8a8 method=gptq},"
                    "canonicalize,cse,dce,gqa-attention,fuse"}),
-    # activations per token and group of 128 columns, asymmetric: int8 everywhere at MiniLM
-    # min cosine >= 0.999 (BENCHMARKS.md)
-    Row("w8a8g", pipeline="smooth{alpha=0.6},quantize{scheme=w8a8g group=128 method=gptq},"
-                          "canonicalize,cse,dce,gqa-attention,fuse",
-        models=("minilm",)),
+    # activations per token and group, asymmetric: int8 everywhere at MiniLM min cosine
+    # >= 0.999 (BENCHMARKS.md); SmolLM2's in-features (576) take groups of 64
+    Row("w8a8g", pipeline={
+        "minilm": "smooth{alpha=0.6},quantize{scheme=w8a8g group=128 method=gptq},"
+                  "canonicalize,cse,dce,gqa-attention,fuse",
+        "smollm2": "smooth{alpha=0.65},quantize{scheme=w8a8g group=64 method=gptq},"
+                   "canonicalize,cse,dce,gqa-attention,fuse"}),
+    # SmolLM2: w8a8g only where per-token codes cost most (down_proj: the massive-activation
+    # channel reaches its input unnormalised), w8a8 elsewhere (BENCHMARKS.md)
+    Row("w8a8_mixed", pipeline="smooth{alpha=0.65},quantize{scheme=w8a8g group=128 method=gptq "
+                               "layers=*down_proj*},quantize{scheme=w8a8 method=gptq},"
+                               "canonicalize,cse,dce,gqa-attention,fuse",
+        models=("smollm2",)),
     # threshold 2: the w8a8 recipe that reaches min cosine 0.999 on MiniLM (BENCHMARKS.md)
     Row("w8a8_split", pipeline="outlier-split{scheme=w8a8 threshold=2.0},"
                                "canonicalize,cse,dce,gqa-attention,fuse",
