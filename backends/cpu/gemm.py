@@ -263,11 +263,8 @@ def _int8_act_kernel(op_name: str, qweight: torch.Tensor, scale: torch.Tensor,
             packed += _split_extras(extras[0], extras[1], n, k, npad, with_keep=True)
     ns, tmpl, pw_expr = _I8_NS[isa]
     tag = "w8a8" if extras is None else "w8a8split"
-    if isa == "amx":   # w8a8 only (`_build_w8a8`): the tile GEMM on the zmm family's rows
-        gemm_q, q_args, gemm = f"{ns}::gemm_q_amx<{n}, {k}>", "M, y, ldy, w, bias, epi", f"{ns}::gemm_amx<{n}, {k}>"
-    else:
-        gemm_q, q_args = f"{ns}::gemm_q<{tmpl}{n}, {k}, {mo}>", "x, M, ldx, y, ldy, w, bias, epi"
-        gemm = f"{ns}::gemm<{tmpl}{n}, {k}, {mo}>"
+    # amx (w8a8 only, `_build_w8a8`): the tile GEMM on the zmm family's rows, same signature
+    gemm_q, gemm = ("gemm_q_amx", "gemm_amx") if isa == "amx" else ("gemm_q", "gemm")
     symbol = f"spk_gemm_{tag}_{isa}_n{n}_k{k}" + (f"_o{mo}" if mo else "")
     keep = f"(const int32_t*)w[{len(packed) - 1}]" if mo else "nullptr"
     body = ""
@@ -283,9 +280,9 @@ def _int8_act_kernel(op_name: str, qweight: torch.Tensor, scale: torch.Tensor,
     body += (
         f"template <class Epi>\nstatic void {symbol}_q(const void* xq, const float* xscale, const float* x, int64_t M, "
         f"int64_t ldx, float* y, int64_t ldy, void* const* w, const float* bias, Epi epi) {{\n"
-        f"  {gemm_q}((const uint8_t*)xq, xscale, {q_args});\n}}\n"
+        f"  {ns}::{gemm_q}<{tmpl}{n}, {k}, {mo}>((const uint8_t*)xq, xscale, x, M, ldx, y, ldy, w, bias, epi);\n}}\n"
         f"template <class Epi>\nstatic void {symbol}({_SIG}) {{\n"
-        f"  {gemm}({_ARGS});\n}}\n")
+        f"  {ns}::{gemm}<{tmpl}{n}, {k}, {mo}>({_ARGS});\n}}\n")
     source = "".join(_I8_BLOCKS[isa]) + _guarded(symbol, body)
     return GemmKernel(op_name, symbol, source, isa, tuple(packed), n, k, kp)
 
@@ -313,8 +310,8 @@ def _int8_group_kernel(op_name: str, qweight: torch.Tensor, scale: torch.Tensor,
     if pw_expr is not None:
         body += f"static_assert({pw_expr} == {pw}, \"panel width out of sync with gemm.py\");\n"
     qrow = f"{ns}::quantize_row_g<{tmpl}{k}, {group}>(x_row, (uint8_t*)q_row, xscale);"
-    # the AMX GEMM takes the zmm VNNI family's records; the others take their VNNI parameter
-    gemm_qg, gemm_g, gt = ("gemm_qg_amx", "gemm_g_amx", "") if isa == "amx" else ("gemm_qg", "gemm_g", tmpl)
+    # the AMX GEMM takes the zmm VNNI family's records, with the same signature
+    gemm_qg, gemm_g = ("gemm_qg_amx", "gemm_g_amx") if isa == "amx" else ("gemm_qg", "gemm_g")
     body += (
         f"// {op_name}, N={n}, K={k}, activation group {group}, isa {isa}; quantized rows are {row_bytes} bytes\n"
         f"static inline void {symbol}_quantize_row(const float* x_row, void* q_row, float* xscale, void* const* w) {{\n"
@@ -324,9 +321,9 @@ def _int8_group_kernel(op_name: str, qweight: torch.Tensor, scale: torch.Tensor,
         f"template <class Epi>\nstatic void {symbol}_q(const void* xq, const float* xscale, const float* x, int64_t M, "
         f"int64_t ldx, float* y, int64_t ldy, void* const* w, const float* bias, Epi epi) {{\n"
         f"  (void)xscale; (void)x; (void)ldx;\n"
-        f"  {ns}::{gemm_qg}<{gt}{n}, {k}, {group}>((const uint8_t*)xq, M, y, ldy, w, bias, epi);\n}}\n"
+        f"  {ns}::{gemm_qg}<{tmpl}{n}, {k}, {group}>((const uint8_t*)xq, M, y, ldy, w, bias, epi);\n}}\n"
         f"template <class Epi>\nstatic void {symbol}({_SIG}) {{\n"
-        f"  {ns}::{gemm_g}<{gt}{n}, {k}, {group}>({_ARGS});\n}}\n")
+        f"  {ns}::{gemm_g}<{tmpl}{n}, {k}, {group}>({_ARGS});\n}}\n")
     source = "".join(_I8_BLOCKS[isa]) + _I8_GROUP_BLOCK[isa] + _guarded(symbol, body)
     return GemmKernel(op_name, symbol, source, isa, tuple(packed), n, k, row_bytes)
 

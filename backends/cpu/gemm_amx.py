@@ -13,6 +13,7 @@ threads): w8a8g 800-1100 GMAC/s against zmm VNNI's 550-650. Each tile instructio
 serialises on the tile unit, and w8a8g must store and rescale every group's accumulators
 (every 128 codes), which bounds it; w8a8 stores once per K.
 """
+from .gemm_int8 import float_entry, grouped_entry
 
 I8Z_AMX = r"""
 #ifndef SPK_GEMM_I8Z_AMX
@@ -63,14 +64,17 @@ static inline const uint8_t* amx_rows(const uint8_t* x, int64_t rows, int64_t wa
   return pad;
 }
 
-template <int64_t N, int64_t K, class Epi>
-static void gemm_q_amx(const uint8_t* xq, const float* xs, int64_t M, float* y, int64_t ldy, void* const* w,
-                       const float* bias, const Epi& epi) {
+// The zmm family's gemm_q signature, so its float entry serves (`float_entry`); VNNI is
+// true and MO 0 (the split op stays on zmm).
+template <bool VNNI, int64_t N, int64_t K, int MO, class Epi>
+static void gemm_q_amx(const uint8_t* xq, const float* xs, const float* x, int64_t M, int64_t ldx,
+                       float* y, int64_t ldy, void* const* w, const float* bias, const Epi& epi) {
   constexpr int64_t MR = 32, PW = 64, K4 = K / 4, NP = (N + PW - 1) / PW, NPAD = NP * PW;
+  static_assert(VNNI && MO == 0, "the AMX kernel reads the zmm VNNI rows of w8a8");
   static_assert(Cfg<true>::PW == PW, "the AMX kernel reads the zmm VNNI panels");
   if (M <= 0) return;
   if (K % 64 || M < 16 || !amx_ready()) {
-    gemm_q<true, N, K, 0>(xq, xs, nullptr, M, 0, y, ldy, w, bias, epi);
+    gemm_q<true, N, K, 0>(xq, xs, x, M, ldx, y, ldy, w, bias, epi);
     return;
   }
   const int8_t* wq = (const int8_t*)w[0];
@@ -118,13 +122,7 @@ static void gemm_q_amx(const uint8_t* xq, const float* xs, int64_t M, float* y, 
   }
 }
 
-template <int64_t N, int64_t K, class Epi>
-static void gemm_amx(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
-                     const float* bias, const Epi& epi) {
-  quantized_gemm<K>(x, M, ldx, nullptr,
-                    [](const float* r, uint8_t* q, float* sc, const int32_t* keep) { quantize_row<true, K>(r, q, sc, keep); },
-                    [&](const uint8_t* xq, const float* xs) { gemm_q_amx<N, K>(xq, xs, M, y, ldy, w, bias, epi); });
-}
+$FLOAT_ENTRY
 }  // namespace i8z
 }  // namespace spk_gemm
 #endif  // SPK_GEMM_I8Z_AMX
@@ -214,9 +212,11 @@ static inline void amx_panel_groups(const uint8_t* xr, const int8_t* wp, const f
   amx_flush<K, G, NPAD>(xr, cs, c[(U - 1) % 2], (U - 1) % NG, (int)((U - 1) / NG), t);
 }
 
-template <int64_t N, int64_t K, int64_t G, class Epi>
+// The zmm family's gemm_qg signature, so its float entry serves (`grouped_entry`).
+template <bool VNNI, int64_t N, int64_t K, int64_t G, class Epi>
 static void gemm_qg_amx(const uint8_t* xq, int64_t M, float* y, int64_t ldy, void* const* w,
                         const float* bias, const Epi& epi) {
+  static_assert(VNNI, "the AMX kernel reads the zmm VNNI records");
   constexpr int MR = 16, PW = 64;
   // the largest tile depth dividing the group (groups are multiples of 16)
   constexpr int KS = G % 64 == 0 ? 64 : (G % 32 == 0 ? 32 : 16);
@@ -249,13 +249,11 @@ static void gemm_qg_amx(const uint8_t* xq, int64_t M, float* y, int64_t ldy, voi
   }
 }
 
-template <int64_t N, int64_t K, int64_t G, class Epi>
-static void gemm_g_amx(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
-                       const float* bias, const Epi& epi) {
-  grouped_gemm<K, G>(x, M, ldx, [](const float* r, uint8_t* q) { quantize_row_g<true, K, G>(r, q, nullptr); },
-                     [&](const uint8_t* xq) { gemm_qg_amx<N, K, G>(xq, M, y, ldy, w, bias, epi); });
-}
+$GROUPED_ENTRY
 }  // namespace i8z
 }  // namespace spk_gemm
 #endif  // SPK_GEMM_I8Z_AMX_G
 """
+
+I8Z_AMX = I8Z_AMX.replace("$FLOAT_ENTRY", float_entry(True, "gemm_amx", "gemm_q_amx"))
+I8Z_AMX_G = I8Z_AMX_G.replace("$GROUPED_ENTRY", grouped_entry(True, "gemm_g_amx", "gemm_qg_amx"))

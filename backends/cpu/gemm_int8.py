@@ -164,17 +164,18 @@ static inline void grouped_gemm(const float* x, int64_t M, int64_t ldx, const QR
 """
 
 
-def _float_entry(vnni_param: bool) -> str:
-    """The float entry of an int8 kernel family: `quantized_gemm` over the family's own
-    (namespace-local) quantize_row and gemm_q; the vector families take the VNNI parameter."""
+def float_entry(vnni_param: bool, entry: str = "gemm", gemm_q: str = "gemm_q") -> str:
+    """The float entry `entry` of an int8 kernel family: `quantized_gemm` over the family's
+    own (namespace-local) quantize_row and its GEMM `gemm_q`; the vector families take the
+    VNNI parameter (the AMX GEMMs reuse the zmm family's under their own names)."""
     tp, ta = ("bool VNNI, ", "VNNI, ") if vnni_param else ("", "")
     xb = "Cfg<VNNI>::XB" if vnni_param else "XB"
     return f"""template <{tp}int64_t N, int64_t K, int MO, class Epi>
-static void gemm(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
+static void {entry}(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
                  const float* bias, const Epi& epi) {{
   quantized_gemm<K>(x, M, ldx, MO ? (const int32_t*)w[{xb} + 2] : nullptr,
                     [](const float* r, uint8_t* q, float* sc, const int32_t* keep) {{ quantize_row<{ta}K>(r, q, sc, keep); }},
-                    [&](const uint8_t* xq, const float* xs) {{ gemm_q<{ta}N, K, MO>(xq, xs, x, M, ldx, y, ldy, w, bias, epi); }});
+                    [&](const uint8_t* xq, const float* xs) {{ {gemm_q}<{ta}N, K, MO>(xq, xs, x, M, ldx, y, ldy, w, bias, epi); }});
 }}
 """
 
@@ -382,8 +383,8 @@ _ZMM_I8 = dict(GUARD="I8Z", NS="i8z", ISA="avx512_vnni", HELPERS=_ZMM_HELPERS,
 _YMM_I8 = dict(GUARD="I8Y", NS="i8y", ISA="avx2 / avx_vnni", HELPERS=_YMM_HELPERS,
                REQUIRE="!defined(__AVX2__)", FLAGS="-mavx2", V="__m256", VI="__m256i", VS="v8si",
                P="_mm256", B="256", L="8", A="32", ROUND="round")
-I8Z = _I8_VECTOR.substitute(_ZMM_I8, FLOAT_ENTRY=_float_entry(True))
-I8Y = _I8_VECTOR.substitute(_YMM_I8, FLOAT_ENTRY=_float_entry(True))
+I8Z = _I8_VECTOR.substitute(_ZMM_I8, FLOAT_ENTRY=float_entry(True))
+I8Y = _I8_VECTOR.substitute(_YMM_I8, FLOAT_ENTRY=float_entry(True))
 
 I8Y_VNNI = r"""
 #ifndef SPK_GEMM_I8Y_VNNI
@@ -459,7 +460,7 @@ static void gemm_q(const uint8_t* xq, const float* xs, const float* x, int64_t M
   });
 }
 
-""" + _float_entry(False) + r"""
+""" + float_entry(False) + r"""
 }  // namespace i8s
 }  // namespace spk_gemm
 #endif  // SPK_GEMM_I8S
@@ -479,14 +480,15 @@ static void gemm_q(const uint8_t* xq, const float* xs, const float* x, int64_t M
 # and per-group column sums as floats [NG][NPAD].
 
 
-def _grouped_entry(vnni_param: bool) -> str:
-    """The float entry of a w8a8g family: `grouped_gemm` over its quantize_row_g, gemm_qg."""
+def grouped_entry(vnni_param: bool, entry: str = "gemm_g", gemm_qg: str = "gemm_qg") -> str:
+    """The float entry `entry` of a w8a8g family: `grouped_gemm` over its quantize_row_g and
+    its GEMM `gemm_qg`."""
     tp, ta = ("bool VNNI, ", "VNNI, ") if vnni_param else ("", "")
     return f"""template <{tp}int64_t N, int64_t K, int64_t G, class Epi>
-static void gemm_g(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
+static void {entry}(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, void* const* w,
                    const float* bias, const Epi& epi) {{
   grouped_gemm<K, G>(x, M, ldx, [](const float* r, uint8_t* q) {{ quantize_row_g<{ta}K, G>(r, q, nullptr); }},
-                     [&](const uint8_t* xq) {{ gemm_qg<{ta}N, K, G>(xq, M, y, ldy, w, bias, epi); }});
+                     [&](const uint8_t* xq) {{ {gemm_qg}<{ta}N, K, G>(xq, M, y, ldy, w, bias, epi); }});
 }}
 """
 
@@ -601,8 +603,8 @@ $GROUPED_ENTRY
 #endif  // SPK_GEMM_${GUARD}_G
 """)
 
-I8Z_G = _I8_VECTOR_G.substitute(_ZMM_I8, REG="zmm", GROUPED_ENTRY=_grouped_entry(True))
-I8Y_G = _I8_VECTOR_G.substitute(_YMM_I8, REG="ymm", GROUPED_ENTRY=_grouped_entry(True))
+I8Z_G = _I8_VECTOR_G.substitute(_ZMM_I8, REG="zmm", GROUPED_ENTRY=grouped_entry(True))
+I8Y_G = _I8_VECTOR_G.substitute(_YMM_I8, REG="ymm", GROUPED_ENTRY=grouped_entry(True))
 
 I8S_G = r"""
 #ifndef SPK_GEMM_I8S_G
@@ -660,7 +662,7 @@ static void gemm_qg(const uint8_t* xq, int64_t M, float* y, int64_t ldy, void* c
   });
 }
 
-""" + _grouped_entry(False) + r"""
+""" + grouped_entry(False) + r"""
 }  // namespace i8s
 }  // namespace spk_gemm
 #endif  // SPK_GEMM_I8S_G
