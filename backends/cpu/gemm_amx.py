@@ -44,14 +44,25 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 
+// A configuration is built once, in static storage: GCC does not treat ldtilecfg as a read
+// of the 64 bytes it loads, and dropped the stores of a stack copy once the configuring
+// function was called rather than inlined (ldtilecfg then faulted on an invalid config).
+static inline TileConfig tile_config(int acc_tiles, int a_tiles, int ks) {
+  TileConfig c;
+  memset(&c, 0, sizeof c);
+  c.palette = 1;
+  int i = 0;
+  for (; i < acc_tiles; ++i) { c.rows[i] = 16; c.colsb[i] = 64; }
+  for (const int a = i + a_tiles; i < a; ++i) { c.rows[i] = 16; c.colsb[i] = (uint16_t)ks; }
+  for (; i < 8; ++i) { c.rows[i] = (uint8_t)(ks / 4); c.colsb[i] = 64; }
+  return c;
+}
+
 // w8a8 (per token): the accumulators run over all K, so 2 x 2 of them (32 rows x 32
 // columns) share two A and two B tiles per 64 codes (a tile load per tdpbusd), and are
 // stored once. Tiles 0-3: accumulators; 4-5: A; 6-7: B.
 static inline void amx_configure_2x2() {
-  TileConfig c;
-  memset(&c, 0, sizeof c);
-  c.palette = 1;
-  for (int i = 0; i < 8; ++i) { c.rows[i] = 16; c.colsb[i] = 64; }
+  static const TileConfig c = tile_config(4, 2, 64);
   _tile_loadconfig(&c);
 }
 
@@ -139,12 +150,7 @@ namespace i8z {
 // 16 x 32 int32 accumulators (16 rows, two 16-column tiles); 4: the A tile (16 rows x KS
 // codes); 5-6: two B tiles (KS / 4 rows of 16 columns x 4 codes).
 template <int KS> static inline void amx_configure() {
-  TileConfig c;
-  memset(&c, 0, sizeof c);
-  c.palette = 1;
-  for (int i = 0; i < 4; ++i) { c.rows[i] = 16; c.colsb[i] = 64; }
-  c.rows[4] = 16; c.colsb[4] = KS;
-  for (int i = 5; i < 7; ++i) { c.rows[i] = KS / 4; c.colsb[i] = 64; }
+  static const TileConfig c = tile_config(4, 1, KS);   // tile 7 unused: its config is harmless
   _tile_loadconfig(&c);
 }
 
